@@ -1,0 +1,51 @@
+# The project's commands. `make run` and `make test` set up whatever is missing first.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTOS := $(wildcard proto/bank/v1/*.proto)
+PYTEST_ARGS ?=
+
+.PHONY: setup run tour test test-unit test-integration lint format proto clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/bootstrap.sh
+	@bash scripts/bootstrap.sh
+
+## The main demo (for now: one shard on its own PostgreSQL, a scripted banking session).
+run: setup
+	@echo "[run] bankctl tour: one shard, a scripted session, then everything stops"
+	@$(VENV)/bin/bankctl tour
+
+tour: run
+
+## Lint, then every test tier (the integration tiers start real PostgreSQL).
+test: setup lint
+	@echo "[test] pytest: unit and integration tiers"
+	@$(PY) -m pytest -ra --durations=10 $(PYTEST_ARGS) tests
+
+## The fast loop: no services, seconds.
+test-unit: setup
+	@$(PY) -m pytest -q $(PYTEST_ARGS) tests/unit
+
+test-integration: setup
+	@$(PY) -m pytest -ra $(PYTEST_ARGS) tests/integration
+
+lint: setup
+	@echo "[lint] ruff check, ruff format --check, mypy"
+	@$(VENV)/bin/ruff check services tests
+	@$(VENV)/bin/ruff format --check services tests
+	@$(VENV)/bin/mypy
+
+format: setup
+	@$(VENV)/bin/ruff check --fix services tests
+	@$(VENV)/bin/ruff format services tests
+
+## Regenerates the committed gRPC stubs under gen/ from proto/.
+proto: setup
+	@echo "[proto] generating gen/bank/v1 from $(PROTOS)"
+	@$(PY) -m services.rpc.protogen gen
+
+clean:
+	rm -rf .bank reports .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,52 @@
+"""The AccountService over gRPC: unpacks requests, calls the handler, packs answers."""
+
+from __future__ import annotations
+
+import grpc
+
+from bank.v1 import account_pb2, account_pb2_grpc
+from services.account.handler import AccountHandler
+from services.rpc.convert import account_to_proto
+from services.rpc.status import rpc_method
+
+
+class AccountServicer(account_pb2_grpc.AccountServiceServicer):
+    def __init__(self, handler: AccountHandler) -> None:
+        self.handler = handler
+
+    @rpc_method
+    def OpenAccount(
+        self, request: account_pb2.OpenAccountRequest, context: grpc.ServicerContext
+    ) -> account_pb2.OpenAccountResponse:
+        account = self.handler.open_account(
+            request.request_id, request.customer_id, request.currency, request.overdraft_limit
+        )
+        return account_pb2.OpenAccountResponse(account=account_to_proto(account))
+
+    @rpc_method
+    def GetAccount(
+        self, request: account_pb2.GetAccountRequest, context: grpc.ServicerContext
+    ) -> account_pb2.GetAccountResponse:
+        account = self.handler.get_account(request.account_number)
+        return account_pb2.GetAccountResponse(account=account_to_proto(account))
+
+    @rpc_method
+    def FreezeAccount(
+        self, request: account_pb2.FreezeAccountRequest, context: grpc.ServicerContext
+    ) -> account_pb2.FreezeAccountResponse:
+        account = self.handler.freeze_account(request.request_id, request.account_number, request.reason)
+        return account_pb2.FreezeAccountResponse(account=account_to_proto(account))
+
+    @rpc_method
+    def UnfreezeAccount(
+        self, request: account_pb2.UnfreezeAccountRequest, context: grpc.ServicerContext
+    ) -> account_pb2.UnfreezeAccountResponse:
+        account = self.handler.unfreeze_account(request.request_id, request.account_number)
+        return account_pb2.UnfreezeAccountResponse(account=account_to_proto(account))
+
+    @rpc_method
+    def CloseAccount(
+        self, request: account_pb2.CloseAccountRequest, context: grpc.ServicerContext
+    ) -> account_pb2.CloseAccountResponse:
+        account = self.handler.close_account(request.request_id, request.account_number)
+        return account_pb2.CloseAccountResponse(account=account_to_proto(account))

@@ -1,0 +1,218 @@
+"""One PostgreSQL instance owned by the project: initdb, configure, start, stop, kill."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import signal
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from services.cluster.processes import LaunchError, pid_alive, run_checked, wait_until
+from services.cluster.service_user import as_service_user, give_to_service_user
+
+SUPERUSER = "bank"
+DATABASE = "bank"
+
+# Small memory: a shard's instance on a laptop-sized machine, three of them per shard.
+BASE_SETTINGS: dict[str, str] = {
+    "shared_buffers": "32MB",
+    "work_mem": "4MB",
+    "maintenance_work_mem": "32MB",
+    "max_connections": "60",
+    "wal_level": "replica",
+    "wal_log_hints": "on",
+    "max_wal_senders": "8",
+    "max_replication_slots": "8",
+    "wal_keep_size": "256MB",
+    "password_encryption": "scram-sha-256",
+    "logging_collector": "off",
+    "log_line_prefix": "'%m [%p] %a '",
+    "log_min_messages": "warning",
+    "log_min_error_statement": "panic",
+    "timezone": "'UTC'",
+}
+
+
+def postgres_bin_dir() -> Path:
+    """The newest installed PostgreSQL's binaries (Debian keeps them out of PATH)."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    if not found:
+        raise LaunchError(
+            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb); run `make setup`"
+        )
+    return Path(found[-1]).parent
+
+
+@dataclass
+class PostgresInstance:
+    """A PostgreSQL server in `data_dir`, listening on `host:port` only."""
+
+    name: str
+    data_dir: Path
+    host: str
+    port: int
+    password: str
+    settings: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir.parent / f"{self.name}.log"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.data_dir.parent / f"{self.name}.sock"
+
+    def conninfo(self, dbname: str = DATABASE, application_name: str = "bank") -> str:
+        return psycopg.conninfo.make_conninfo(
+            host=self.host,
+            port=self.port,
+            user=SUPERUSER,
+            password=self.password,
+            dbname=dbname,
+            application_name=application_name,
+            connect_timeout=3,
+        )
+
+    def initialized(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def init(self) -> None:
+        """Creates the cluster with a scram-protected superuser and the bank's database."""
+        bin_dir = postgres_bin_dir()
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        for path in (self.data_dir, self.socket_dir):
+            path.mkdir(mode=0o700, exist_ok=True)
+            give_to_service_user(path)
+        self.log_file.touch()
+        give_to_service_user(self.log_file)
+        with tempfile.NamedTemporaryFile("w", dir=self.data_dir.parent, delete=False) as pwfile:
+            pwfile.write(self.password + "\n")
+        try:
+            give_to_service_user(Path(pwfile.name))
+            run_checked(
+                as_service_user(
+                    [
+                        str(bin_dir / "initdb"),
+                        "-D",
+                        str(self.data_dir),
+                        "-U",
+                        SUPERUSER,
+                        f"--pwfile={pwfile.name}",
+                        "--auth-local=scram-sha-256",
+                        "--auth-host=scram-sha-256",
+                        "--encoding=UTF8",
+                        "--locale=C",
+                        "--no-sync",
+                    ]
+                ),
+                f"initdb of {self.name}",
+            )
+        finally:
+            os.unlink(pwfile.name)
+        self.write_settings()
+        self.start()
+        with psycopg.connect(self.conninfo(dbname="postgres"), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{DATABASE}"')
+
+    def write_settings(self) -> None:
+        """Puts this instance's own settings in bank.conf, included last by postgresql.conf."""
+        settings = {
+            **BASE_SETTINGS,
+            "listen_addresses": f"'{self.host}'",
+            "port": str(self.port),
+            "unix_socket_directories": f"'{self.socket_dir}'",
+            "cluster_name": f"'{self.name}'",
+            **self.settings,
+        }
+        conf = self.data_dir / "bank.conf"
+        conf.write_text("".join(f"{key} = {value}\n" for key, value in settings.items()), encoding="utf-8")
+        give_to_service_user(conf)
+        main_conf = self.data_dir / "postgresql.conf"
+        text = main_conf.read_text(encoding="utf-8")
+        if "include_if_exists = 'bank.conf'" not in text:
+            main_conf.write_text(text + "\ninclude_if_exists = 'bank.conf'\n", encoding="utf-8")
+
+    def start(self, timeout_s: float = 60) -> int:
+        """Starts the server (no-op when it runs) and returns the postmaster's PID."""
+        running = self.pid()
+        if running is not None:
+            return running
+        with contextlib.suppress(FileNotFoundError):
+            (self.data_dir / "postmaster.pid").unlink()  # stale: its process is gone
+        run_checked(
+            as_service_user(
+                [
+                    str(postgres_bin_dir() / "pg_ctl"),
+                    "-D",
+                    str(self.data_dir),
+                    "-l",
+                    str(self.log_file),
+                    "-w",
+                    "-t",
+                    str(int(timeout_s)),
+                    "start",
+                ]
+            ),
+            f"PostgreSQL {self.name} on {self.host}:{self.port}",
+            log_file=self.log_file,
+            timeout_s=timeout_s + 10,
+        )
+        pid = self.pid()
+        if pid is None:
+            raise LaunchError(f"PostgreSQL {self.name} started but wrote no PID; log: {self.log_file}")
+        return pid
+
+    def pid(self) -> int | None:
+        """The postmaster's PID while it runs, from its own postmaster.pid."""
+        try:
+            first = (self.data_dir / "postmaster.pid").read_text(encoding="ascii").split("\n", 1)[0]
+        except (FileNotFoundError, PermissionError):
+            return None
+        pid = int(first) if first.strip().isdigit() else None
+        return pid if pid is not None and pid_alive(pid) else None
+
+    def stop(self, timeout_s: float = 60) -> None:
+        """Stops the server cleanly (fast mode: open transactions are rolled back)."""
+        pid = self.pid()
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGINT)  # what `pg_ctl stop -m fast` sends
+        try:
+            wait_until(lambda: not pid_alive(pid), timeout_s, f"PostgreSQL {self.name} to stop")
+        except TimeoutError:
+            self.kill()
+
+    def kill(self) -> None:
+        """Crashes the instance: SIGKILL to the postmaster and every child (each has its own
+        session, so killing the process group is not enough)."""
+        pid = self.pid()
+        if pid is None:
+            return
+        children = _children_of(pid)
+        for victim in [pid, *children]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGKILL)
+        for victim in [pid, *children]:
+            _wait_gone(victim, f"process {victim} of {self.name} to die")
+
+
+def _wait_gone(pid: int, what: str) -> None:
+    wait_until(lambda: not pid_alive(pid), 10, what)
+
+
+def _children_of(pid: int) -> list[int]:
+    children: list[int] = []
+    for stat_path in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat_path, encoding="ascii", errors="replace") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat_path.split("/")[2]))
+    return children

@@ -1,0 +1,88 @@
+"""Account numbers, slots and the ids of transfers and holds, each carrying the slot that routes it."""
+
+from __future__ import annotations
+
+import re
+import uuid
+import zlib
+
+from services.common.errors import InvalidArgument
+
+# Accounts hash into this many slots; a slot belongs to exactly one shard at a time.
+NUM_SLOTS = 1024
+SERIAL_DIGITS = 11
+ACCOUNT_NUMBER_LENGTH = 4 + SERIAL_DIGITS + 1
+
+_ACCOUNT_NUMBER = re.compile(r"[0-9]{16}")
+_TRANSFER_ID = re.compile(r"T(?P<slot>[0-9]{4})-[0-9a-f]{32}")
+_HOLD_ID = re.compile(r"H(?P<slot>[0-9]{4})-[0-9a-f]{32}")
+
+
+def slot_of_customer(customer_id: str) -> int:
+    """All the accounts of one customer live in one slot (and so on one shard)."""
+    return zlib.crc32(customer_id.encode("utf-8")) % NUM_SLOTS
+
+
+def luhn_check_digit(digits: str) -> int:
+    """The Luhn digit that makes `digits + digit` pass the Luhn test."""
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = int(char)
+        if position % 2 == 0:  # these are doubled once the check digit is appended
+            value *= 2
+            if value > 9:
+                value -= 9
+        total += value
+    return (10 - total % 10) % 10
+
+
+def make_account_number(slot: int, serial: int) -> str:
+    assert 0 <= slot < NUM_SLOTS, slot
+    assert 0 < serial < 10**SERIAL_DIGITS, serial
+    body = f"{slot:04d}{serial:0{SERIAL_DIGITS}d}"
+    return body + str(luhn_check_digit(body))
+
+
+def parse_account_number(text: str, field: str = "account_number") -> int:
+    """Validates an account number and returns its slot; refuses it before any lookup."""
+    if not text:
+        raise InvalidArgument(field, "required")
+    if not _ACCOUNT_NUMBER.fullmatch(text):
+        raise InvalidArgument(
+            field, f"{text[:40]!r} is not an account number ({ACCOUNT_NUMBER_LENGTH} digits)"
+        )
+    if luhn_check_digit(text[:-1]) != int(text[-1]):
+        raise InvalidArgument(field, f"{text} has a wrong check digit")
+    slot = int(text[:4])
+    if slot >= NUM_SLOTS:
+        raise InvalidArgument(field, f"{text} names slot {slot}, beyond the bank's {NUM_SLOTS}")
+    return slot
+
+
+def new_transfer_id(slot: int) -> str:
+    return f"T{slot:04d}-{uuid.uuid4().hex}"
+
+
+def new_hold_id(slot: int) -> str:
+    return f"H{slot:04d}-{uuid.uuid4().hex}"
+
+
+def parse_transfer_id(text: str, field: str = "transfer_id") -> int:
+    """Validates a transfer id and returns the slot of its debited account."""
+    return _parse_routed_id(_TRANSFER_ID, text, field, "T0123-<32 hex digits>")
+
+
+def parse_hold_id(text: str, field: str = "hold_id") -> int:
+    return _parse_routed_id(_HOLD_ID, text, field, "H0123-<32 hex digits>")
+
+
+def _parse_routed_id(pattern: re.Pattern[str], text: str, field: str, shape: str) -> int:
+    if not text:
+        raise InvalidArgument(field, "required")
+    match = pattern.fullmatch(text)
+    if match is None:
+        raise InvalidArgument(field, f"{text[:48]!r} is not of the form {shape}")
+    slot = int(match.group("slot"))
+    if slot >= NUM_SLOTS:
+        raise InvalidArgument(field, f"{text} names slot {slot}, beyond the bank's {NUM_SLOTS}")
+    return slot

@@ -1,0 +1,121 @@
+"""The bank's records as plain values: accounts, transfers, postings, holds."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+# Status and kind names are stored in the database as these words and match the proto enums'
+# suffixes (ACCOUNT_STATUS_ACTIVE <-> "ACTIVE").
+ACTIVE, FROZEN, CLOSED = "ACTIVE", "FROZEN", "CLOSED"
+DEPOSIT, WITHDRAWAL, TRANSFER, HOLD_CAPTURE = "DEPOSIT", "WITHDRAWAL", "TRANSFER", "HOLD_CAPTURE"
+COMMITTED, PENDING, FAILED = "COMMITTED", "PENDING", "FAILED"
+HOLD_ACTIVE, CAPTURED, VOIDED, EXPIRED = "ACTIVE", "CAPTURED", "VOIDED", "EXPIRED"
+
+
+@dataclass(frozen=True)
+class Account:
+    account_number: str
+    customer_id: str
+    currency: str
+    status: str
+    balance: int
+    held: int
+    overdraft_limit: int
+    version: int
+    slot: int
+    opened_at: datetime
+
+    @property
+    def available_balance(self) -> int:
+        return self.balance - self.held
+
+
+@dataclass(frozen=True)
+class Transfer:
+    transfer_id: str
+    request_id: str
+    kind: str
+    from_account: str
+    to_account: str
+    amount: int
+    currency: str
+    status: str
+    reference: str
+    failure_reason: str
+    hold_id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Posting:
+    sequence: int
+    transfer_id: str
+    kind: str
+    amount: int
+    currency: str
+    balance_after: int
+    counterparty: str
+    posted_at: datetime
+
+
+@dataclass(frozen=True)
+class Hold:
+    hold_id: str
+    account_number: str
+    to_account: str
+    amount: int
+    captured_amount: int
+    currency: str
+    status: str
+    expires_at: datetime
+    transfer_id: str
+
+
+@dataclass(frozen=True)
+class MoneyMovement:
+    """The answer to a deposit, withdrawal or transfer: the transfer and the debited or credited
+    customer account's balance right after it."""
+
+    transfer: Transfer
+    balance_after: int
+
+
+@dataclass(frozen=True)
+class HoldCapture:
+    hold: Hold
+    transfer: Transfer
+
+
+_RECORDS: dict[str, type] = {
+    cls.__name__: cls for cls in (Account, Transfer, Hold, MoneyMovement, HoldCapture)
+}
+
+
+def record_to_json(record: Any) -> dict[str, Any]:
+    """A JSON-able form of a record, kept to answer a retried request with its first result."""
+    out: dict[str, Any] = {"type": type(record).__name__}
+    for field in dataclasses.fields(record):
+        value = getattr(record, field.name)
+        if dataclasses.is_dataclass(value):
+            out[field.name] = record_to_json(value)
+        elif isinstance(value, datetime):
+            out[field.name] = {"datetime": value.isoformat()}
+        else:
+            out[field.name] = value
+    return out
+
+
+def record_from_json(data: dict[str, Any]) -> Any:
+    cls = _RECORDS[data["type"]]
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        value = data[field.name]
+        if isinstance(value, dict) and "type" in value:
+            value = record_from_json(value)
+        elif isinstance(value, dict) and "datetime" in value:
+            value = datetime.fromisoformat(value["datetime"])
+        values[field.name] = value
+    return cls(**values)

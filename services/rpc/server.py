@@ -1,0 +1,72 @@
+"""A gRPC server with the standard health checking and reflection services on it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+# Requests of the bank are small; anything near this is an abuse, refused by gRPC itself
+# with RESOURCE_EXHAUSTED before it reaches our code.
+MAX_MESSAGE_BYTES = 1 << 20
+
+
+@dataclass
+class Registration:
+    """A servicer and the generated function that adds it to a server."""
+
+    service_name: str
+    add_to_server: Callable[[Any, grpc.Server], None]
+    servicer: Any
+
+
+@dataclass
+class RunningServer:
+    server: grpc.Server
+    health: health.HealthServicer
+    port: int
+    service_names: list[str]
+
+    def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ["", *self.service_names]:
+            self.health.set(name, status)
+
+    def stop(self, grace_s: float = 2.0) -> None:
+        self.set_serving(False)
+        self.server.stop(grace_s).wait()
+
+
+def start_server(address: str, registrations: Sequence[Registration], max_workers: int = 32) -> RunningServer:
+    """Binds `address` (host:port, port 0 for any free one) and starts serving."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", 4 * MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    for registration in registrations:
+        registration.add_to_server(registration.servicer, server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [r.service_name for r in registrations]
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        server,
+    )
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not bind the gRPC server to {address}")
+    server.start()
+    running = RunningServer(server, health_servicer, port, names)
+    running.set_serving(True)
+    return running

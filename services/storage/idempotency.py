@@ -1,0 +1,52 @@
+"""Runs a mutating request at most once per request id, answering retries with the first result."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from services.common.errors import RequestIdReused
+from services.common.model import record_from_json, record_to_json
+from services.storage.ledger_store import LedgerStore, LedgerTx
+
+R = TypeVar("R")
+
+
+def fingerprint(operation: str, payload: dict[str, Any]) -> str:
+    """A digest of what a request asks for, after validation (so 12.34 and 1234 fen agree)."""
+    canonical = json.dumps({"operation": operation, **payload}, sort_keys=True)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def run_once(
+    store: LedgerStore,
+    operation: str,
+    request_id: str,
+    payload: dict[str, Any],
+    work: Callable[[LedgerTx], R],
+) -> R:
+    """Does `work` unless `request_id` was already acknowledged, in one transaction.
+
+    The same id with the same payload returns the stored first result; with another payload
+    (or for another operation) it is refused. A request that fails stores nothing, so it may be
+    retried under the same id.
+    """
+    digest = fingerprint(operation, payload)
+
+    def attempt(tx: LedgerTx) -> R:
+        prior = tx.claim_request(request_id, operation, digest)
+        if prior is not None:
+            if prior.operation != operation or prior.fingerprint != digest:
+                raise RequestIdReused(
+                    f"request_id {request_id} was already used for another request"
+                    f" ({prior.operation}); choose a new id for a new request"
+                )
+            result: R = record_from_json(prior.result)
+            return result
+        record = work(tx)
+        tx.save_request_result(request_id, record_to_json(record))
+        return record
+
+    return store.run(attempt)

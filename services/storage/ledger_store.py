@@ -1,0 +1,356 @@
+"""The ledger's SQL on one shard's PostgreSQL: every statement the bank runs, behind two classes.
+
+`LedgerStore` owns the connection pool and runs units of work as transactions (retrying the
+ones that lose a deadlock); `LedgerTx` is one open transaction with the statements a handler
+composes. Accounts are always locked in account-number order, then holds, so that concurrent
+movements over the same accounts serialize without deadlocking.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from services.common.errors import Aborted, Unavailable
+from services.common.model import Account, Hold, Posting, Transfer
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MAX_ATTEMPTS = 6  # per unit of work that loses a deadlock or a serialization conflict
+
+ACCOUNT_COLUMNS = (
+    "account_number, customer_id, currency, status, balance, held, overdraft_limit, version, slot, opened_at"
+)
+TRANSFER_COLUMNS = (
+    "transfer_id, request_id, kind, from_account, to_account, amount, currency, status,"
+    " reference, failure_reason, hold_id, created_at"
+)
+HOLD_COLUMNS = (
+    "hold_id, account_number, to_account, amount, captured_amount, currency, status, expires_at, transfer_id"
+)
+# A hold past its expiry reads as EXPIRED even before the sweeper has released it.
+HOLD_VIEW = (
+    "hold_id, account_number, to_account, amount, captured_amount, currency,"
+    " CASE WHEN status = 'ACTIVE' AND expires_at <= now() THEN 'EXPIRED' ELSE status END"
+    " AS status, expires_at, transfer_id"
+)
+
+SQL_CLAIM_REQUEST = """
+INSERT INTO requests (request_id, operation, fingerprint, result)
+VALUES (%s, %s, %s, '{}'::jsonb)
+ON CONFLICT (request_id) DO NOTHING
+RETURNING request_id
+"""
+SQL_PRIOR_REQUEST = "SELECT operation, fingerprint, result FROM requests WHERE request_id = %s"
+SQL_SAVE_RESULT = "UPDATE requests SET result = %s WHERE request_id = %s"
+SQL_NEXT_SERIAL = "SELECT nextval('account_serial')"
+SQL_INSERT_ACCOUNT = f"""
+INSERT INTO accounts (account_number, slot, customer_id, currency, status, overdraft_limit)
+VALUES (%s, %s, %s, %s, 'ACTIVE', %s)
+RETURNING {ACCOUNT_COLUMNS}
+"""
+SQL_LOCK_ACCOUNTS = f"""
+SELECT {ACCOUNT_COLUMNS} FROM accounts
+WHERE account_number = ANY(%s)
+ORDER BY account_number
+FOR UPDATE
+"""
+SQL_EXPIRE_HOLDS = """
+UPDATE holds SET status = 'EXPIRED'
+WHERE account_number = ANY(%s) AND status = 'ACTIVE' AND expires_at <= now()
+RETURNING account_number, amount
+"""
+SQL_RELEASE_HELD = f"""
+UPDATE accounts SET held = held - %s, version = version + 1
+WHERE account_number = %s
+RETURNING {ACCOUNT_COLUMNS}
+"""
+SQL_UPDATE_MONEY = f"""
+UPDATE accounts SET balance = %s, held = %s, version = version + 1
+WHERE account_number = %s
+RETURNING {ACCOUNT_COLUMNS}
+"""
+SQL_UPDATE_STATUS = f"""
+UPDATE accounts SET status = %s, version = version + 1
+WHERE account_number = %s
+RETURNING {ACCOUNT_COLUMNS}
+"""
+SQL_INSERT_TRANSFER = f"""
+INSERT INTO transfers (transfer_id, request_id, kind, from_account, to_account, amount,
+                       currency, status, reference, failure_reason, hold_id)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+RETURNING {TRANSFER_COLUMNS}
+"""
+SQL_INSERT_POSTING = """
+INSERT INTO postings (transfer_id, account_number, amount, currency, balance_after, counterparty)
+VALUES (%s, %s, %s, %s, %s, %s)
+"""
+SQL_INSERT_HOLD = f"""
+INSERT INTO holds (hold_id, account_number, to_account, amount, currency, status, expires_at)
+VALUES (%s, %s, %s, %s, %s, 'ACTIVE', now() + make_interval(secs => %s))
+RETURNING {HOLD_COLUMNS}
+"""
+SQL_FIND_HOLD = f"SELECT {HOLD_COLUMNS} FROM holds WHERE hold_id = %s"
+SQL_LOCK_HOLD = f"SELECT {HOLD_COLUMNS} FROM holds WHERE hold_id = %s FOR UPDATE"
+SQL_FINISH_HOLD = f"""
+UPDATE holds SET status = %s, captured_amount = %s, transfer_id = %s
+WHERE hold_id = %s
+RETURNING {HOLD_COLUMNS}
+"""
+SQL_GET_ACCOUNT = """
+SELECT account_number, customer_id, currency, status, balance,
+       held - COALESCE((SELECT sum(h.amount) FROM holds h
+                        WHERE h.account_number = a.account_number
+                          AND h.status = 'ACTIVE' AND h.expires_at <= now()), 0)::bigint AS held,
+       overdraft_limit, version, slot, opened_at
+FROM accounts a WHERE account_number = %s
+"""
+SQL_GET_TRANSFER = f"SELECT {TRANSFER_COLUMNS} FROM transfers WHERE transfer_id = %s"
+SQL_GET_HOLD = f"SELECT {HOLD_VIEW} FROM holds WHERE hold_id = %s"
+SQL_LIST_POSTINGS = """
+SELECT p.sequence, p.transfer_id, t.kind, p.amount, p.currency, p.balance_after,
+       p.counterparty, p.posted_at
+FROM postings p JOIN transfers t USING (transfer_id)
+WHERE p.account_number = %s AND p.sequence > %s
+ORDER BY p.sequence
+LIMIT %s
+"""
+SQL_EXPIRED_HOLD_ACCOUNTS = """
+SELECT DISTINCT account_number FROM holds
+WHERE status = 'ACTIVE' AND expires_at <= now()
+LIMIT %s
+"""
+
+
+def system_account(purpose: str, currency: str) -> str:
+    """The name of a shard's system account, e.g. SYS:CASH:CNY for money entering or leaving."""
+    return f"SYS:{purpose}:{currency}"
+
+
+@dataclass(frozen=True)
+class PriorRequest:
+    operation: str
+    fingerprint: str
+    result: dict[str, Any]
+
+
+class LedgerTx:
+    """One open transaction on the shard's primary."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+    def claim_request(self, request_id: str, operation: str, fingerprint: str) -> PriorRequest | None:
+        """Reserves a request id for this transaction, or returns what it already holds.
+
+        A concurrent claim of the same id waits here until the first transaction ends.
+        """
+        if self.conn.execute(SQL_CLAIM_REQUEST, (request_id, operation, fingerprint)).fetchone():
+            return None
+        row = self.conn.execute(SQL_PRIOR_REQUEST, (request_id,)).fetchone()
+        assert row is not None, f"request {request_id} conflicted but is not there"
+        return PriorRequest(operation=row[0], fingerprint=row[1], result=row[2])
+
+    def save_request_result(self, request_id: str, result: dict[str, Any]) -> None:
+        self.conn.execute(SQL_SAVE_RESULT, (Jsonb(result), request_id))
+
+    def next_account_serial(self) -> int:
+        row = self.conn.execute(SQL_NEXT_SERIAL).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def insert_account(
+        self, number: str, slot: int, customer_id: str, currency: str, overdraft_limit: int
+    ) -> Account:
+        cur = self.conn.cursor(row_factory=class_row(Account))
+        account = cur.execute(
+            SQL_INSERT_ACCOUNT, (number, slot, customer_id, currency, overdraft_limit)
+        ).fetchone()
+        assert account is not None
+        return account
+
+    def lock_accounts(self, numbers: Iterable[str]) -> dict[str, Account]:
+        """Locks the named accounts in a fixed order and releases their expired holds."""
+        wanted = sorted(set(numbers))
+        cur = self.conn.cursor(row_factory=class_row(Account))
+        locked = {a.account_number: a for a in cur.execute(SQL_LOCK_ACCOUNTS, (wanted,))}
+        if locked:
+            locked.update(self._release_expired_holds(list(locked)))
+        return locked
+
+    def _release_expired_holds(self, numbers: list[str]) -> dict[str, Account]:
+        released: dict[str, int] = {}
+        for number, amount in self.conn.execute(SQL_EXPIRE_HOLDS, (numbers,)):
+            released[number] = released.get(number, 0) + amount
+        cur = self.conn.cursor(row_factory=class_row(Account))
+        updated: dict[str, Account] = {}
+        for number, amount in released.items():
+            account = cur.execute(SQL_RELEASE_HELD, (amount, number)).fetchone()
+            assert account is not None
+            updated[number] = account
+        return updated
+
+    def update_money(self, number: str, balance: int, held: int) -> Account:
+        cur = self.conn.cursor(row_factory=class_row(Account))
+        account = cur.execute(SQL_UPDATE_MONEY, (balance, held, number)).fetchone()
+        assert account is not None
+        return account
+
+    def update_status(self, number: str, status: str) -> Account:
+        cur = self.conn.cursor(row_factory=class_row(Account))
+        account = cur.execute(SQL_UPDATE_STATUS, (status, number)).fetchone()
+        assert account is not None
+        return account
+
+    def insert_transfer(self, transfer: Transfer) -> Transfer:
+        """Stores a transfer; its creation time is the database's."""
+        cur = self.conn.cursor(row_factory=class_row(Transfer))
+        stored = cur.execute(
+            SQL_INSERT_TRANSFER,
+            (
+                transfer.transfer_id,
+                transfer.request_id,
+                transfer.kind,
+                transfer.from_account,
+                transfer.to_account,
+                transfer.amount,
+                transfer.currency,
+                transfer.status,
+                transfer.reference,
+                transfer.failure_reason,
+                transfer.hold_id,
+            ),
+        ).fetchone()
+        assert stored is not None
+        return stored
+
+    def insert_postings(self, transfer: Transfer, lines: list[tuple[str, int, int | None, str]]) -> None:
+        """Books the lines (account, signed amount, balance after, counterparty) of a transfer.
+
+        The lines of one transfer must sum to zero: that is what double entry means.
+        """
+        assert sum(amount for _, amount, _, _ in lines) == 0, lines
+        with self.conn.cursor() as cur:
+            cur.executemany(
+                SQL_INSERT_POSTING,
+                [
+                    (transfer.transfer_id, account, amount, transfer.currency, after, other)
+                    for account, amount, after, other in lines
+                ],
+            )
+
+    def insert_hold(
+        self, hold_id: str, account: str, to_account: str, amount: int, currency: str, timeout_s: int
+    ) -> Hold:
+        cur = self.conn.cursor(row_factory=class_row(Hold))
+        hold = cur.execute(
+            SQL_INSERT_HOLD, (hold_id, account, to_account, amount, currency, timeout_s)
+        ).fetchone()
+        assert hold is not None
+        return hold
+
+    def find_hold(self, hold_id: str) -> Hold | None:
+        """Reads a hold without locking it (to learn which accounts to lock first)."""
+        cur = self.conn.cursor(row_factory=class_row(Hold))
+        return cur.execute(SQL_FIND_HOLD, (hold_id,)).fetchone()
+
+    def lock_hold(self, hold_id: str) -> Hold | None:
+        cur = self.conn.cursor(row_factory=class_row(Hold))
+        return cur.execute(SQL_LOCK_HOLD, (hold_id,)).fetchone()
+
+    def finish_hold(self, hold_id: str, status: str, captured: int, transfer_id: str) -> Hold:
+        cur = self.conn.cursor(row_factory=class_row(Hold))
+        hold = cur.execute(SQL_FINISH_HOLD, (status, captured, transfer_id, hold_id)).fetchone()
+        assert hold is not None
+        return hold
+
+
+class LedgerReader:
+    """Reads that need no transaction of their own."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+    def get_account(self, number: str) -> Account | None:
+        cur = self.conn.cursor(row_factory=class_row(Account))
+        return cur.execute(SQL_GET_ACCOUNT, (number,)).fetchone()
+
+    def get_transfer(self, transfer_id: str) -> Transfer | None:
+        cur = self.conn.cursor(row_factory=class_row(Transfer))
+        return cur.execute(SQL_GET_TRANSFER, (transfer_id,)).fetchone()
+
+    def get_hold(self, hold_id: str) -> Hold | None:
+        cur = self.conn.cursor(row_factory=class_row(Hold))
+        return cur.execute(SQL_GET_HOLD, (hold_id,)).fetchone()
+
+    def list_postings(self, number: str, after_sequence: int, limit: int) -> list[Posting]:
+        cur = self.conn.cursor(row_factory=class_row(Posting))
+        return cur.execute(SQL_LIST_POSTINGS, (number, after_sequence, limit)).fetchall()
+
+    def accounts_with_expired_holds(self, limit: int) -> list[str]:
+        return [row[0] for row in self.conn.execute(SQL_EXPIRED_HOLD_ACCOUNTS, (limit,))]
+
+
+class LedgerStore:
+    """The connection pool of one shard's primary and the way units of work run on it."""
+
+    def __init__(self, conninfo: str, *, min_size: int = 2, max_size: int = 16) -> None:
+        self.pool = ConnectionPool(
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=5.0,
+            open=False,
+            name="ledger",
+            kwargs={"connect_timeout": 3},
+        )
+
+    def open(self, wait_s: float = 10.0) -> None:
+        self.pool.open(wait=True, timeout=wait_s)
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def run(self, work: Callable[[LedgerTx], T]) -> T:
+        """Runs `work` in one transaction, again from the start if it loses a deadlock.
+
+        Domain errors raised by `work` roll the transaction back: a refused request writes
+        nothing. Database outages become `Unavailable`, lost conflicts `Aborted`.
+        """
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                with self._connection() as conn, conn.transaction():
+                    return work(LedgerTx(conn))
+            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
+                log.warning("event=tx_conflict attempt=%s error=%s", attempt, type(exc).__name__)
+                time.sleep(random.uniform(0.001, 0.005) * attempt)
+        raise Aborted(f"the transaction lost {MAX_ATTEMPTS} conflicts in a row; retry it")
+
+    def read(self, work: Callable[[LedgerReader], T]) -> T:
+        with self._connection() as conn:
+            return work(LedgerReader(conn))
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            with self.pool.connection() as conn:
+                yield conn
+        except pg_errors.TransactionRollback:
+            raise  # a lost conflict: `run` tries the unit of work again
+        except PoolTimeout:
+            raise Unavailable("the shard's database is not answering; retry") from None
+        except psycopg.OperationalError as exc:
+            state = exc.sqlstate or "no connection"
+            raise Unavailable(f"the shard's database is unavailable ({state})") from None
