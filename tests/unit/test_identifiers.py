@@ -1,0 +1,90 @@
+"""Account numbers carry their slot and a Luhn check digit; ids carry the slot that routes them."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from services.common.errors import InvalidArgument
+from services.common.identifiers import (
+    NUM_SLOTS,
+    luhn_check_digit,
+    make_account_number,
+    new_hold_id,
+    new_transfer_id,
+    parse_account_number,
+    parse_hold_id,
+    parse_transfer_id,
+    slot_of_customer,
+)
+
+
+def test_luhn_matches_known_numbers() -> None:
+    # Textbook examples: 7992739871 -> 3, and a well-known test card number.
+    assert luhn_check_digit("7992739871") == 3
+    assert luhn_check_digit("453201511283036") == 6
+
+
+def test_account_number_round_trip() -> None:
+    number = make_account_number(123, 4567)
+    assert len(number) == 16 and number.startswith("0123")
+    assert parse_account_number(number) == 123
+
+
+def test_every_single_digit_error_is_caught() -> None:
+    number = make_account_number(77, 987_654_321)
+    for position in range(16):
+        for digit in "0123456789":
+            if digit == number[position]:
+                continue
+            typo = number[:position] + digit + number[position + 1 :]
+            with pytest.raises(InvalidArgument):
+                parse_account_number(typo)
+
+
+def test_adjacent_transpositions_are_mostly_caught() -> None:
+    rng = random.Random(7)
+    caught = total = 0
+    for _ in range(500):
+        number = make_account_number(rng.randrange(NUM_SLOTS), rng.randrange(1, 10**11))
+        i = rng.randrange(15)
+        swapped = number[:i] + number[i + 1] + number[i] + number[i + 2 :]
+        if swapped == number:
+            continue
+        total += 1
+        try:
+            parse_account_number(swapped)
+        except InvalidArgument:
+            caught += 1
+    # Luhn misses only the 09 <-> 90 swap (and a slot past the end may also be refused).
+    assert caught / total > 0.95
+
+
+@pytest.mark.parametrize("text", ["", "123", "12345678901234567", "abcdefghijklmnop", "0123 4567 8901 23"])
+def test_malformed_numbers_are_refused(text: str) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        parse_account_number(text, "to_account")
+    assert refused.value.field == "to_account"
+
+
+def test_slot_beyond_the_bank_is_refused() -> None:
+    body = f"{NUM_SLOTS:04d}" + "00000000001"
+    with pytest.raises(InvalidArgument, match="slot"):
+        parse_account_number(body + str(luhn_check_digit(body)))
+
+
+def test_customer_slot_is_stable_and_spread() -> None:
+    assert slot_of_customer("alice") == slot_of_customer("alice")
+    slots = {slot_of_customer(f"customer-{i}") for i in range(5_000)}
+    assert len(slots) > NUM_SLOTS * 0.9
+    assert all(0 <= s < NUM_SLOTS for s in slots)
+
+
+def test_transfer_and_hold_ids_carry_their_slot() -> None:
+    assert parse_transfer_id(new_transfer_id(5)) == 5
+    assert parse_hold_id(new_hold_id(1023)) == 1023
+    with pytest.raises(InvalidArgument):
+        parse_transfer_id(new_hold_id(5))
+    with pytest.raises(InvalidArgument):
+        parse_hold_id("H9999-" + "0" * 32)
