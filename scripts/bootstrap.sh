@@ -42,8 +42,13 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   step "installing Python packages into $VENV (pip install -e .[dev])"
-  "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-  "$VENV/bin/pip" install -q -e '.[dev]'
+  # pip's own chatter goes to a log; it is shown only when the install fails.
+  if ! { "$VENV/bin/pip" install -q --upgrade pip && "$VENV/bin/pip" install -q -e '.[dev]'; } \
+      > "$VENV/pip.log" 2>&1; then
+    tail -n 40 "$VENV/pip.log"
+    step "pip install failed; the whole log is $VENV/pip.log"
+    exit 1
+  fi
   touch "$stamp"
 fi
 step "ready"

@@ -142,8 +142,7 @@ class PostgresInstance:
         running = self.pid()
         if running is not None:
             return running
-        with contextlib.suppress(FileNotFoundError):
-            (self.data_dir / "postmaster.pid").unlink()  # stale: its process is gone
+        self._clear_stale_locks()
         run_checked(
             as_service_user(
                 [
@@ -199,6 +198,19 @@ class PostgresInstance:
                 os.kill(victim, signal.SIGKILL)
         for victim in [pid, *children]:
             _wait_gone(victim, f"process {victim} of {self.name} to die")
+        # A dead postmaster stays a zombie until init reaps it (about a second here), and while
+        # its PID exists a new postmaster refuses the lock files it left. Wait for the reaping.
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: not Path(f"/proc/{pid}").exists(), 5.0, f"postmaster {pid} to be reaped")
+
+    def _clear_stale_locks(self) -> None:
+        """Removes the lock files of a postmaster that is dead (killed, or a zombie)."""
+        locks = [self.data_dir / "postmaster.pid", *self.socket_dir.glob(".s.PGSQL.*.lock")]
+        for lock in locks:
+            with contextlib.suppress(FileNotFoundError, PermissionError, ValueError):
+                owner = int(lock.read_text(encoding="ascii").split("\n", 1)[0])
+                if not pid_alive(owner):
+                    lock.unlink()
 
 
 def _wait_gone(pid: int, what: str) -> None:
