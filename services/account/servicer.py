@@ -5,20 +5,20 @@ from __future__ import annotations
 import grpc
 
 from bank.v1 import account_pb2, account_pb2_grpc
-from services.account.handler import AccountHandler
+from services.node.shards import ShardDirectory
 from services.rpc.convert import account_to_proto
 from services.rpc.status import rpc_method
 
 
 class AccountServicer(account_pb2_grpc.AccountServiceServicer):
-    def __init__(self, handler: AccountHandler) -> None:
-        self.handler = handler
+    def __init__(self, shards: ShardDirectory) -> None:
+        self.shards = shards
 
     @rpc_method
     def OpenAccount(
         self, request: account_pb2.OpenAccountRequest, context: grpc.ServicerContext
     ) -> account_pb2.OpenAccountResponse:
-        account = self.handler.open_account(
+        account = self.shards.for_customer(request.customer_id).accounts.open_account(
             request.request_id, request.customer_id, request.currency, request.overdraft_limit
         )
         return account_pb2.OpenAccountResponse(account=account_to_proto(account))
@@ -27,26 +27,32 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     def GetAccount(
         self, request: account_pb2.GetAccountRequest, context: grpc.ServicerContext
     ) -> account_pb2.GetAccountResponse:
-        account = self.handler.get_account(request.account_number)
+        account = self.shards.for_account(request.account_number).accounts.get_account(request.account_number)
         return account_pb2.GetAccountResponse(account=account_to_proto(account))
 
     @rpc_method
     def FreezeAccount(
         self, request: account_pb2.FreezeAccountRequest, context: grpc.ServicerContext
     ) -> account_pb2.FreezeAccountResponse:
-        account = self.handler.freeze_account(request.request_id, request.account_number, request.reason)
+        account = self.shards.for_account(request.account_number).accounts.freeze_account(
+            request.request_id, request.account_number, request.reason
+        )
         return account_pb2.FreezeAccountResponse(account=account_to_proto(account))
 
     @rpc_method
     def UnfreezeAccount(
         self, request: account_pb2.UnfreezeAccountRequest, context: grpc.ServicerContext
     ) -> account_pb2.UnfreezeAccountResponse:
-        account = self.handler.unfreeze_account(request.request_id, request.account_number)
+        account = self.shards.for_account(request.account_number).accounts.unfreeze_account(
+            request.request_id, request.account_number
+        )
         return account_pb2.UnfreezeAccountResponse(account=account_to_proto(account))
 
     @rpc_method
     def CloseAccount(
         self, request: account_pb2.CloseAccountRequest, context: grpc.ServicerContext
     ) -> account_pb2.CloseAccountResponse:
-        account = self.handler.close_account(request.request_id, request.account_number)
+        account = self.shards.for_account(request.account_number).accounts.close_account(
+            request.request_id, request.account_number
+        )
         return account_pb2.CloseAccountResponse(account=account_to_proto(account))

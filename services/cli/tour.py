@@ -19,6 +19,7 @@ from services.cluster.postgres import PostgresInstance
 from services.cluster.processes import free_port
 from services.cluster.service_user import data_root, remove_data_root
 from services.common.money import format_minor
+from services.node.server import NodeConfig
 
 HOST = "127.0.0.1"
 
@@ -38,7 +39,12 @@ def run_tour(home: Path, keep_data: bool = False) -> int:
         say(f"initdb + start PostgreSQL for shard 0 on {HOST}:{pg.port} (data: {pg.data_dir})")
         pg.init()
         say(f"PostgreSQL is up, pid {pg.pid()}")
-        node = start_node(0, pg.conninfo(), home / "run", host=HOST)
+        node = start_node(
+            "node-shard0",
+            NodeConfig.single(0, pg.conninfo(), f"{HOST}:0"),
+            home / "run",
+            home / "node-shard0.log",
+        )
         say(f"bank-node of shard 0 serves gRPC on {HOST}:{node.port}, pid {node.pid} (log: {node.log_file})")
         with grpc.insecure_channel(f"{HOST}:{node.port}") as channel:
             _session(account_pb2_grpc.AccountServiceStub(channel), ledger_pb2_grpc.LedgerServiceStub(channel))

@@ -58,6 +58,14 @@ class PostgresInstance:
     port: int
     password: str
     settings: dict[str, str] = field(default_factory=dict)
+    # Runs commands inside the DC (e.g. `ip netns exec <ns>`); empty on the host.
+    exec_prefix: list[str] = field(default_factory=list)
+    # Extra pg_hba.conf lines, e.g. to let the other DCs' members replicate.
+    hba_lines: list[str] = field(default_factory=list)
+
+    def command(self, cmd: list[str]) -> list[str]:
+        """`cmd` as the service user, inside this instance's DC."""
+        return [*self.exec_prefix, *as_service_user(cmd)]
 
     @property
     def log_file(self) -> Path:
@@ -95,7 +103,7 @@ class PostgresInstance:
         try:
             give_to_service_user(Path(pwfile.name))
             run_checked(
-                as_service_user(
+                self.command(
                     [
                         str(bin_dir / "initdb"),
                         "-D",
@@ -115,6 +123,7 @@ class PostgresInstance:
         finally:
             os.unlink(pwfile.name)
         self.write_settings()
+        self._append_hba()
         self.start()
         with psycopg.connect(self.conninfo(dbname="postgres"), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{DATABASE}"')
@@ -137,6 +146,63 @@ class PostgresInstance:
         if "include_if_exists = 'bank.conf'" not in text:
             main_conf.write_text(text + "\ninclude_if_exists = 'bank.conf'\n", encoding="utf-8")
 
+    def _append_hba(self) -> None:
+        if not self.hba_lines:
+            return
+        hba = self.data_dir / "pg_hba.conf"
+        text = hba.read_text(encoding="utf-8")
+        missing = [line for line in self.hba_lines if line not in text]
+        if missing:
+            hba.write_text(text + "\n" + "\n".join(missing) + "\n", encoding="utf-8")
+
+    def clone_from(self, primary: PostgresInstance, slot: str) -> None:
+        """Makes this instance a streaming standby of `primary` (base backup, slot, -R)."""
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        for path in (self.data_dir, self.socket_dir):  # pg_basebackup fills an empty directory
+            path.mkdir(mode=0o700, exist_ok=True)
+            give_to_service_user(path)
+        self.log_file.touch()
+        give_to_service_user(self.log_file)
+        source = psycopg.conninfo.make_conninfo(
+            host=primary.host,
+            port=primary.port,
+            user=SUPERUSER,
+            password=primary.password,
+            application_name=self.name,
+        )
+        run_checked(
+            self.command(
+                [
+                    str(postgres_bin_dir() / "pg_basebackup"),
+                    "-D",
+                    str(self.data_dir),
+                    "-R",
+                    "-X",
+                    "stream",
+                    "-c",
+                    "fast",
+                    "-S",
+                    slot,
+                    "-d",
+                    source,
+                    "--no-sync",
+                ]
+            ),
+            f"base backup of {self.name} from {primary.name}",
+            timeout_s=300,
+        )
+        # The copy carries the primary's own settings: this instance's port and name go on top.
+        self.write_settings()
+        self._append_hba()
+
+    def execute(self, sql: str, dbname: str = "postgres") -> list[tuple[object, ...]]:
+        with psycopg.connect(self.conninfo(dbname=dbname), autocommit=True) as conn:
+            cursor = conn.execute(sql.encode("utf-8"))
+            return cursor.fetchall() if cursor.description else []
+
+    def reload(self) -> None:
+        self.execute("SELECT pg_reload_conf()")
+
     def start(self, timeout_s: float = 60) -> int:
         """Starts the server (no-op when it runs) and returns the postmaster's PID."""
         running = self.pid()
@@ -144,7 +210,7 @@ class PostgresInstance:
             return running
         self._clear_stale_locks()
         run_checked(
-            as_service_user(
+            self.command(
                 [
                     str(postgres_bin_dir() / "pg_ctl"),
                     "-D",

@@ -85,3 +85,15 @@ class Aborted(BankError):
     status = "ABORTED"
     reason = "ABORTED"
     retryable = True
+
+
+class NotLeader(Unavailable):
+    """This node does not serve the shard the request belongs to: re-route and retry."""
+
+    reason = "NOT_LEADER"
+
+
+class CrossShard(FailedPrecondition):
+    """The request spans two shards and this path does not support it."""
+
+    reason = "CROSS_SHARD"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 
 from bank.v1 import ledger_pb2, ledger_pb2_grpc
-from services.ledger.handler import LedgerHandler
+from services.node.shards import ShardDirectory
 from services.rpc.convert import (
     amount_of,
     hold_to_proto,
@@ -17,14 +17,14 @@ from services.rpc.status import rpc_method
 
 
 class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
-    def __init__(self, handler: LedgerHandler) -> None:
-        self.handler = handler
+    def __init__(self, shards: ShardDirectory) -> None:
+        self.shards = shards
 
     @rpc_method
     def Deposit(
         self, request: ledger_pb2.DepositRequest, context: grpc.ServicerContext
     ) -> ledger_pb2.DepositResponse:
-        moved = self.handler.deposit(
+        moved = self.shards.for_account(request.account_number).ledger.deposit(
             request.request_id,
             request.account_number,
             amount_of(request),
@@ -39,7 +39,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def Withdraw(
         self, request: ledger_pb2.WithdrawRequest, context: grpc.ServicerContext
     ) -> ledger_pb2.WithdrawResponse:
-        moved = self.handler.withdraw(
+        moved = self.shards.for_account(request.account_number).ledger.withdraw(
             request.request_id,
             request.account_number,
             amount_of(request),
@@ -54,7 +54,9 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def Transfer(
         self, request: ledger_pb2.TransferRequest, context: grpc.ServicerContext
     ) -> ledger_pb2.TransferResponse:
-        moved = self.handler.transfer(
+        moved = self.shards.for_pair(
+            request.from_account, request.to_account, "from_account", "to_account"
+        ).ledger.transfer(
             request.request_id,
             request.from_account,
             request.to_account,
@@ -72,14 +74,14 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def GetTransfer(
         self, request: ledger_pb2.GetTransferRequest, context: grpc.ServicerContext
     ) -> ledger_pb2.GetTransferResponse:
-        transfer = self.handler.get_transfer(request.transfer_id)
+        transfer = self.shards.for_transfer_id(request.transfer_id).ledger.get_transfer(request.transfer_id)
         return ledger_pb2.GetTransferResponse(transfer=transfer_to_proto(transfer))
 
     @rpc_method
     def ListPostings(
         self, request: ledger_pb2.ListPostingsRequest, context: grpc.ServicerContext
     ) -> ledger_pb2.ListPostingsResponse:
-        postings, next_token = self.handler.list_postings(
+        postings, next_token = self.shards.for_account(request.account_number).ledger.list_postings(
             request.account_number, request.page_token, request.page_size
         )
         return ledger_pb2.ListPostingsResponse(
@@ -90,7 +92,9 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def CreateHold(
         self, request: ledger_pb2.CreateHoldRequest, context: grpc.ServicerContext
     ) -> ledger_pb2.CreateHoldResponse:
-        hold = self.handler.create_hold(
+        hold = self.shards.for_pair(
+            request.account_number, request.to_account, "account_number", "to_account"
+        ).ledger.create_hold(
             request.request_id,
             request.account_number,
             request.to_account,
@@ -104,7 +108,9 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def CaptureHold(
         self, request: ledger_pb2.CaptureHoldRequest, context: grpc.ServicerContext
     ) -> ledger_pb2.CaptureHoldResponse:
-        captured = self.handler.capture_hold(request.request_id, request.hold_id, request.amount)
+        captured = self.shards.for_hold_id(request.hold_id).ledger.capture_hold(
+            request.request_id, request.hold_id, request.amount
+        )
         return ledger_pb2.CaptureHoldResponse(
             hold=hold_to_proto(captured.hold), transfer=transfer_to_proto(captured.transfer)
         )
@@ -113,11 +119,12 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def VoidHold(
         self, request: ledger_pb2.VoidHoldRequest, context: grpc.ServicerContext
     ) -> ledger_pb2.VoidHoldResponse:
-        hold = self.handler.void_hold(request.request_id, request.hold_id)
+        hold = self.shards.for_hold_id(request.hold_id).ledger.void_hold(request.request_id, request.hold_id)
         return ledger_pb2.VoidHoldResponse(hold=hold_to_proto(hold))
 
     @rpc_method
     def GetHold(
         self, request: ledger_pb2.GetHoldRequest, context: grpc.ServicerContext
     ) -> ledger_pb2.GetHoldResponse:
-        return ledger_pb2.GetHoldResponse(hold=hold_to_proto(self.handler.get_hold(request.hold_id)))
+        hold = self.shards.for_hold_id(request.hold_id).ledger.get_hold(request.hold_id)
+        return ledger_pb2.GetHoldResponse(hold=hold_to_proto(hold))

@@ -1,8 +1,13 @@
-"""Runs a bank-node: `python -m services.node --shard 0 --conninfo-file F --listen HOST:PORT`."""
+"""Runs a bank-node: `python -m services.node --config FILE [--port-file F] [--dc DC]`.
+
+The config file (JSON, private: it holds database passwords) names the shards this node leads
+with the conninfo of each primary, the slot ranges of every shard, and the address to serve.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 from pathlib import Path
@@ -14,19 +19,15 @@ from services.node.server import BankNode, NodeConfig
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bank-node", description=__doc__)
-    parser.add_argument("--shard", type=int, required=True)
-    parser.add_argument(
-        "--conninfo-file", type=Path, required=True, help="file holding the libpq conninfo of the primary"
-    )
-    parser.add_argument("--listen", default="127.0.0.1:0")
+    parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--dc", default="")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--port-file", type=Path, help="where to write the port once serving")
     args = parser.parse_args(argv)
-    logs.configure("node", dc=args.dc, shard=str(args.shard), level=args.log_level)
+    config = NodeConfig.from_json(json.loads(args.config.read_text(encoding="utf-8")))
+    logs.configure("node", dc=args.dc, shard=",".join(map(str, sorted(config.shards))), level=args.log_level)
 
-    conninfo = args.conninfo_file.read_text(encoding="utf-8").strip()
-    node = BankNode(NodeConfig(shard_id=args.shard, conninfo=conninfo, listen=args.listen))
+    node = BankNode(config)
     port = node.start()
     if args.port_file:
         # Written whole and then renamed, so that the launcher never reads half a number.

@@ -1,17 +1,21 @@
-"""The bank-node of one shard: migrations, the ledger's services over gRPC, the hold sweeper."""
+"""The bank-node of a DC: the ledger's services over gRPC for the shards it leads, their schema
+migrations, and the hold sweeper."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from bank.v1 import account_pb2, account_pb2_grpc, ledger_pb2, ledger_pb2_grpc
 from services.account.handler import AccountHandler
 from services.account.servicer import AccountServicer
 from services.common.errors import BankError
+from services.common.identifiers import NUM_SLOTS
 from services.ledger.handler import LedgerHandler
 from services.ledger.servicer import LedgerServicer
+from services.node.shards import ShardDirectory, ShardHandlers, SlotRange
 from services.rpc.server import Registration, RunningServer, start_server
 from services.storage.ledger_store import LedgerStore
 from services.storage.migrate import apply_migrations
@@ -21,21 +25,55 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class NodeConfig:
-    shard_id: int
-    conninfo: str
+    # shard -> libpq conninfo of its primary, for every shard this node leads
+    shards: dict[int, str]
+    slot_ranges: list[SlotRange] = field(default_factory=lambda: [(0, NUM_SLOTS - 1, 0)])
     listen: str = "127.0.0.1:0"
     pool_max: int = 16
     sweep_interval_s: float = 1.0
 
+    @classmethod
+    def single(
+        cls, shard_id: int, conninfo: str, listen: str = "127.0.0.1:0", sweep_interval_s: float = 1.0
+    ) -> NodeConfig:
+        """A node owning every slot through one shard (the one-shard tour and tests)."""
+        return cls(
+            shards={shard_id: conninfo},
+            slot_ranges=[(0, NUM_SLOTS - 1, shard_id)],
+            listen=listen,
+            sweep_interval_s=sweep_interval_s,
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "shards": {str(k): v for k, v in self.shards.items()},
+            "slot_ranges": [list(r) for r in self.slot_ranges],
+            "listen": self.listen,
+            "pool_max": self.pool_max,
+            "sweep_interval_s": self.sweep_interval_s,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> NodeConfig:
+        return cls(
+            shards={int(k): str(v) for k, v in data["shards"].items()},
+            slot_ranges=[(int(a), int(b), int(c)) for a, b, c in data["slot_ranges"]],
+            listen=str(data["listen"]),
+            pool_max=int(data.get("pool_max", 16)),
+            sweep_interval_s=float(data.get("sweep_interval_s", 1.0)),
+        )
+
 
 class BankNode:
-    """Serves one shard's AccountService and LedgerService from its PostgreSQL primary."""
+    """Serves AccountService and LedgerService for the shards it leads."""
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self.store = LedgerStore(config.conninfo, max_size=config.pool_max)
-        self.accounts = AccountHandler(self.store)
-        self.ledger = LedgerHandler(self.store)
+        local = {}
+        for shard, conninfo in config.shards.items():
+            store = LedgerStore(conninfo, max_size=config.pool_max)
+            local[shard] = ShardHandlers(shard, store, AccountHandler(store), LedgerHandler(store))
+        self.shards = ShardDirectory(config.slot_ranges, local)
         self._server: RunningServer | None = None
         self._stopping = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_holds, name="hold-sweeper", daemon=True)
@@ -46,30 +84,27 @@ class BankNode:
         return self._server.port
 
     def start(self) -> int:
-        applied = apply_migrations(self.config.conninfo, self.config.shard_id)
-        self.store.open()
+        for shard, handlers in self.shards.local.items():
+            applied = apply_migrations(self.config.shards[shard], shard)
+            handlers.store.open()
+            log.info("event=shard_open shard=%s migrations_applied=%s", shard, ",".join(applied) or "none")
         self._server = start_server(
             self.config.listen,
             [
                 Registration(
                     account_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
                     account_pb2_grpc.add_AccountServiceServicer_to_server,
-                    AccountServicer(self.accounts),
+                    AccountServicer(self.shards),
                 ),
                 Registration(
                     ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name,
                     ledger_pb2_grpc.add_LedgerServiceServicer_to_server,
-                    LedgerServicer(self.ledger),
+                    LedgerServicer(self.shards),
                 ),
             ],
         )
         self._sweeper.start()
-        log.info(
-            "event=node_ready shard=%s port=%s migrations_applied=%s",
-            self.config.shard_id,
-            self._server.port,
-            ",".join(applied) or "none",
-        )
+        log.info("event=node_ready shards=%s port=%s", sorted(self.shards.local), self._server.port)
         return self._server.port
 
     def stop(self) -> None:
@@ -78,8 +113,9 @@ class BankNode:
             self._server.stop()
         if self._sweeper.is_alive():
             self._sweeper.join(timeout=5)
-        self.store.close()
-        log.info("event=node_stopped shard=%s", self.config.shard_id)
+        for handlers in self.shards.local.values():
+            handlers.store.close()
+        log.info("event=node_stopped")
 
     def wait(self) -> None:
         assert self._server is not None
@@ -88,10 +124,11 @@ class BankNode:
     def _sweep_holds(self) -> None:
         """Releases expired holds in the background; reads already treat them as released."""
         while not self._stopping.wait(self.config.sweep_interval_s):
-            try:
-                released = self.ledger.release_expired_holds()
-            except BankError as err:
-                log.warning("event=hold_sweep_failed error=%r", err.message)
-                continue
-            if released:
-                log.info("event=holds_expired accounts=%s", released)
+            for shard, handlers in self.shards.local.items():
+                try:
+                    released = handlers.ledger.release_expired_holds()
+                except BankError as err:
+                    log.warning("event=hold_sweep_failed shard=%s error=%r", shard, err.message)
+                    continue
+                if released:
+                    log.info("event=holds_expired shard=%s accounts=%s", shard, released)

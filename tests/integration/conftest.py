@@ -107,7 +107,7 @@ def fresh_database(pg: PostgresInstance, name: str) -> str:
 def bank(postgres: PostgresInstance, request: pytest.FixtureRequest) -> Iterator[Bank]:
     name = "it_" + Path(str(request.node.name)).stem.replace("-", "_")
     conninfo = fresh_database(postgres, name)
-    node = BankNode(NodeConfig(shard_id=0, conninfo=conninfo, listen=f"{HOST}:0", sweep_interval_s=0.2))
+    node = BankNode(NodeConfig.single(0, conninfo, f"{HOST}:0", sweep_interval_s=0.2))
     node.start()
     channel = grpc.insecure_channel(f"{HOST}:{node.port}")
     try:

@@ -35,7 +35,7 @@ def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresI
 
 
 def test_database_outage_is_unavailable_then_heals(own_postgres: PostgresInstance) -> None:
-    node = BankNode(NodeConfig(shard_id=0, conninfo=own_postgres.conninfo(), listen=f"{HOST}:0"))
+    node = BankNode(NodeConfig.single(0, own_postgres.conninfo(), f"{HOST}:0"))
     node.start()
     try:
         with grpc.insecure_channel(f"{HOST}:{node.port}") as channel:

@@ -1,0 +1,147 @@
+"""Redis for routing: a primary in one DC, a replica in every other, and a Sentinel per DC."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import redis
+
+from services.cluster.netns import in_dc
+from services.cluster.processes import LaunchError
+from services.cluster.state import ClusterState, Component, spawn
+from services.cluster.topology import REDIS_PORT, SENTINEL_MASTER, SENTINEL_PORT, ClusterSpec
+
+SENTINEL_QUORUM = 2
+DOWN_AFTER_MS = 1000
+FAILOVER_TIMEOUT_MS = 5000
+
+
+def _redis_server() -> str:
+    path = shutil.which("redis-server")
+    if path is None:
+        raise LaunchError("redis-server is not installed; run `make setup` as root")
+    return path
+
+
+def write_redis_config(spec: ClusterSpec, dc: str, data_dir: Path, primary: str | None) -> Path:
+    """`primary` is the address to replicate from, or None for the primary itself."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    address = spec.address(dc)
+    lines = [
+        f"bind {address}",
+        f"port {REDIS_PORT}",
+        "protected-mode no",
+        "daemonize no",
+        f"dir {data_dir}",
+        'save ""',
+        "appendonly no",
+        "repl-diskless-sync yes",
+        "repl-diskless-sync-delay 0",
+        f"replica-announce-ip {address}",
+        f"bind-source-addr {address}",
+    ]
+    if primary is not None:
+        lines.append(f"replicaof {primary} {REDIS_PORT}")
+    config = data_dir / "redis.conf"
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return config
+
+
+def start_redis(state: ClusterState, dc: str, primary: str | None) -> Component:
+    spec = state.spec
+    data_dir = state.home / "redis" / dc
+    config = write_redis_config(spec, dc, data_dir, primary)
+    log_file = state.home / "logs" / f"redis-{dc}.log"
+    pid = spawn(in_dc(spec, dc, [_redis_server(), str(config)]), log_file)
+    return state.add(
+        Component(
+            dc,
+            "redis",
+            f"redis-{dc}",
+            spec.address(dc),
+            REDIS_PORT,
+            pid,
+            str(log_file),
+            data_dir=str(data_dir),
+        )
+    )
+
+
+def start_sentinel(state: ClusterState, dc: str, primary: str) -> Component:
+    """A Sentinel watching `primary`; its config file must stay writable (Sentinel rewrites it)."""
+    spec = state.spec
+    data_dir = state.home / "sentinel" / dc
+    data_dir.mkdir(parents=True, exist_ok=True)
+    address = spec.address(dc)
+    config = data_dir / "sentinel.conf"
+    config.write_text(
+        "\n".join(
+            [
+                f"bind {address}",
+                f"port {SENTINEL_PORT}",
+                "protected-mode no",
+                "daemonize no",
+                f"dir {data_dir}",
+                f"sentinel announce-ip {address}",
+                f"bind-source-addr {address}",
+                "sentinel resolve-hostnames no",
+                f"sentinel monitor {SENTINEL_MASTER} {primary} {REDIS_PORT} {SENTINEL_QUORUM}",
+                f"sentinel down-after-milliseconds {SENTINEL_MASTER} {DOWN_AFTER_MS}",
+                f"sentinel failover-timeout {SENTINEL_MASTER} {FAILOVER_TIMEOUT_MS}",
+                f"sentinel parallel-syncs {SENTINEL_MASTER} 1",
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    log_file = state.home / "logs" / f"sentinel-{dc}.log"
+    pid = spawn(in_dc(spec, dc, [_redis_server(), str(config), "--sentinel"]), log_file)
+    return state.add(
+        Component(
+            dc,
+            "sentinel",
+            f"sentinel-{dc}",
+            address,
+            SENTINEL_PORT,
+            pid,
+            str(log_file),
+            data_dir=str(data_dir),
+        )
+    )
+
+
+def redis_role(host: str, port: int = REDIS_PORT) -> tuple[str, int] | None:
+    """('master', connected replicas) or ('slave', 0) as the server says; None if unreachable."""
+    try:
+        client = redis.Redis(host=host, port=port, socket_timeout=1, socket_connect_timeout=1)
+        info = client.info("replication")
+        client.close()
+    except redis.RedisError:
+        return None
+    return str(info["role"]), int(info.get("connected_slaves", 0))
+
+
+def sentinel_primary(host: str, port: int = SENTINEL_PORT) -> str | None:
+    """The primary this Sentinel names, as 'host:port'."""
+    try:
+        client = redis.Redis(host=host, port=port, socket_timeout=1, socket_connect_timeout=1)
+        answer = client.execute_command("SENTINEL", "get-master-addr-by-name", SENTINEL_MASTER)
+        client.close()
+    except redis.RedisError:
+        return None
+    if not answer:
+        return None
+    host_part, port_part = (part.decode() if isinstance(part, bytes) else str(part) for part in answer)
+    return f"{host_part}:{port_part}"
+
+
+def sentinel_peers(host: str, port: int = SENTINEL_PORT) -> int | None:
+    """How many other Sentinels this one knows."""
+    try:
+        client = redis.Redis(host=host, port=port, socket_timeout=1, socket_connect_timeout=1)
+        others = client.execute_command("SENTINEL", "sentinels", SENTINEL_MASTER)
+        client.close()
+    except redis.RedisError:
+        return None
+    return len(others)

@@ -1,0 +1,112 @@
+"""The launcher's record of a cluster (`<home>/cluster.json`): what it started, where, with
+which PID, so that `status` can find it and `down` can stop exactly that."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.cluster.topology import ClusterSpec
+
+STATE_FILE = "cluster.json"
+_children: list[subprocess.Popen[bytes]] = []  # kept so that Python does not warn they still run
+
+
+@dataclass
+class Component:
+    dc: str
+    kind: str  # zookeeper | redis | sentinel | postgres | node | gateway
+    name: str
+    host: str
+    port: int
+    pid: int | None
+    log: str
+    shard: int | None = None
+    data_dir: str = ""
+
+
+@dataclass
+class ClusterState:
+    spec: ClusterSpec
+    home: Path
+    secrets: dict[str, str] = field(default_factory=dict)
+    components: list[Component] = field(default_factory=list)
+    netem: dict[str, Any] = field(default_factory=dict)
+    status: str = "starting"  # starting | up | stopping
+    started_at: float = 0.0
+
+    @classmethod
+    def new(cls, spec: ClusterSpec, home: Path) -> ClusterState:
+        return cls(spec=spec, home=home.resolve(), secrets={"pg_password": secrets.token_hex(16)})
+
+    @property
+    def path(self) -> Path:
+        return self.home / STATE_FILE
+
+    def add(self, component: Component) -> Component:
+        self.components = [c for c in self.components if c.name != component.name] + [component]
+        self.save()
+        return component
+
+    def find(self, kind: str, dc: str | None = None, shard: int | None = None) -> list[Component]:
+        return [
+            c
+            for c in self.components
+            if c.kind == kind and (dc is None or c.dc == dc) and (shard is None or c.shard == shard)
+        ]
+
+    def save(self) -> None:
+        """Written whole to a temporary file and renamed: never half a state."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        data = {
+            "spec": self.spec.to_json(),
+            "secrets": self.secrets,
+            "components": [asdict(c) for c in self.components],
+            "netem": self.netem,
+            "status": self.status,
+            "started_at": self.started_at,
+        }
+        partial = self.path.with_suffix(".partial")
+        partial.write_text(json.dumps(data, indent=2), encoding="utf-8")
+        partial.chmod(0o600)
+        os.replace(partial, self.path)
+
+    @classmethod
+    def load(cls, home: Path) -> ClusterState | None:
+        path = home.resolve() / STATE_FILE
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return cls(
+            spec=ClusterSpec.from_json(data["spec"]),
+            home=home.resolve(),
+            secrets=data["secrets"],
+            components=[Component(**c) for c in data["components"]],
+            netem=data.get("netem", {}),
+            status=data.get("status", "up"),
+            started_at=data.get("started_at", 0.0),
+        )
+
+    def forget(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def spawn(cmd: list[str], log_file: Path, env: dict[str, str] | None = None) -> int:
+    """Starts a long-running process in its own session, its output appended to `log_file`."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as log:
+        child = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+    _children.append(child)
+    return child.pid

@@ -1,0 +1,74 @@
+"""Which shard a request belongs to (by slot), and the handlers of the shards this node serves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.account.handler import AccountHandler
+from services.common.errors import CrossShard, NotLeader
+from services.common.identifiers import (
+    NUM_SLOTS,
+    parse_account_number,
+    parse_hold_id,
+    parse_transfer_id,
+    slot_of_customer,
+)
+from services.common.validation import validate_customer_id
+from services.ledger.handler import LedgerHandler
+from services.storage.ledger_store import LedgerStore
+
+SlotRange = tuple[int, int, int]  # first slot, last slot, shard
+
+
+@dataclass
+class ShardHandlers:
+    shard: int
+    store: LedgerStore
+    accounts: AccountHandler
+    ledger: LedgerHandler
+
+
+class ShardDirectory:
+    """Maps slots to shards and hands out the handlers of the shards served here."""
+
+    def __init__(self, slot_ranges: list[SlotRange], local: dict[int, ShardHandlers]) -> None:
+        self._shard_by_slot = [-1] * NUM_SLOTS
+        for first, last, shard in slot_ranges:
+            for slot in range(first, last + 1):
+                self._shard_by_slot[slot] = shard
+        assert -1 not in self._shard_by_slot, "every slot must belong to a shard"
+        self.local = local
+
+    def shard_of_slot(self, slot: int) -> int:
+        return self._shard_by_slot[slot]
+
+    def served(self, shard: int, what: str) -> ShardHandlers:
+        handlers = self.local.get(shard)
+        if handlers is None:
+            raise NotLeader(f"{what} belongs to shard {shard}, which this node does not lead")
+        return handlers
+
+    def for_account(self, number: str, field: str = "account_number") -> ShardHandlers:
+        shard = self.shard_of_slot(parse_account_number(number, field))
+        return self.served(shard, f"{field} {number}")
+
+    def for_customer(self, customer_id: str) -> ShardHandlers:
+        validate_customer_id(customer_id)
+        return self.served(self.shard_of_slot(slot_of_customer(customer_id)), f"customer {customer_id}")
+
+    def for_transfer_id(self, transfer_id: str) -> ShardHandlers:
+        return self.served(self.shard_of_slot(parse_transfer_id(transfer_id)), f"transfer {transfer_id}")
+
+    def for_hold_id(self, hold_id: str) -> ShardHandlers:
+        return self.served(self.shard_of_slot(parse_hold_id(hold_id)), f"hold {hold_id}")
+
+    def for_pair(self, source: str, target: str, source_field: str, target_field: str) -> ShardHandlers:
+        """The shard of a movement between two accounts, which must share it on this path."""
+        handlers = self.for_account(source, source_field)
+        target_shard = self.shard_of_slot(parse_account_number(target, target_field))
+        if target_shard != handlers.shard:
+            raise CrossShard(
+                f"{target_field}: account {target} is on shard {target_shard}, {source_field} on shard"
+                f" {handlers.shard}; a node books movements within one shard"
+            )
+        return handlers
