@@ -20,6 +20,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="start one shard on its own PostgreSQL, run a scripted banking session, stop everything",
     )
     tour.add_argument("--keep-data", action="store_true", help="keep the shard's data directory afterwards")
+
+    up = commands.add_parser("up", help="start a whole cluster and return once it is healthy")
+    up.add_argument("--dcs", type=int, default=3, help="data centers (3-9, default 3)")
+    up.add_argument("--shards", type=int, default=3, help="shards (default 3)")
+    up.add_argument(
+        "--net",
+        choices=["auto", "netns", "loopback"],
+        default="auto",
+        help="netns: a network namespace per DC (root); loopback: a 127.x address per DC;"
+        " auto (default): netns when possible",
+    )
+    up.add_argument(
+        "--name", default="bank", help=argparse.SUPPRESS
+    )  # namespaces' prefix (tests run beside users)
+    up.add_argument("--octet", type=int, default=0, help=argparse.SUPPRESS)  # address range of the cluster
+
+    status = commands.add_parser(
+        "status", help="show DCs, components, roles, shard primaries and replication"
+    )
+    status.add_argument("--json", action="store_true", help="print JSON (a stable shape for tools)")
+
+    commands.add_parser("down", help="stop every process the cluster started and remove its data")
     return parser
 
 
@@ -30,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
             from services.cli.tour import run_tour
 
             return run_tour(args.home, keep_data=args.keep_data)
-    except LaunchError as err:
+        if args.command in ("up", "status", "down"):
+            from services.cli import cluster_commands
+
+            return int(cluster_commands.run(args))
+    except (LaunchError, ValueError, TimeoutError) as err:
         print(f"bankctl: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

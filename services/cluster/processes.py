@@ -52,10 +52,12 @@ def pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
-def terminate(pid: int, grace_s: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL after `grace_s`; returns once the process is gone."""
+def terminate(pid: int, grace_s: float = 10.0, first: signal.Signals = signal.SIGTERM) -> None:
+    """`first` (SIGTERM), then SIGKILL after `grace_s`; returns once the process is gone."""
+    if not pid_alive(pid):
+        return
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, first)
     try:
         wait_until(lambda: not pid_alive(pid), grace_s, f"process {pid} to exit")
     except TimeoutError:

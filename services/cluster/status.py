@@ -1,0 +1,180 @@
+"""`bankctl status`: the cluster as its components themselves report it, as a table or JSON.
+
+Roles and health come from asking each process (ZooKeeper's `srvr`, Redis `INFO`, Sentinel,
+PostgreSQL's recovery state and `pg_stat_replication`, gRPC health), not from the launcher's
+own record; the record only says where to ask.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+import psycopg
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.cluster import coordination
+from services.cluster.pg_group import member_instance
+from services.cluster.processes import pid_alive
+from services.cluster.redis_group import redis_role, sentinel_primary
+from services.cluster.state import ClusterState, Component
+from services.cluster.topology import NETNS
+from services.cluster.zookeeper import zk_hosts, zk_mode
+
+SQL_REPLICATION = """
+SELECT application_name, state, sync_state,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint AS lag_bytes
+FROM pg_stat_replication ORDER BY application_name
+"""
+
+
+def collect(state: ClusterState) -> dict[str, Any]:
+    """The stable JSON shape of `bankctl status --json` (other tools and the tests read it)."""
+    spec = state.spec
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        components = list(pool.map(lambda c: _probe(state, c), state.components))
+    routes = _routes(state)
+    shards = [_shard_status(state, shard, routes.get(shard)) for shard in range(spec.shards)]
+    return {
+        "status": state.status,
+        "home": str(state.home),
+        "dcs": spec.dc_names,
+        "net": spec.net,
+        "namespaces": {dc: spec.namespace(dc) for dc in spec.dc_names} if spec.net == NETNS else {},
+        "netem": state.netem,
+        "components": components,
+        "shards": shards,
+        "uptime_s": round(time.time() - state.started_at, 1) if state.started_at else None,
+    }
+
+
+def _probe(state: ClusterState, component: Component) -> dict[str, Any]:
+    alive = component.pid is not None and pid_alive(component.pid)
+    role: str = "unknown"
+    extra: dict[str, Any] = {}
+    if component.kind == "zookeeper":
+        role = zk_mode(component.host, component.port) or "down"
+    elif component.kind == "redis":
+        answer = redis_role(component.host, component.port)
+        role = "down" if answer is None else ("primary" if answer[0] == "master" else "replica")
+        if answer is not None and answer[0] == "master":
+            extra["connected_replicas"] = answer[1]
+    elif component.kind == "sentinel":
+        primary = sentinel_primary(component.host, component.port)
+        role = "sentinel" if primary else "down"
+        extra["primary"] = primary
+    elif component.kind == "postgres":
+        role = _pg_role(state, component)
+    elif component.kind in ("node", "gateway"):
+        role = _grpc_role(component)
+    if component.kind == "postgres" and component.shard is not None:
+        # The postmaster's PID can change on restart; its own pid file is the truth.
+        pid = member_instance(state, component.shard, component.dc).pid()
+        alive = pid is not None
+        component = Component(**{**component.__dict__, "pid": pid})
+    healthy = alive and role not in ("down", "unknown")
+    return {
+        "dc": component.dc,
+        "kind": component.kind,
+        "name": component.name,
+        "shard": component.shard,
+        "role": role,
+        "host": component.host,
+        "port": component.port,
+        "pid": component.pid,
+        "healthy": healthy,
+        "log": component.log,
+        **extra,
+    }
+
+
+def _pg_role(state: ClusterState, component: Component) -> str:
+    assert component.shard is not None
+    instance = member_instance(state, component.shard, component.dc)
+    try:
+        rows = instance.execute("SELECT pg_is_in_recovery()")
+    except psycopg.Error:
+        return "down"
+    return "standby" if rows[0][0] else "primary"
+
+
+def _grpc_role(component: Component) -> str:
+    try:
+        with grpc.insecure_channel(f"{component.host}:{component.port}") as channel:
+            answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.5)
+    except grpc.RpcError:
+        return "down"
+    return "serving" if answer.status == health_pb2.HealthCheckResponse.SERVING else "down"
+
+
+def _routes(state: ClusterState) -> dict[int, coordination.ShardRoute]:
+    try:
+        client = coordination.connect(zk_hosts(state.spec), timeout_s=3)
+    except Exception:  # ZooKeeper unreachable: the shard table says so with epoch None
+        return {}
+    try:
+        return coordination.read_routes(client)
+    finally:
+        client.stop()
+        client.close()
+
+
+def _shard_status(state: ClusterState, shard: int, route: coordination.ShardRoute | None) -> dict[str, Any]:
+    spec = state.spec
+    primary_dc = route.leader_dc if route else spec.primary_dc(shard)
+    primary = member_instance(state, shard, primary_dc)
+    standbys = []
+    try:
+        rows = primary.execute(SQL_REPLICATION)
+    except psycopg.Error:
+        rows = []
+    seen = {str(row[0]): row for row in rows}
+    for dc in spec.dc_names:
+        if dc == primary_dc:
+            continue
+        row = seen.get(spec.pg_member(shard, dc))
+        standbys.append(
+            {
+                "dc": dc,
+                "name": spec.pg_member(shard, dc),
+                "state": str(row[1]) if row else "not connected",
+                "sync_state": str(row[2]) if row else None,
+                "lag_bytes": int(str(row[3])) if row and row[3] is not None else None,
+            }
+        )
+    return {
+        "shard": shard,
+        "primary_dc": primary_dc,
+        "epoch": route.epoch if route else None,
+        "slots": [[a, b] for a, b, s in spec.slot_ranges() if s == shard],
+        "standbys": standbys,
+    }
+
+
+def render(status: dict[str, Any]) -> str:
+    """The status as tables for people."""
+    lines = [
+        f"cluster in {status['home']}: {status['status']}, DCs {', '.join(status['dcs'])},"
+        f" net={status['net']}",
+        f"netem: {status['netem'].get('detail', 'not probed')}",
+        "",
+        f"{'dc':<5}{'component':<22}{'role':<12}{'address':<22}{'pid':>8}  health",
+    ]
+    for c in sorted(status["components"], key=lambda c: (c["dc"], c["kind"], c["shard"] or 0)):
+        name = c["kind"] + (f" s{c['shard']}" if c["shard"] is not None else "")
+        lines.append(
+            f"{c['dc']:<5}{name:<22}{c['role']:<12}{c['host'] + ':' + str(c['port']):<22}"
+            f"{c['pid'] or '-':>8}  {'ok' if c['healthy'] else 'DOWN'}"
+        )
+    lines += ["", f"{'shard':<7}{'primary':<9}{'epoch':<7}standbys (state, sync, lag)"]
+    for s in status["shards"]:
+        standbys = "; ".join(
+            f"{b['name']} {b['state']} {b['sync_state'] or '-'} "
+            f"{'-' if b['lag_bytes'] is None else str(b['lag_bytes']) + ' B'}"
+            for b in s["standbys"]
+        )
+        epoch = "?" if s["epoch"] is None else s["epoch"]
+        lines.append(f"{s['shard']:<7}{s['primary_dc']:<9}{epoch!s:<7}{standbys}")
+    return "\n".join(lines)
