@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pwd
@@ -63,9 +64,11 @@ def data_root(home: Path, name: str) -> Path:
     outside.mkdir(parents=True, exist_ok=True)
     outside.parent.chmod(0o755)
     outside.chmod(0o755)
-    if wanted.is_symlink() or not wanted.exists():
-        if wanted.is_symlink():
-            wanted.unlink()
+    if wanted.is_symlink() and wanted.resolve() == outside.resolve():
+        return outside
+    if wanted.is_symlink():
+        wanted.unlink()
+    with contextlib.suppress(FileExistsError):  # another thread made the same link first
         wanted.symlink_to(outside, target_is_directory=True)
     return outside
 

@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import subprocess
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ class ClusterState:
     netem: dict[str, Any] = field(default_factory=dict)
     status: str = "starting"  # starting | up | stopping
     started_at: float = 0.0
+    # Shards start in parallel threads, each recording its members.
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @classmethod
     def new(cls, spec: ClusterSpec, home: Path) -> ClusterState:
@@ -49,8 +52,9 @@ class ClusterState:
         return self.home / STATE_FILE
 
     def add(self, component: Component) -> Component:
-        self.components = [c for c in self.components if c.name != component.name] + [component]
-        self.save()
+        with self._lock:
+            self.components = [c for c in self.components if c.name != component.name] + [component]
+            self.save()
         return component
 
     def find(self, kind: str, dc: str | None = None, shard: int | None = None) -> list[Component]:
@@ -62,6 +66,10 @@ class ClusterState:
 
     def save(self) -> None:
         """Written whole to a temporary file and renamed: never half a state."""
+        with self._lock:
+            self._write()
+
+    def _write(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         data = {
             "spec": self.spec.to_json(),
