@@ -6,7 +6,7 @@ import argparse
 import json
 import time
 
-from services.cluster import launcher, status
+from services.cluster import check, launcher, status
 from services.cluster.netns import choose_net
 from services.cluster.topology import ClusterSpec
 
@@ -30,5 +30,12 @@ def run(args: argparse.Namespace) -> int:
         return 0 if healthy else 1
     if args.command == "down":
         launcher.down(args.home, say)
+        return 0
+    if args.command == "check":
+        report = check.check(launcher.require_state(args.home), wait_s=args.wait)
+        print(json.dumps(report, indent=2) if args.json else check.render(report))
+        return 0 if report["reconciled"] else 1
+    if args.command == "restart-node":
+        launcher.restart_node(args.home, args.dc, say)
         return 0
     raise AssertionError(args.command)

@@ -42,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON (a stable shape for tools)")
 
     commands.add_parser("down", help="stop every process the cluster started and remove its data")
+
+    check = commands.add_parser("check", help="reconcile the whole bank (exit 1 when it does not)")
+    check.add_argument("--json", action="store_true")
+    check.add_argument("--wait", type=float, default=0.0, help="read again until settled, up to SECONDS")
+
+    restart = commands.add_parser("restart-node", help="stop (if running) and start a DC's bank-node again")
+    restart.add_argument("dc")
     return parser
 
 
@@ -52,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             from services.cli.tour import run_tour
 
             return run_tour(args.home, keep_data=args.keep_data)
-        if args.command in ("up", "status", "down"):
+        if args.command in ("up", "status", "down", "check", "restart-node"):
             from services.cli import cluster_commands
 
             return int(cluster_commands.run(args))

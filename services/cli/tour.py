@@ -14,9 +14,9 @@ from pathlib import Path
 import grpc
 
 from bank.v1 import account_pb2, account_pb2_grpc, ledger_pb2, ledger_pb2_grpc
-from services.cluster.node_process import NodeProcess, start_node
 from services.cluster.postgres import PostgresInstance
 from services.cluster.processes import free_port
+from services.cluster.service_process import ServiceProcess, start_service
 from services.cluster.service_user import data_root, remove_data_root
 from services.common.money import format_minor
 from services.node.server import NodeConfig
@@ -34,14 +34,15 @@ def run_tour(home: Path, keep_data: bool = False) -> int:
     pg = PostgresInstance(
         "shard0", data_root(home, "pg") / "shard0", HOST, free_port(HOST), secrets.token_hex(16)
     )
-    node: NodeProcess | None = None
+    node: ServiceProcess | None = None
     try:
         say(f"initdb + start PostgreSQL for shard 0 on {HOST}:{pg.port} (data: {pg.data_dir})")
         pg.init()
         say(f"PostgreSQL is up, pid {pg.pid()}")
-        node = start_node(
+        node = start_service(
+            "services.node",
             "node-shard0",
-            NodeConfig.single(0, pg.conninfo(), f"{HOST}:0"),
+            NodeConfig.single(0, pg.conninfo(), f"{HOST}:0").to_json(),
             home / "run",
             home / "node-shard0.log",
         )

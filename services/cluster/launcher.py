@@ -3,6 +3,7 @@ for, recorded by PID, and stopped by those PIDs."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import time
@@ -10,9 +11,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from services.cluster import coordination
+import redis
+
 from services.cluster.netns import create_network, delete_network, in_dc, probe_netem
-from services.cluster.node_process import start_node
 from services.cluster.pg_group import member_instance, start_shard_group
 from services.cluster.processes import LaunchError, pid_alive, terminate, wait_until
 from services.cluster.redis_group import (
@@ -22,11 +23,14 @@ from services.cluster.redis_group import (
     start_redis,
     start_sentinel,
 )
+from services.cluster.service_process import start_service
 from services.cluster.service_user import remove_data_root
 from services.cluster.state import ClusterState, Component
-from services.cluster.topology import NODE_PORT, REDIS_PORT, ClusterSpec
+from services.cluster.topology import REDIS_PORT, ClusterSpec
 from services.cluster.zookeeper import start_zookeeper, zk_hosts, zk_mode
 from services.node.server import NodeConfig
+from services.routing import redis_mirror, zk_routes
+from services.routing.table import ShardRoute
 
 Say = Callable[[str], None]
 STOP_ORDER = ["gateway", "node", "postgres", "sentinel", "redis", "zookeeper"]
@@ -53,6 +57,7 @@ def up(home: Path, spec: ClusterSpec, say: Say) -> ClusterState:
         _start_postgres(state, say)
         _write_topology(state, say)
         _start_nodes(state, say)
+        _start_gateways(state, say)
     except BaseException as err:
         say(f"FAILED: {err}")
         say("stopping what was started")
@@ -125,18 +130,30 @@ def _start_postgres(state: ClusterState, say: Say) -> None:
 
 
 def _write_topology(state: ClusterState, say: Say) -> None:
-    client = coordination.connect(zk_hosts(state.spec))
+    """The truth into ZooKeeper, then its mirror into Redis (through the primary Sentinel names)."""
+    spec = state.spec
+    routes = [
+        ShardRoute(shard, spec.primary_dc(shard), 1, spec.node_endpoint(spec.primary_dc(shard)))
+        for shard in range(spec.shards)
+    ]
+    client = zk_routes.connect(zk_hosts(spec))
     try:
-        coordination.write_initial_topology(client, state.spec)
-        routes = coordination.read_routes(client)
+        zk_routes.write_initial(client, spec.slot_ranges(), routes)
+        table = zk_routes.read_table(client)
     finally:
         client.stop()
         client.close()
-    listed = ", ".join(
-        f"shard {route.shard} -> {route.leader_dc} (epoch {route.epoch})"
-        for route in sorted(routes.values(), key=lambda route: route.shard)
-    )
-    say(f"zookeeper holds the slot map and the routes: {listed}")
+    primary = sentinel_primary(spec.address(spec.dc_names[0]))
+    if primary is None:
+        raise LaunchError("no Sentinel names a Redis primary; cannot publish the routing table")
+    host, port = primary.rsplit(":", 1)
+    client_redis = redis.Redis(host=host, port=int(port), socket_timeout=2)
+    try:
+        redis_mirror.publish(client_redis, table)
+    finally:
+        client_redis.close()
+    listed = ", ".join(f"shard {r.shard} -> {r.leader_dc} (epoch {r.epoch})" for r in routes)
+    say(f"routing table v{table.version} in ZooKeeper and Redis: {listed}")
 
 
 def _start_nodes(state: ClusterState, say: Say) -> None:
@@ -149,13 +166,56 @@ def _start_nodes(state: ClusterState, say: Say) -> None:
                 for shard in led
             },
             slot_ranges=spec.slot_ranges(),
-            listen=f"{spec.address(dc)}:{NODE_PORT}",
+            listen=spec.node_endpoint(dc),
+            redis_address=f"{spec.address(dc)}:{REDIS_PORT}",
+            zk_hosts=zk_hosts(spec),
         )
         name = f"node-{dc}"
         log_file = state.home / "logs" / f"{name}.log"
-        node = start_node(name, config, state.home / "run", log_file, in_dc(spec, dc, []), dc=dc)
+        node = start_service(
+            "services.node", name, config.to_json(), state.home / "run", log_file, in_dc(spec, dc, []),
+            extra_args=["--dc", dc],
+        )  # fmt: skip
         state.add(Component(dc, "node", name, spec.address(dc), node.port, node.pid, str(log_file)))
-        say(f"bank-node {dc}: serving shards {led or 'none'} on {spec.address(dc)}:{node.port}")
+        say(f"bank-node {dc}: leads shards {led or 'none'} on {spec.address(dc)}:{node.port}")
+
+
+def restart_node(home: Path, dc: str, say: Say) -> None:
+    """Stops a DC's bank-node if it runs and starts it again with the same configuration."""
+    state = require_state(home)
+    if dc not in state.spec.dc_names:
+        raise LaunchError(f"no DC {dc}; the cluster has {', '.join(state.spec.dc_names)}")
+    for component in state.find("node", dc=dc):
+        if component.pid and pid_alive(component.pid):
+            terminate(component.pid)
+            say(f"stopped {component.name} (pid {component.pid})")
+    name = f"node-{dc}"
+    config = json.loads((state.home / "run" / f"{name}.json").read_text(encoding="utf-8"))
+    log_file = state.home / "logs" / f"{name}.log"
+    node = start_service(
+        "services.node", name, config, state.home / "run", log_file, in_dc(state.spec, dc, []),
+        extra_args=["--dc", dc],
+    )  # fmt: skip
+    state.add(Component(dc, "node", name, state.spec.address(dc), node.port, node.pid, str(log_file)))
+    say(f"started {name} (pid {node.pid}) on {state.spec.address(dc)}:{node.port}")
+
+
+def _start_gateways(state: ClusterState, say: Say) -> None:
+    spec = state.spec
+    for dc in spec.dc_names:
+        config = {
+            "dc": dc,
+            "listen": spec.gateway_endpoint(dc),
+            "redis_address": f"{spec.address(dc)}:{REDIS_PORT}",
+            "zk_hosts": zk_hosts(spec),
+        }
+        name = f"gateway-{dc}"
+        log_file = state.home / "logs" / f"{name}.log"
+        gateway = start_service(
+            "services.gateway", name, config, state.home / "run", log_file, in_dc(spec, dc, [])
+        )
+        state.add(Component(dc, "gateway", name, spec.address(dc), gateway.port, gateway.pid, str(log_file)))
+    say("gateways: " + ", ".join(spec.gateway_endpoint(dc) for dc in spec.dc_names))
 
 
 def down(home: Path, say: Say, keep_logs: bool = True) -> None:

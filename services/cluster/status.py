@@ -15,13 +15,14 @@ import grpc
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.cluster import coordination
 from services.cluster.pg_group import member_instance
 from services.cluster.processes import pid_alive
 from services.cluster.redis_group import redis_role, sentinel_primary
 from services.cluster.state import ClusterState, Component
 from services.cluster.topology import NETNS
 from services.cluster.zookeeper import zk_hosts, zk_mode
+from services.routing import zk_routes
+from services.routing.table import ShardRoute
 
 SQL_REPLICATION = """
 SELECT application_name, state, sync_state,
@@ -109,19 +110,19 @@ def _grpc_role(component: Component) -> str:
     return "serving" if answer.status == health_pb2.HealthCheckResponse.SERVING else "down"
 
 
-def _routes(state: ClusterState) -> dict[int, coordination.ShardRoute]:
+def _routes(state: ClusterState) -> dict[int, ShardRoute]:
     try:
-        client = coordination.connect(zk_hosts(state.spec), timeout_s=3)
+        client = zk_routes.connect(zk_hosts(state.spec), timeout_s=3)
     except Exception:  # ZooKeeper unreachable: the shard table says so with epoch None
         return {}
     try:
-        return coordination.read_routes(client)
+        return zk_routes.read_table(client).routes
     finally:
         client.stop()
         client.close()
 
 
-def _shard_status(state: ClusterState, shard: int, route: coordination.ShardRoute | None) -> dict[str, Any]:
+def _shard_status(state: ClusterState, shard: int, route: ShardRoute | None) -> dict[str, Any]:
     spec = state.spec
     primary_dc = route.leader_dc if route else spec.primary_dc(shard)
     primary = member_instance(state, shard, primary_dc)

@@ -17,6 +17,7 @@ REDIS_PORT = 6379
 SENTINEL_PORT = 26379
 PG_BASE_PORT = 5432  # shard s listens on PG_BASE_PORT + s
 NODE_PORT = 7000
+GATEWAY_PORT = 7100
 SENTINEL_MASTER = "bank"
 NETNS_PREFIX = "10.213"  # 10.213.<octet>.0/24: only inside the project's own namespaces
 
@@ -74,6 +75,12 @@ class ClusterSpec:
     def primary_dc(self, shard: int) -> str:
         """Shard primaries go round-robin over the DCs, so that every DC leads some shards."""
         return self.dc_names[shard % self.dcs]
+
+    def node_endpoint(self, dc: str) -> str:
+        return f"{self.address(dc)}:{NODE_PORT}"
+
+    def gateway_endpoint(self, dc: str) -> str:
+        return f"{self.address(dc)}:{GATEWAY_PORT}"
 
     def pg_port(self, shard: int) -> int:
         return PG_BASE_PORT + shard

@@ -7,6 +7,7 @@ request id (see `services.storage.idempotency`).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from services.common.account_rules import (
@@ -30,6 +31,7 @@ from services.common.model import (
     DEPOSIT,
     HOLD_ACTIVE,
     HOLD_CAPTURE,
+    PENDING,
     TRANSFER,
     VOIDED,
     WITHDRAWAL,
@@ -50,6 +52,7 @@ from services.common.validation import (
     validate_page_size,
     validate_request_id,
 )
+from services.ledger.cross_shard import CrossShardLedger
 from services.storage.idempotency import run_once
 from services.storage.ledger_store import LedgerReader, LedgerStore, LedgerTx, system_account
 
@@ -80,6 +83,7 @@ def _new_transfer(
 class LedgerHandler:
     def __init__(self, store: LedgerStore) -> None:
         self.store = store
+        self.cross_shard = CrossShardLedger(store)
 
     def deposit(
         self, request_id: str, account: str, amount: int, currency: str, reference: str = ""
@@ -161,6 +165,27 @@ class LedgerHandler:
 
         payload = {"from": source, "to": target, "amount": amount, "currency": currency, "ref": reference}
         return run_once(self.store, "Transfer", request_id, payload, work)
+
+    def transfer_out(
+        self,
+        request_id: str,
+        source: str,
+        target: str,
+        target_shard: int,
+        amount: int,
+        currency: str,
+        reference: str = "",
+    ) -> MoneyMovement:
+        """A transfer to an account of another shard: the debit now, the credit by the relay."""
+        self._check_movement(request_id, amount, currency, reference)
+        parse_account_number(source, "from_account")
+        parse_account_number(target, "to_account")
+        pending = replace(
+            _new_transfer(request_id, TRANSFER, source, target, amount, currency, reference=reference),
+            status=PENDING,
+        )
+        payload = {"from": source, "to": target, "amount": amount, "currency": currency, "ref": reference}
+        return self.cross_shard.debit(pending, target_shard, payload)
 
     def get_transfer(self, transfer_id: str) -> Transfer:
         parse_transfer_id(transfer_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 
 from bank.v1 import ledger_pb2, ledger_pb2_grpc
@@ -17,8 +19,10 @@ from services.rpc.status import rpc_method
 
 
 class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
-    def __init__(self, shards: ShardDirectory) -> None:
+    def __init__(self, shards: ShardDirectory, on_outbox: Callable[[int], None] = lambda shard: None) -> None:
         self.shards = shards
+        # Wakes the relay of a shard as soon as a cross-shard debit is booked.
+        self.on_outbox = on_outbox
 
     @rpc_method
     def Deposit(
@@ -54,16 +58,30 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def Transfer(
         self, request: ledger_pb2.TransferRequest, context: grpc.ServicerContext
     ) -> ledger_pb2.TransferResponse:
-        moved = self.shards.for_pair(
+        handlers, target_shard = self.shards.for_pair(
             request.from_account, request.to_account, "from_account", "to_account"
-        ).ledger.transfer(
-            request.request_id,
-            request.from_account,
-            request.to_account,
-            amount_of(request),
-            request.currency,
-            request.reference,
         )
+        amount = amount_of(request)
+        if target_shard == handlers.shard:
+            moved = handlers.ledger.transfer(
+                request.request_id,
+                request.from_account,
+                request.to_account,
+                amount,
+                request.currency,
+                request.reference,
+            )
+        else:
+            moved = handlers.ledger.transfer_out(
+                request.request_id,
+                request.from_account,
+                request.to_account,
+                target_shard,
+                amount,
+                request.currency,
+                request.reference,
+            )
+            self.on_outbox(handlers.shard)
         return ledger_pb2.TransferResponse(
             transfer_id=moved.transfer.transfer_id,
             status=transfer_status(moved.transfer.status),
@@ -92,7 +110,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def CreateHold(
         self, request: ledger_pb2.CreateHoldRequest, context: grpc.ServicerContext
     ) -> ledger_pb2.CreateHoldResponse:
-        hold = self.shards.for_pair(
+        hold = self.shards.for_same_shard_pair(
             request.account_number, request.to_account, "account_number", "to_account"
         ).ledger.create_hold(
             request.request_id,

@@ -8,14 +8,17 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from bank.v1 import account_pb2, account_pb2_grpc, ledger_pb2, ledger_pb2_grpc
+from bank.v1 import account_pb2, account_pb2_grpc, ledger_pb2, ledger_pb2_grpc, shard_pb2, shard_pb2_grpc
 from services.account.handler import AccountHandler
 from services.account.servicer import AccountServicer
 from services.common.errors import BankError
 from services.common.identifiers import NUM_SLOTS
 from services.ledger.handler import LedgerHandler
 from services.ledger.servicer import LedgerServicer
+from services.node.relay import OutboxRelay
+from services.node.shard_servicer import ShardServicer
 from services.node.shards import ShardDirectory, ShardHandlers, SlotRange
+from services.routing.client import RoutingClient
 from services.rpc.server import Registration, RunningServer, start_server
 from services.storage.ledger_store import LedgerStore
 from services.storage.migrate import apply_migrations
@@ -31,6 +34,9 @@ class NodeConfig:
     listen: str = "127.0.0.1:0"
     pool_max: int = 16
     sweep_interval_s: float = 1.0
+    # Where routes are read (the DC's Redis, ZooKeeper): needed to relay cross-shard credits.
+    redis_address: str = ""
+    zk_hosts: str = ""
 
     @classmethod
     def single(
@@ -51,6 +57,8 @@ class NodeConfig:
             "listen": self.listen,
             "pool_max": self.pool_max,
             "sweep_interval_s": self.sweep_interval_s,
+            "redis_address": self.redis_address,
+            "zk_hosts": self.zk_hosts,
         }
 
     @classmethod
@@ -61,6 +69,8 @@ class NodeConfig:
             listen=str(data["listen"]),
             pool_max=int(data.get("pool_max", 16)),
             sweep_interval_s=float(data.get("sweep_interval_s", 1.0)),
+            redis_address=str(data.get("redis_address", "")),
+            zk_hosts=str(data.get("zk_hosts", "")),
         )
 
 
@@ -74,6 +84,12 @@ class BankNode:
             store = LedgerStore(conninfo, max_size=config.pool_max)
             local[shard] = ShardHandlers(shard, store, AccountHandler(store), LedgerHandler(store))
         self.shards = ShardDirectory(config.slot_ranges, local)
+        self.routing: RoutingClient | None = None
+        self.relay: OutboxRelay | None = None
+        if config.redis_address and config.zk_hosts:
+            host, port = config.redis_address.rsplit(":", 1)
+            self.routing = RoutingClient(host, int(port), config.zk_hosts)
+            self.relay = OutboxRelay(self.shards, self.routing)
         self._server: RunningServer | None = None
         self._stopping = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_holds, name="hold-sweeper", daemon=True)
@@ -99,18 +115,34 @@ class BankNode:
                 Registration(
                     ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name,
                     ledger_pb2_grpc.add_LedgerServiceServicer_to_server,
-                    LedgerServicer(self.shards),
+                    LedgerServicer(self.shards, on_outbox=self._wake_relay),
+                ),
+                Registration(
+                    shard_pb2.DESCRIPTOR.services_by_name["ShardService"].full_name,
+                    shard_pb2_grpc.add_ShardServiceServicer_to_server,
+                    ShardServicer(self.shards),
                 ),
             ],
         )
+        if self.routing is not None and self.relay is not None:
+            self.routing.start()
+            self.relay.start()
         self._sweeper.start()
         log.info("event=node_ready shards=%s port=%s", sorted(self.shards.local), self._server.port)
         return self._server.port
+
+    def _wake_relay(self, shard: int) -> None:
+        if self.relay is not None:
+            self.relay.wake(shard)
 
     def stop(self) -> None:
         self._stopping.set()
         if self._server is not None:
             self._server.stop()
+        if self.relay is not None:
+            self.relay.stop()
+        if self.routing is not None:
+            self.routing.stop()
         if self._sweeper.is_alive():
             self._sweeper.join(timeout=5)
         for handlers in self.shards.local.values():

@@ -62,13 +62,21 @@ class ShardDirectory:
     def for_hold_id(self, hold_id: str) -> ShardHandlers:
         return self.served(self.shard_of_slot(parse_hold_id(hold_id)), f"hold {hold_id}")
 
-    def for_pair(self, source: str, target: str, source_field: str, target_field: str) -> ShardHandlers:
-        """The shard of a movement between two accounts, which must share it on this path."""
+    def for_pair(
+        self, source: str, target: str, source_field: str, target_field: str
+    ) -> tuple[ShardHandlers, int]:
+        """The handlers of the source's shard (led here) and the target's shard number."""
         handlers = self.for_account(source, source_field)
-        target_shard = self.shard_of_slot(parse_account_number(target, target_field))
+        return handlers, self.shard_of_slot(parse_account_number(target, target_field))
+
+    def for_same_shard_pair(
+        self, source: str, target: str, source_field: str, target_field: str
+    ) -> ShardHandlers:
+        """As `for_pair`, for movements that must stay within one shard (holds)."""
+        handlers, target_shard = self.for_pair(source, target, source_field, target_field)
         if target_shard != handlers.shard:
             raise CrossShard(
                 f"{target_field}: account {target} is on shard {target_shard}, {source_field} on shard"
-                f" {handlers.shard}; a node books movements within one shard"
+                f" {handlers.shard}; holds are only between accounts of one shard"
             )
         return handlers

@@ -38,6 +38,8 @@ def rpc_method(method: F) -> F:
             context.set_trailing_metadata(((REASON_KEY, err.reason),))
             context.abort(grpc.StatusCode[err.status], err.message)
         except Exception:
+            if context.code() not in (None, grpc.StatusCode.OK):
+                raise  # the method aborted with its own status (a forwarded one): keep it
             log.exception("event=rpc_failed method=%s", method.__name__)
             context.abort(grpc.StatusCode.INTERNAL, "internal error; the node's log has the details")
 

@@ -127,6 +127,33 @@ WHERE p.account_number = %s AND p.sequence > %s
 ORDER BY p.sequence
 LIMIT %s
 """
+SQL_INSERT_OUTBOX = """
+INSERT INTO outbox (transfer_id, target_shard, from_account, to_account, amount, currency, status)
+VALUES (%s, %s, %s, %s, %s, %s, 'PENDING')
+"""
+SQL_DUE_DELIVERIES = """
+SELECT transfer_id, target_shard, from_account, to_account, amount, currency, attempts
+FROM outbox WHERE status = 'PENDING' AND next_attempt_at <= now()
+ORDER BY next_attempt_at LIMIT %s
+"""
+SQL_LOCK_DELIVERY = """
+SELECT transfer_id, target_shard, from_account, to_account, amount, currency, attempts
+FROM outbox WHERE transfer_id = %s AND status = 'PENDING' FOR UPDATE
+"""
+SQL_FINISH_DELIVERY = """
+UPDATE outbox SET status = %s, finished_at = now(), last_error = %s, attempts = attempts + 1
+WHERE transfer_id = %s
+"""
+SQL_POSTPONE_DELIVERY = """
+UPDATE outbox SET attempts = attempts + 1, last_error = %s,
+       next_attempt_at = now() + make_interval(secs => %s)
+WHERE transfer_id = %s AND status = 'PENDING'
+"""
+SQL_SET_TRANSFER_STATUS = f"""
+UPDATE transfers SET status = %s, failure_reason = %s WHERE transfer_id = %s
+RETURNING {TRANSFER_COLUMNS}
+"""
+SQL_LOCK_TRANSFER = f"SELECT {TRANSFER_COLUMNS} FROM transfers WHERE transfer_id = %s FOR UPDATE"
 SQL_EXPIRED_HOLD_ACCOUNTS = """
 SELECT DISTINCT account_number FROM holds
 WHERE status = 'ACTIVE' AND expires_at <= now()
@@ -236,6 +263,20 @@ class LedgerTx:
         assert stored is not None
         return stored
 
+    @property
+    def outbox(self) -> DeliveryTx:
+        return DeliveryTx(self.conn)
+
+    def lock_transfer(self, transfer_id: str) -> Transfer | None:
+        cur = self.conn.cursor(row_factory=class_row(Transfer))
+        return cur.execute(SQL_LOCK_TRANSFER, (transfer_id,)).fetchone()
+
+    def set_transfer_status(self, transfer_id: str, status: str, reason: str = "") -> Transfer:
+        cur = self.conn.cursor(row_factory=class_row(Transfer))
+        transfer = cur.execute(SQL_SET_TRANSFER_STATUS, (status, reason[:500], transfer_id)).fetchone()
+        assert transfer is not None
+        return transfer
+
     def insert_postings(self, transfer: Transfer, lines: list[tuple[str, int, int | None, str]]) -> None:
         """Books the lines (account, signed amount, balance after, counterparty) of a transfer.
 
@@ -277,6 +318,49 @@ class LedgerTx:
         return hold
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """A credit owed to another shard, as the outbox holds it."""
+
+    transfer_id: str
+    target_shard: int
+    from_account: str
+    to_account: str
+    amount: int
+    currency: str
+    attempts: int
+
+
+class DeliveryTx:
+    """The outbox statements, on the transaction of a `LedgerTx`."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+    def insert(self, transfer: Transfer, target_shard: int) -> None:
+        self.conn.execute(
+            SQL_INSERT_OUTBOX,
+            (
+                transfer.transfer_id,
+                target_shard,
+                transfer.from_account,
+                transfer.to_account,
+                transfer.amount,
+                transfer.currency,
+            ),
+        )
+
+    def lock(self, transfer_id: str) -> Delivery | None:
+        cur = self.conn.cursor(row_factory=class_row(Delivery))
+        return cur.execute(SQL_LOCK_DELIVERY, (transfer_id,)).fetchone()
+
+    def finish(self, transfer_id: str, status: str, error: str = "") -> None:
+        self.conn.execute(SQL_FINISH_DELIVERY, (status, error, transfer_id))
+
+    def postpone(self, transfer_id: str, error: str, delay_s: float) -> None:
+        self.conn.execute(SQL_POSTPONE_DELIVERY, (error[:500], delay_s, transfer_id))
+
+
 class LedgerReader:
     """Reads that need no transaction of their own."""
 
@@ -298,6 +382,10 @@ class LedgerReader:
     def list_postings(self, number: str, after_sequence: int, limit: int) -> list[Posting]:
         cur = self.conn.cursor(row_factory=class_row(Posting))
         return cur.execute(SQL_LIST_POSTINGS, (number, after_sequence, limit)).fetchall()
+
+    def due_deliveries(self, limit: int) -> list[Delivery]:
+        cur = self.conn.cursor(row_factory=class_row(Delivery))
+        return cur.execute(SQL_DUE_DELIVERIES, (limit,)).fetchall()
 
     def accounts_with_expired_holds(self, limit: int) -> list[str]:
         return [row[0] for row in self.conn.execute(SQL_EXPIRED_HOLD_ACCOUNTS, (limit,))]

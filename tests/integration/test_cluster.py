@@ -70,7 +70,7 @@ def test_status_shape(cluster: tuple[Path, dict[str, Any]]) -> None:
     _, status = cluster
     assert status["dcs"] == ["dc1", "dc2", "dc3"]
     kinds = {c["kind"] for c in status["components"]}
-    assert kinds == {"zookeeper", "redis", "sentinel", "postgres", "node"}
+    assert kinds == {"zookeeper", "redis", "sentinel", "postgres", "node", "gateway"}
     assert len(by_kind(status, "postgres")) == 9
     assert all(c["healthy"] for c in status["components"]), status["components"]
     for component in status["components"]:

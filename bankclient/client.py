@@ -1,0 +1,148 @@
+"""The bank's client library, used by the CLI, the load harness and the tests.
+
+It depends only on the generated stubs. Every call goes to a gateway (the preferred DC's first);
+when a gateway cannot be reached or answers UNAVAILABLE, the same request goes to the next DC's
+gateway within the caller's deadline. That is safe because every mutating request carries its
+request id: a retry returns the first result.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from bank.v1 import account_pb2, account_pb2_grpc, ledger_pb2, ledger_pb2_grpc
+
+FAILOVER_CODES = {grpc.StatusCode.UNAVAILABLE}
+DEFAULT_DEADLINE_S = 5.0
+
+
+class GatewayUnavailable(Exception):
+    """No gateway answered within the deadline."""
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+class BankClient:
+    def __init__(
+        self, gateways: Sequence[str], prefer: int = 0, deadline_s: float = DEFAULT_DEADLINE_S
+    ) -> None:
+        if not gateways:
+            raise ValueError("at least one gateway address is needed")
+        self.gateways = list(gateways)
+        self.deadline_s = deadline_s
+        self._current = prefer % len(self.gateways)
+        self._channels = [grpc.insecure_channel(address) for address in self.gateways]
+        self._accounts = [account_pb2_grpc.AccountServiceStub(c) for c in self._channels]
+        self._ledger = [ledger_pb2_grpc.LedgerServiceStub(c) for c in self._channels]
+        self._lock = threading.Lock()
+        self.failovers = 0
+
+    @classmethod
+    def from_home(cls, home: Path | str = ".bank", prefer_dc: str | None = None, **kwargs: Any) -> BankClient:
+        """A client of the cluster `bankctl up` recorded in `home`."""
+        state = json.loads((Path(home) / "cluster.json").read_text(encoding="utf-8"))
+        gateways = [c for c in state["components"] if c["kind"] == "gateway"]
+        if not gateways:
+            raise ValueError(f"the cluster in {home} has no gateway")
+        prefer = next((i for i, c in enumerate(gateways) if c["dc"] == prefer_dc), 0)
+        return cls([f"{c['host']}:{c['port']}" for c in gateways], prefer=prefer, **kwargs)
+
+    def close(self) -> None:
+        for channel in self._channels:
+            channel.close()
+
+    def __enter__(self) -> BankClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(self, service: str, method: str, request: Any, deadline_s: float | None = None) -> Any:
+        """Sends `request`; fails over to the next gateway on UNAVAILABLE until the deadline."""
+        deadline = time.monotonic() + (deadline_s or self.deadline_s)
+        index = self._current
+        last: grpc.RpcError | None = None
+        for _ in range(4 * len(self.gateways)):  # bounded: a few rounds over every DC
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            stubs = self._accounts if service == "accounts" else self._ledger
+            try:
+                answer = getattr(stubs[index], method)(request, timeout=remaining)
+            except grpc.RpcError as err:
+                if err.code() not in FAILOVER_CODES:
+                    raise
+                last = err
+                index = (index + 1) % len(self.gateways)
+                with self._lock:
+                    self._current = index
+                    self.failovers += 1
+                continue
+            return answer
+        if last is not None:
+            raise last
+        raise GatewayUnavailable(
+            f"no gateway of {self.gateways} answered in {deadline_s or self.deadline_s} s"
+        )
+
+    # The contract's calls, with request ids made here when the caller gives none.
+
+    def open_account(self, customer_id: str, currency: str, request_id: str | None = None) -> Any:
+        request = account_pb2.OpenAccountRequest(
+            request_id=request_id or new_request_id(), customer_id=customer_id, currency=currency
+        )
+        return self.call("accounts", "OpenAccount", request).account
+
+    def get_account(self, account_number: str) -> Any:
+        return self.call(
+            "accounts", "GetAccount", account_pb2.GetAccountRequest(account_number=account_number)
+        ).account
+
+    def deposit(self, account: str, amount: int, currency: str, request_id: str | None = None) -> Any:
+        request = ledger_pb2.DepositRequest(
+            request_id=request_id or new_request_id(),
+            account_number=account,
+            amount=amount,
+            currency=currency,
+        )
+        return self.call("ledger", "Deposit", request)
+
+    def withdraw(self, account: str, amount: int, currency: str, request_id: str | None = None) -> Any:
+        request = ledger_pb2.WithdrawRequest(
+            request_id=request_id or new_request_id(),
+            account_number=account,
+            amount=amount,
+            currency=currency,
+        )
+        return self.call("ledger", "Withdraw", request)
+
+    def transfer(
+        self, source: str, target: str, amount: int, currency: str, request_id: str | None = None,
+        deadline_s: float | None = None,
+    ) -> Any:  # fmt: skip
+        request = ledger_pb2.TransferRequest(
+            request_id=request_id or new_request_id(), from_account=source, to_account=target, amount=amount,
+            currency=currency,
+        )  # fmt: skip
+        return self.call("ledger", "Transfer", request, deadline_s)
+
+    def get_transfer(self, transfer_id: str) -> Any:
+        return self.call(
+            "ledger", "GetTransfer", ledger_pb2.GetTransferRequest(transfer_id=transfer_id)
+        ).transfer
+
+    def freeze(self, account: str, request_id: str | None = None) -> Any:
+        request = account_pb2.FreezeAccountRequest(
+            request_id=request_id or new_request_id(), account_number=account
+        )
+        return self.call("accounts", "FreezeAccount", request).account

@@ -1,0 +1,74 @@
+"""Runs a DC's gateway: `python -m services.gateway --config FILE [--port-file F]`.
+
+The config (JSON) names the address to serve, the DC, its Redis and the ZooKeeper ensemble.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from bank.v1 import account_pb2, account_pb2_grpc, ledger_pb2, ledger_pb2_grpc
+from services.common import logs
+from services.gateway.forwarder import Forwarder
+from services.gateway.servicers import GatewayAccountServicer, GatewayLedgerServicer, Router
+from services.routing.client import RoutingClient
+from services.rpc.server import Registration, start_server
+
+log = logging.getLogger("services.gateway")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bank-gateway", description=__doc__)
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--port-file", type=Path)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    config = json.loads(args.config.read_text(encoding="utf-8"))
+    logs.configure("gateway", dc=config["dc"], level=args.log_level)
+
+    host, port = config["redis_address"].rsplit(":", 1)
+    routing = RoutingClient(host, int(port), config["zk_hosts"])
+    routing.start()
+    forwarder = Forwarder(routing)
+    router = Router(forwarder)
+    server = start_server(
+        config["listen"],
+        [
+            Registration(
+                account_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
+                account_pb2_grpc.add_AccountServiceServicer_to_server,
+                GatewayAccountServicer(router),
+            ),
+            Registration(
+                ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name,
+                ledger_pb2_grpc.add_LedgerServiceServicer_to_server,
+                GatewayLedgerServicer(router),
+            ),
+        ],
+        max_workers=64,
+    )
+    log.info("event=gateway_ready port=%s routing_version=%s", server.port, routing.table.version)
+    if args.port_file:
+        partial = args.port_file.with_suffix(".partial")
+        partial.write_text(str(server.port), encoding="ascii")
+        partial.rename(args.port_file)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        server.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.server.wait_for_termination()
+    forwarder.close()
+    routing.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

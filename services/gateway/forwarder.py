@@ -1,0 +1,88 @@
+"""Sends a request to the leader of its shard, wherever it is, re-routing and retrying
+within the caller's deadline while the shard's route is stale or its leader unreachable."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import grpc
+
+from bank.v1 import account_pb2_grpc, ledger_pb2_grpc
+from services.routing.client import RoutingClient
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DEADLINE_S = 10.0  # for callers that set none
+DEADLINE_MARGIN_S = 0.05  # left to answer the caller before its own deadline
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED}
+MAX_BACKOFF_S = 0.5
+STUBS = {
+    "bank.v1.AccountService": account_pb2_grpc.AccountServiceStub,
+    "bank.v1.LedgerService": ledger_pb2_grpc.LedgerServiceStub,
+}
+
+
+class Forwarder:
+    def __init__(self, routing: RoutingClient) -> None:
+        self.routing = routing
+        self._stubs: dict[tuple[str, str], Any] = {}
+        self._channels: dict[str, grpc.Channel] = {}
+        self._lock = threading.Lock()
+
+    def call(self, service: str, method: str, shard: int, request: Any, context: grpc.ServicerContext) -> Any:
+        remaining = context.time_remaining()
+        budget = DEFAULT_DEADLINE_S if remaining is None or remaining > 1e6 else remaining
+        deadline = time.monotonic() + budget - DEADLINE_MARGIN_S
+        attempt, last_error = 0, "no attempt"
+        while True:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                context.abort(
+                    grpc.StatusCode.UNAVAILABLE if attempt else grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"shard {shard}: no leader answered within the deadline"
+                    f" ({attempt} tries; last: {last_error})",
+                )
+            try:
+                route = self.routing.route(shard)
+                stub = self._stub(service, route.endpoint)
+                return getattr(stub, method)(
+                    request, timeout=timeout, metadata=(("bank-shard-epoch", str(route.epoch)),)
+                )
+            except grpc.RpcError as err:
+                code = err.code()
+                if code not in RETRYABLE:
+                    metadata = err.trailing_metadata()
+                    if metadata:
+                        context.set_trailing_metadata(tuple((m.key, m.value) for m in metadata))
+                    context.abort(code, err.details() or code.name)
+                last_error = f"{code.name}: {err.details()}"
+            except Exception as err:  # no route yet (the table is loading): as retry-able
+                if not getattr(err, "retryable", False):
+                    raise
+                last_error = str(err)
+            attempt += 1
+            self.routing.refresh(from_truth=attempt > 1)
+            log.info(
+                "event=rerouted shard=%s method=%s attempt=%s error=%r", shard, method, attempt, last_error
+            )
+            time.sleep(max(0.0, min(0.02 * 2**attempt, MAX_BACKOFF_S, deadline - time.monotonic())))
+
+    def _stub(self, service: str, endpoint: str) -> Any:
+        key = (service, endpoint)
+        with self._lock:
+            stub = self._stubs.get(key)
+            if stub is None:
+                channel = self._channels.get(endpoint)
+                if channel is None:
+                    channel = grpc.insecure_channel(endpoint)
+                    self._channels[endpoint] = channel
+                stub = STUBS[service](channel)
+                self._stubs[key] = stub
+            return stub
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            channel.close()

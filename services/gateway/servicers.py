@@ -1,0 +1,135 @@
+"""The public AccountService and LedgerService of a DC's gateway: each call is checked, given
+its shard by the slot its account number, customer, transfer or hold id carries, and forwarded
+to that shard's leader."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from bank.v1 import account_pb2_grpc, ledger_pb2_grpc
+from services.common.identifiers import (
+    parse_account_number,
+    parse_hold_id,
+    parse_transfer_id,
+    slot_of_customer,
+)
+from services.common.validation import validate_customer_id, validate_request_id
+from services.gateway.forwarder import Forwarder
+from services.rpc.convert import amount_of
+from services.rpc.status import rpc_method
+
+ACCOUNTS, LEDGER = "bank.v1.AccountService", "bank.v1.LedgerService"
+
+
+class Router:
+    def __init__(self, forwarder: Forwarder) -> None:
+        self.forwarder = forwarder
+
+    def shard(self, slot: int) -> int:
+        return self.forwarder.routing.shard_of_slot(slot)
+
+    def send(self, service: str, method: str, slot: int, request: Any, context: grpc.ServicerContext) -> Any:
+        return self.forwarder.call(service, method, self.shard(slot), request, context)
+
+
+def _mutation(request: Any) -> None:
+    """What every money-moving or state-changing request must carry, checked before a hop."""
+    validate_request_id(request.request_id)
+    if hasattr(request, "WhichOneof") and "amount_value" in request.DESCRIPTOR.oneofs_by_name:
+        amount_of(request)
+
+
+class GatewayAccountServicer(account_pb2_grpc.AccountServiceServicer):
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    @rpc_method
+    def OpenAccount(self, request: Any, context: grpc.ServicerContext) -> Any:
+        _mutation(request)
+        slot = slot_of_customer(validate_customer_id(request.customer_id))
+        return self.router.send(ACCOUNTS, "OpenAccount", slot, request, context)
+
+    @rpc_method
+    def GetAccount(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self.router.send(
+            ACCOUNTS, "GetAccount", parse_account_number(request.account_number), request, context
+        )
+
+    @rpc_method
+    def FreezeAccount(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._by_account("FreezeAccount", request, context)
+
+    @rpc_method
+    def UnfreezeAccount(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._by_account("UnfreezeAccount", request, context)
+
+    @rpc_method
+    def CloseAccount(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._by_account("CloseAccount", request, context)
+
+    def _by_account(self, method: str, request: Any, context: grpc.ServicerContext) -> Any:
+        _mutation(request)
+        return self.router.send(
+            ACCOUNTS, method, parse_account_number(request.account_number), request, context
+        )
+
+
+class GatewayLedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    @rpc_method
+    def Deposit(self, request: Any, context: grpc.ServicerContext) -> Any:
+        _mutation(request)
+        return self.router.send(
+            LEDGER, "Deposit", parse_account_number(request.account_number), request, context
+        )
+
+    @rpc_method
+    def Withdraw(self, request: Any, context: grpc.ServicerContext) -> Any:
+        _mutation(request)
+        return self.router.send(
+            LEDGER, "Withdraw", parse_account_number(request.account_number), request, context
+        )
+
+    @rpc_method
+    def Transfer(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """Goes to the source's shard; that shard relays the credit if the target lives elsewhere."""
+        _mutation(request)
+        parse_account_number(request.to_account, "to_account")
+        slot = parse_account_number(request.from_account, "from_account")
+        return self.router.send(LEDGER, "Transfer", slot, request, context)
+
+    @rpc_method
+    def GetTransfer(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self.router.send(
+            LEDGER, "GetTransfer", parse_transfer_id(request.transfer_id), request, context
+        )
+
+    @rpc_method
+    def ListPostings(self, request: Any, context: grpc.ServicerContext) -> Any:
+        slot = parse_account_number(request.account_number)
+        return self.router.send(LEDGER, "ListPostings", slot, request, context)
+
+    @rpc_method
+    def CreateHold(self, request: Any, context: grpc.ServicerContext) -> Any:
+        _mutation(request)
+        parse_account_number(request.to_account, "to_account")
+        slot = parse_account_number(request.account_number)
+        return self.router.send(LEDGER, "CreateHold", slot, request, context)
+
+    @rpc_method
+    def CaptureHold(self, request: Any, context: grpc.ServicerContext) -> Any:
+        _mutation(request)
+        return self.router.send(LEDGER, "CaptureHold", parse_hold_id(request.hold_id), request, context)
+
+    @rpc_method
+    def VoidHold(self, request: Any, context: grpc.ServicerContext) -> Any:
+        _mutation(request)
+        return self.router.send(LEDGER, "VoidHold", parse_hold_id(request.hold_id), request, context)
+
+    @rpc_method
+    def GetHold(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self.router.send(LEDGER, "GetHold", parse_hold_id(request.hold_id), request, context)

@@ -1,0 +1,48 @@
+"""ShardService: the credits other shards' relays deliver to the shards this node leads."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import grpc
+
+from bank.v1 import shard_pb2, shard_pb2_grpc
+from services.common.errors import InvalidArgument
+from services.common.identifiers import parse_account_number, parse_transfer_id
+from services.common.model import PENDING, TRANSFER, Transfer
+from services.common.money import validate_amount_minor, validate_currency
+from services.common.validation import validate_request_id
+from services.node.shards import ShardDirectory
+from services.rpc.status import rpc_method
+
+
+class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
+    def __init__(self, shards: ShardDirectory) -> None:
+        self.shards = shards
+
+    @rpc_method
+    def ApplyCredit(
+        self, request: shard_pb2.ApplyCreditRequest, context: grpc.ServicerContext
+    ) -> shard_pb2.ApplyCreditResponse:
+        parse_transfer_id(request.transfer_id)
+        validate_request_id(request.request_id)
+        parse_account_number(request.from_account, "from_account")
+        validate_amount_minor(request.amount)
+        validate_currency(request.currency)
+        handlers = self.shards.for_account(request.to_account, "to_account")
+        if self.shards.shard_of_slot(parse_account_number(request.from_account)) == handlers.shard:
+            raise InvalidArgument("to_account", "a credit from the same shard is not a cross-shard credit")
+        transfer = Transfer(
+            transfer_id=request.transfer_id, request_id=request.request_id, kind=TRANSFER,
+            from_account=request.from_account, to_account=request.to_account, amount=request.amount,
+            currency=request.currency, status=PENDING, reference=request.reference, failure_reason="",
+            hold_id="", created_at=datetime.min,
+        )  # fmt: skip
+        outcome = handlers.ledger.cross_shard.apply_credit(transfer)
+        return shard_pb2.ApplyCreditResponse(
+            outcome=shard_pb2.CREDIT_OUTCOME_APPLIED
+            if outcome.applied
+            else shard_pb2.CREDIT_OUTCOME_REJECTED,
+            reason=outcome.reason,
+            message=outcome.message,
+        )

@@ -1,0 +1,114 @@
+"""The routing table as a gateway or a relay keeps it: in memory, refreshed on every change
+announced through the local DC's Redis, and read from ZooKeeper (the truth) when Redis is
+unreachable or a route turns out stale."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+
+import redis
+from kazoo.client import KazooClient
+from kazoo.exceptions import KazooException
+
+from services.common.errors import Unavailable
+from services.routing import redis_mirror, zk_routes
+from services.routing.table import RoutingTable, ShardRoute
+
+log = logging.getLogger(__name__)
+
+
+class RoutingClient:
+    def __init__(
+        self, redis_host: str, redis_port: int, zk_hosts: str, refresh_interval_s: float = 5.0
+    ) -> None:
+        self.redis = redis.Redis(
+            host=redis_host, port=redis_port, socket_timeout=1.0, socket_connect_timeout=1.0
+        )
+        self.zk_hosts = zk_hosts
+        self.refresh_interval_s = refresh_interval_s
+        self._table = RoutingTable(version=0, slot_ranges=[])
+        self._lock = threading.Lock()
+        self._zk: KazooClient | None = None
+        self._stopping = threading.Event()
+        self._listener = threading.Thread(target=self._listen, name="routing-listener", daemon=True)
+
+    @property
+    def table(self) -> RoutingTable:
+        return self._table
+
+    def start(self) -> None:
+        self.refresh()
+        self._listener.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._listener.join(timeout=3)
+        self.redis.close()
+        if self._zk is not None:
+            with contextlib.suppress(Exception):
+                self._zk.stop()
+                self._zk.close()
+
+    def route(self, shard: int) -> ShardRoute:
+        route = self._table.route(shard)
+        if route is None:
+            self.refresh(from_truth=True)
+            route = self._table.route(shard)
+        if route is None:
+            raise Unavailable(f"no route for shard {shard} yet; retry")
+        return route
+
+    def shard_of_slot(self, slot: int) -> int:
+        if not self._table.slot_ranges:
+            self.refresh(from_truth=True)
+        if not self._table.slot_ranges:
+            raise Unavailable("the routing table is not loaded yet; retry")
+        return self._table.shard_of_slot(slot)
+
+    def refresh(self, from_truth: bool = False) -> RoutingTable:
+        """Reads Redis (or ZooKeeper when asked, or when Redis fails) and keeps the newer table."""
+        table: RoutingTable | None = None
+        if not from_truth:
+            try:
+                table = redis_mirror.read(self.redis)
+            except redis.RedisError as err:
+                log.warning("event=routing_redis_unreachable error=%r", str(err))
+        if table is None:
+            table = self._read_zookeeper()
+        if table is not None:
+            self._adopt(table)
+        return self._table
+
+    def _adopt(self, table: RoutingTable) -> None:
+        with self._lock:
+            if table.version > self._table.version:
+                log.info("event=routing_updated version=%s previous=%s", table.version, self._table.version)
+                self._table = table
+
+    def _read_zookeeper(self) -> RoutingTable | None:
+        try:
+            if self._zk is None:
+                self._zk = zk_routes.connect(self.zk_hosts, timeout_s=5)
+            return zk_routes.read_table(self._zk)
+        except (KazooException, TimeoutError) as err:
+            log.warning("event=routing_zookeeper_unreachable error=%r", str(err))
+            return None
+
+    def _listen(self) -> None:
+        """Follows the change channel; also refreshes every `refresh_interval_s` as a backstop."""
+        while not self._stopping.is_set():
+            try:
+                pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(redis_mirror.CHANNEL)
+                self.refresh()  # a change may have come while we were not subscribed
+                while not self._stopping.is_set():
+                    message = pubsub.get_message(timeout=self.refresh_interval_s)
+                    if message is None or message.get("type") == "message":
+                        self.refresh()
+                pubsub.close()
+            except redis.RedisError as err:
+                log.warning("event=routing_subscription_lost error=%r", str(err))
+                self.refresh(from_truth=True)
+                self._stopping.wait(1.0)

@@ -1,0 +1,37 @@
+"""Redis as a fast, subscribable cache of the routing truth in ZooKeeper.
+
+The table is one JSON value; every change is announced on a channel. Routes carry their epoch,
+so a stale or split-brained Redis costs a retry, never a wrong write.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from services.routing.table import RoutingTable
+
+TABLE_KEY = "bank:routing"
+CHANNEL = "bank:routing:changed"
+
+
+def publish(primary: redis.Redis, table: RoutingTable) -> bool:
+    """Stores the table unless Redis already holds a newer one; announces it. Atomic in Redis."""
+    script = """
+    local current = redis.call('GET', KEYS[1])
+    if current then
+      local version = tonumber(string.match(current, '"version": (%d+)'))
+      if version and version >= tonumber(ARGV[2]) then return 0 end
+    end
+    redis.call('SET', KEYS[1], ARGV[1])
+    redis.call('PUBLISH', KEYS[2], ARGV[2])
+    return 1
+    """
+    stored = primary.eval(script, 2, TABLE_KEY, CHANNEL, table.to_json(), str(table.version))
+    return bool(stored)
+
+
+def read(client: redis.Redis) -> RoutingTable | None:
+    raw = client.get(TABLE_KEY)
+    if raw is None:
+        return None
+    return RoutingTable.from_json(raw)

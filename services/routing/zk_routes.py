@@ -1,0 +1,55 @@
+"""The routing truth in ZooKeeper: the slot map and one node per shard with its leader and epoch."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError
+
+from services.routing.table import RoutingTable, ShardRoute
+
+ROOT = "/bank"
+SLOTS_PATH = f"{ROOT}/slots"
+SHARDS_PATH = f"{ROOT}/shards"
+
+
+def connect(hosts: str, timeout_s: float = 10.0) -> KazooClient:
+    client = KazooClient(hosts=hosts, timeout=4.0, connection_retry={"max_tries": 3, "delay": 0.2})
+    client.start(timeout=timeout_s)
+    return client
+
+
+def write_initial(
+    client: KazooClient, slot_ranges: list[tuple[int, int, int]], routes: list[ShardRoute]
+) -> None:
+    """Creates the slot map and the shards' routes; leaves existing ones alone (up is idempotent)."""
+    client.ensure_path(SHARDS_PATH)
+    if not client.exists(SLOTS_PATH):
+        ranges = [{"first": a, "last": b, "shard": s} for a, b, s in slot_ranges]
+        client.create(SLOTS_PATH, json.dumps({"ranges": ranges}).encode())
+    for route in routes:
+        path = f"{SHARDS_PATH}/{route.shard}"
+        if not client.exists(path):
+            client.create(path, json.dumps(asdict(route)).encode())
+
+
+def read_table(client: KazooClient) -> RoutingTable:
+    """The whole table; its version is the newest ZooKeeper transaction id among its nodes."""
+    try:
+        raw, stat = client.get(SLOTS_PATH)
+    except NoNodeError:
+        return RoutingTable(version=0, slot_ranges=[])
+    version = stat.mzxid
+    ranges = [(int(r["first"]), int(r["last"]), int(r["shard"])) for r in json.loads(raw)["ranges"]]
+    routes: dict[int, ShardRoute] = {}
+    for child in client.get_children(SHARDS_PATH):
+        data, stat = client.get(f"{SHARDS_PATH}/{child}")
+        route: dict[str, Any] = json.loads(data)
+        routes[int(child)] = ShardRoute(
+            int(route["shard"]), str(route["leader_dc"]), int(route["epoch"]), str(route["endpoint"])
+        )
+        version = max(version, stat.mzxid)
+    return RoutingTable(version=version, slot_ranges=ranges, routes=routes)

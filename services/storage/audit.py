@@ -1,0 +1,62 @@
+"""What a shard's books say, read in one snapshot: the inputs of the whole-bank check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import psycopg
+
+SQL_BALANCES = "SELECT currency, sum(balance)::bigint, count(*) FROM accounts GROUP BY currency"
+# Money that came into the bank minus money that left it: the opposite of the cash accounts.
+SQL_NET_DEPOSITS = """
+SELECT currency, (-sum(amount))::bigint FROM postings WHERE account_number LIKE 'SYS:CASH:%' GROUP BY currency
+"""
+SQL_TRANSIT = """
+SELECT currency, sum(amount)::bigint FROM postings WHERE account_number LIKE 'SYS:TRANSIT:%' GROUP BY currency
+"""
+SQL_IN_FLIGHT = """
+SELECT currency, sum(amount)::bigint, count(*) FROM outbox WHERE status = 'PENDING' GROUP BY currency
+"""
+SQL_BELOW_LIMIT = """
+SELECT account_number, balance, held, overdraft_limit FROM accounts
+WHERE balance - held < -overdraft_limit OR (balance < 0 AND overdraft_limit = 0)
+ORDER BY account_number LIMIT 100
+"""
+SQL_UNBALANCED = """
+SELECT transfer_id, sum(amount)::bigint FROM postings GROUP BY transfer_id HAVING sum(amount) <> 0 LIMIT 100
+"""
+SQL_TRANSFER_STATUS = "SELECT status, count(*) FROM transfers GROUP BY status"
+
+
+@dataclass
+class ShardBooks:
+    shard: int
+    balances: dict[str, int] = field(default_factory=dict)
+    accounts: int = 0
+    net_deposits: dict[str, int] = field(default_factory=dict)
+    transit: dict[str, int] = field(default_factory=dict)
+    in_flight: dict[str, int] = field(default_factory=dict)
+    pending: int = 0
+    below_limit: list[tuple[str, int]] = field(default_factory=list)
+    unbalanced: list[str] = field(default_factory=list)
+    transfers_by_status: dict[str, int] = field(default_factory=dict)
+
+
+def read_books(conninfo: str, shard: int) -> ShardBooks:
+    """Every figure from one REPEATABLE READ snapshot of the shard's primary."""
+    books = ShardBooks(shard)
+    with psycopg.connect(conninfo, autocommit=False) as conn:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        for currency, total, count in conn.execute(SQL_BALANCES):
+            books.balances[currency] = int(total)
+            books.accounts += int(count)
+        books.net_deposits = {c: int(v) for c, v in conn.execute(SQL_NET_DEPOSITS)}
+        books.transit = {c: int(v) for c, v in conn.execute(SQL_TRANSIT)}
+        for currency, total, count in conn.execute(SQL_IN_FLIGHT):
+            books.in_flight[currency] = int(total)
+            books.pending += int(count)
+        books.below_limit = [(str(n), int(b)) for n, b, _, _ in conn.execute(SQL_BELOW_LIMIT)]
+        books.unbalanced = [str(t) for t, _ in conn.execute(SQL_UNBALANCED)]
+        books.transfers_by_status = {str(s): int(n) for s, n in conn.execute(SQL_TRANSFER_STATUS)}
+        conn.rollback()
+    return books
