@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 
 import redis
 from kazoo.client import KazooClient
@@ -17,6 +18,7 @@ from services.routing import redis_mirror, zk_routes
 from services.routing.table import RoutingTable, ShardRoute
 
 log = logging.getLogger(__name__)
+LISTEN_TICK_S = 0.5  # how soon the listener notices it should stop
 
 
 class RoutingClient:
@@ -103,12 +105,17 @@ class RoutingClient:
                 pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(redis_mirror.CHANNEL)
                 self.refresh()  # a change may have come while we were not subscribed
+                last_refresh = time.monotonic()
                 while not self._stopping.is_set():
-                    message = pubsub.get_message(timeout=self.refresh_interval_s)
-                    if message is None or message.get("type") == "message":
+                    message = pubsub.get_message(timeout=LISTEN_TICK_S)
+                    stale = time.monotonic() - last_refresh >= self.refresh_interval_s
+                    if stale or (message is not None and message.get("type") == "message"):
                         self.refresh()
+                        last_refresh = time.monotonic()
                 pubsub.close()
-            except redis.RedisError as err:
+            except (redis.RedisError, OSError, ValueError) as err:
+                if self._stopping.is_set():
+                    return
                 log.warning("event=routing_subscription_lost error=%r", str(err))
                 self.refresh(from_truth=True)
                 self._stopping.wait(1.0)

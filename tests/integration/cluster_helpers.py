@@ -1,0 +1,60 @@
+"""Starting a cluster with `bankctl` (as a user would) and reading its databases directly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bankclient import BankClient
+
+BANKCTL = [sys.executable, "-m", "services.cli.main"]
+
+
+def bankctl(home: Path, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*BANKCTL, "--home", str(home), *args], capture_output=True, text=True, timeout=timeout_s, check=False
+    )
+
+
+@dataclass
+class Cluster:
+    home: Path
+
+    def status(self) -> dict[str, Any]:
+        done = bankctl(self.home, "status", "--json")
+        assert done.stdout, done.stderr[-3000:]
+        return dict(json.loads(done.stdout))
+
+    @property
+    def password(self) -> str:
+        return str(json.loads((self.home / "cluster.json").read_text())["secrets"]["pg_password"])
+
+    def components(self, kind: str) -> list[dict[str, Any]]:
+        return [c for c in self.status()["components"] if c["kind"] == kind]
+
+    def primary(self, shard: int) -> dict[str, Any]:
+        return next(c for c in self.components("postgres") if c["shard"] == shard and c["role"] == "primary")
+
+    def sql(self, shard: int, query: str, params: tuple[object, ...] | None = None) -> list[tuple[Any, ...]]:
+        """Runs a query on the shard's current primary."""
+        member = self.primary(shard)
+        with psycopg.connect(
+            host=member["host"], port=member["port"], user="bank", password=self.password, dbname="bank",
+            autocommit=True, connect_timeout=3,
+        ) as conn:  # fmt: skip
+            cursor = conn.execute(query.encode(), params)
+            return cursor.fetchall() if cursor.description else []
+
+    def client(self, prefer_dc: str | None = None, deadline_s: float = 10.0) -> BankClient:
+        return BankClient.from_home(self.home, prefer_dc=prefer_dc, deadline_s=deadline_s)
+
+    def check(self, wait_s: float = 0.0) -> dict[str, Any]:
+        done = bankctl(self.home, "check", "--json", "--wait", str(wait_s))
+        assert done.stdout, done.stderr[-3000:]
+        return dict(json.loads(done.stdout))

@@ -1,0 +1,257 @@
+"""Routing by slot through every DC's gateway, cross-shard transfers delivered exactly once, and
+the whole-bank check, on a 3-DC x 3-shard cluster of real processes."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+import redis
+
+from bank.v1 import ledger_pb2
+from services.common.identifiers import NUM_SLOTS, slot_of_customer
+from services.routing import redis_mirror
+from services.routing.client import RoutingClient
+from services.routing.table import RoutingTable
+from tests.integration.cluster_helpers import Cluster, bankctl
+from tests.integration.conftest import report
+
+SHARDS = 3
+ACCOUNTS = 200
+OPENING = 1_000_000  # 10,000.00 CNY each
+TRANSFERS = 5_000
+
+
+def shard_of(slot: int) -> int:
+    """The launcher's default slot map: near-equal contiguous ranges."""
+    return next(s for s in range(SHARDS) if slot < (s + 1) * NUM_SLOTS // SHARDS)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[Cluster]:
+    home = tmp_path_factory.mktemp("routing")
+    started = time.monotonic()
+    up = bankctl(home, "up", "--name", "bkr", "--octet", "79")
+    try:
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        report(pytestconfig, f"\n[routing] bankctl up: {time.monotonic() - started:.1f} s")
+        yield Cluster(home)
+    finally:
+        assert bankctl(home, "down").returncode == 0
+
+
+@pytest.fixture(scope="module")
+def accounts(cluster: Cluster) -> list[str]:
+    """200 funded accounts opened through the three gateways in turn."""
+    clients = [cluster.client(prefer_dc=dc) for dc in ("dc1", "dc2", "dc3")]
+    numbers = []
+    try:
+        for i in range(ACCOUNTS):
+            client = clients[i % 3]
+            account = client.open_account(f"routing-customer-{i}", "CNY")
+            client.deposit(account.account_number, OPENING, "CNY")
+            numbers.append(account.account_number)
+    finally:
+        for client in clients:
+            client.close()
+    return numbers
+
+
+def test_accounts_land_on_the_shard_their_slot_names(cluster: Cluster, accounts: list[str]) -> None:
+    by_shard: dict[int, set[str]] = {s: set() for s in range(SHARDS)}
+    for shard in range(SHARDS):
+        by_shard[shard] = {row[0] for row in cluster.sql(shard, "SELECT account_number FROM accounts")}
+    for number in accounts:
+        assert number in by_shard[shard_of(int(number[:4]))], number
+    assert all(by_shard[s] for s in range(SHARDS)), "every shard holds accounts"
+    assert sum(len(v) for v in by_shard.values()) == len(set().union(*by_shard.values()))  # no account twice
+
+
+def test_concurrent_transfers_through_all_gateways_reconcile_exactly_once(
+    cluster: Cluster, accounts: list[str], pytestconfig: pytest.Config
+) -> None:
+    rng = random.Random(4)
+    plan = []
+    for i in range(TRANSFERS):
+        source, target = rng.sample(accounts, 2)
+        plan.append((i, source, target, rng.randint(1, 5_000)))
+    clients = [cluster.client(prefer_dc=dc) for dc in ("dc1", "dc2", "dc3")]
+    acked: dict[str, tuple[str, str, int]] = {}
+    refused: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def send(item: tuple[int, str, str, int]) -> None:
+        i, source, target, amount = item
+        try:
+            answer = clients[i % 3].transfer(source, target, amount, "CNY")
+        except grpc.RpcError as err:
+            with lock:
+                refused[err.code().name] += 1
+            return
+        with lock:
+            acked[answer.transfer_id] = (source, target, amount)
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(48) as pool:
+        list(pool.map(send, plan))
+    elapsed = time.monotonic() - started
+    for client in clients:
+        client.close()
+    cross = sum(1 for s, t, _ in acked.values() if shard_of(int(s[:4])) != shard_of(int(t[:4])))
+    report(
+        pytestconfig,
+        f"\n[routing] {TRANSFERS} transfers via 3 gateways, 48 at a time: {elapsed:.1f} s "
+        f"({TRANSFERS / elapsed:.0f}/s), {len(acked)} acknowledged ({cross} cross-shard),"
+        f" refused {dict(refused)}",
+    )
+    assert set(refused) <= {"FAILED_PRECONDITION"}
+    assert len(acked) > TRANSFERS * 0.95
+
+    books = cluster.check(wait_s=30)
+    assert books["reconciled"], books
+    assert books["pending_transfers"] == 0
+    assert books["currencies"]["CNY"]["balances"] == ACCOUNTS * OPENING
+
+    # Exactly once: every acknowledged transfer is booked once on its source shard and, when
+    # it crossed shards, credited once on its target shard.
+    debits: Counter[str] = Counter()
+    credits: Counter[str] = Counter()
+    statuses: dict[str, str] = {}
+    for shard in range(SHARDS):
+        for transfer_id, _account, amount in cluster.sql(
+            shard,
+            "SELECT transfer_id, account_number, amount FROM postings WHERE account_number NOT LIKE 'SYS:%%'"
+            " AND transfer_id IN (SELECT transfer_id FROM transfers WHERE kind = 'TRANSFER')",
+        ):
+            (debits if amount < 0 else credits)[transfer_id] += 1
+        for transfer_id, status in cluster.sql(
+            shard, "SELECT transfer_id, status FROM transfers WHERE kind = 'TRANSFER'"
+        ):
+            if shard == shard_of(int(transfer_id[1:5])):
+                statuses[transfer_id] = status
+    assert set(statuses) == set(acked), "booked transfers are exactly the acknowledged ones"
+    assert set(statuses.values()) == {"COMMITTED"}
+    assert all(debits[t] == 1 and credits[t] == 1 for t in acked)
+    assert set(debits) == set(credits) == set(acked)
+
+
+def test_get_transfer_through_any_gateway(cluster: Cluster, accounts: list[str]) -> None:
+    source = accounts[0]
+    target = next(a for a in accounts if shard_of(int(a[:4])) != shard_of(int(source[:4])))
+    with cluster.client("dc1") as first:
+        moved = first.transfer(source, target, 1, "CNY")
+    assert moved.status in (ledger_pb2.TRANSFER_STATUS_PENDING, ledger_pb2.TRANSFER_STATUS_COMMITTED)
+    for dc in ("dc1", "dc2", "dc3"):
+        with cluster.client(dc) as client:
+            deadline = time.monotonic() + 10
+            while client.get_transfer(moved.transfer_id).status == ledger_pb2.TRANSFER_STATUS_PENDING:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            assert client.get_transfer(moved.transfer_id).status == ledger_pb2.TRANSFER_STATUS_COMMITTED
+
+
+def test_credit_refused_for_good_is_refunded(cluster: Cluster, accounts: list[str]) -> None:
+    with cluster.client("dc2") as client:
+        source = accounts[1]
+        target = client.open_account("routing-frozen-target-7", "CNY").account_number
+        if shard_of(int(target[:4])) == shard_of(int(source[:4])):
+            source = next(a for a in accounts if shard_of(int(a[:4])) != shard_of(int(target[:4])))
+        client.freeze(target)
+        before = client.get_account(source).balance
+        moved = client.transfer(source, target, 12_345, "CNY")
+        assert moved.status == ledger_pb2.TRANSFER_STATUS_PENDING
+        deadline = time.monotonic() + 10
+        while (final := client.get_transfer(moved.transfer_id)).status == ledger_pb2.TRANSFER_STATUS_PENDING:
+            assert time.monotonic() < deadline, "the refused credit was never refunded"
+            time.sleep(0.02)
+        assert final.status == ledger_pb2.TRANSFER_STATUS_FAILED
+        assert "ACCOUNT_NOT_ACTIVE" in final.failure_reason
+        assert client.get_account(source).balance == before
+        assert client.get_account(target).balance == 0
+    assert cluster.check(wait_s=10)["reconciled"]
+
+
+def test_killed_target_node_loses_and_doubles_nothing(cluster: Cluster, accounts: list[str]) -> None:
+    target_shard = 1
+    leader_dc = next(s["primary_dc"] for s in cluster.status()["shards"] if s["shard"] == target_shard)
+    node = next(c for c in cluster.components("node") if c["dc"] == leader_dc)
+    targets = [a for a in accounts if shard_of(int(a[:4])) == target_shard][:20]
+    sources = [a for a in accounts if shard_of(int(a[:4])) != target_shard][:20]
+    before = {t: balance_of(cluster, t) for t in targets}
+    acked: dict[str, tuple[str, int]] = {}
+    source_dc = next(dc for dc in ("dc1", "dc2", "dc3") if dc != leader_dc)
+    with cluster.client(source_dc) as client:
+        for i in range(120):
+            if i == 40:
+                os.kill(node["pid"], signal.SIGKILL)  # credits are in flight now
+            target, amount = targets[i % len(targets)], 100 + i
+            answer = client.transfer(sources[i % len(sources)], target, amount, "CNY")
+            acked[answer.transfer_id] = (target, amount)
+    pending = sum(1 for _ in acked)  # all were acknowledged by the sources' shards
+    assert pending == 120
+    restarted = bankctl(cluster.home, "restart-node", leader_dc)
+    assert restarted.returncode == 0, restarted.stderr[-2000:]
+    books = cluster.check(wait_s=30)
+    assert books["reconciled"] and books["pending_transfers"] == 0, books
+    expected = dict(before)
+    for target, amount in acked.values():
+        expected[target] += amount
+    assert {t: balance_of(cluster, t) for t in targets} == expected
+    credited = Counter(
+        row[0]
+        for row in cluster.sql(
+            target_shard,
+            "SELECT transfer_id FROM postings WHERE amount > 0 AND account_number NOT LIKE 'SYS:%%'"
+            " AND transfer_id = ANY(%s)",
+            (list(acked),),
+        )
+    )
+    assert set(credited) == set(acked) and set(credited.values()) == {1}
+
+
+def balance_of(cluster: Cluster, account: str) -> int:
+    rows = cluster.sql(
+        shard_of(int(account[:4])), "SELECT balance FROM accounts WHERE account_number = %s", (account,)
+    )
+    return int(rows[0][0])
+
+
+def test_routing_changes_reach_subscribers_and_older_tables_are_ignored(cluster: Cluster) -> None:
+    redis_dc1 = next(c for c in cluster.components("redis") if c["role"] == "primary")
+    local = next(c for c in cluster.components("redis") if c["role"] == "replica")
+    zk = ",".join(f"{c['host']}:{c['port']}" for c in cluster.components("zookeeper"))
+    routing = RoutingClient(local["host"], local["port"], zk, refresh_interval_s=30)
+    routing.start()
+    try:
+        current = routing.table
+        assert current.version > 0 and len(current.routes) == SHARDS
+        newer = RoutingTable(current.version + 1, current.slot_ranges, current.routes)
+        primary = redis.Redis(host=redis_dc1["host"], port=redis_dc1["port"])
+        assert redis_mirror.publish(primary, newer)
+        deadline = time.monotonic() + 5
+        while routing.table.version != newer.version:  # pushed through the replica's channel
+            assert time.monotonic() < deadline, "the change never reached the subscriber"
+            time.sleep(0.01)
+        assert not redis_mirror.publish(primary, current)  # an older table never replaces a newer one
+        assert redis_mirror.read(primary).version == newer.version  # type: ignore[union-attr]
+        primary.close()
+    finally:
+        routing.stop()
+
+
+def test_slot_of_customer_is_what_the_cluster_uses(cluster: Cluster) -> None:
+    with cluster.client() as client:
+        account = client.open_account("routing-slot-check", "USD")
+    assert account.slot == slot_of_customer("routing-slot-check")
+    shard = shard_of(account.slot)
+    assert cluster.sql(
+        shard, "SELECT slot FROM accounts WHERE account_number = %s", (account.account_number,)
+    ) == [(account.slot,)]
