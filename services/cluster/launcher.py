@@ -26,14 +26,17 @@ from services.cluster.redis_group import (
 from services.cluster.service_process import start_service
 from services.cluster.service_user import remove_data_root
 from services.cluster.state import ClusterState, Component
-from services.cluster.topology import REDIS_PORT, ClusterSpec
+from services.cluster.topology import REDIS_PORT, SENTINEL_PORT, ClusterSpec
 from services.cluster.zookeeper import start_zookeeper, zk_hosts, zk_mode
+from services.coordinator.failover import leader_path
+from services.coordinator.view import ClusterView, Member
 from services.node.server import NodeConfig
 from services.routing import redis_mirror, zk_routes
 from services.routing.table import ShardRoute
 
 Say = Callable[[str], None]
 STOP_ORDER = ["gateway", "node", "postgres", "sentinel", "redis", "zookeeper"]
+SESSION_TIMEOUT_S = 3.0  # ZooKeeper sessions of the nodes: 2-4 s suits these two cores
 
 
 def up(home: Path, spec: ClusterSpec, say: Say) -> ClusterState:
@@ -156,19 +159,41 @@ def _write_topology(state: ClusterState, say: Say) -> None:
     say(f"routing table v{table.version} in ZooKeeper and Redis: {listed}")
 
 
+def cluster_view(state: ClusterState, dc: str) -> ClusterView:
+    """What the bank-node of `dc` is told about the cluster."""
+    spec = state.spec
+    members: dict[int, dict[str, Member]] = {}
+    for shard in range(spec.shards):
+        members[shard] = {}
+        for member_dc in spec.dc_names:
+            pg = member_instance(state, shard, member_dc)
+            members[shard][member_dc] = Member(pg.name, member_dc, pg.host, pg.port, str(pg.data_dir))
+    sample = member_instance(state, 0, dc)
+    return ClusterView(
+        dc=dc,
+        dcs=spec.dc_names,
+        shards=spec.shards,
+        members=members,
+        node_endpoints={d: spec.node_endpoint(d) for d in spec.dc_names},
+        zk_hosts=zk_hosts(spec),
+        sentinels=[f"{spec.address(d)}:{SENTINEL_PORT}" for d in spec.dc_names],
+        pg_password=state.secrets["pg_password"],
+        session_timeout_s=SESSION_TIMEOUT_S,
+        pg_settings={k: v for k, v in sample.settings.items() if k != "synchronous_standby_names"},
+        pg_hba_lines=sample.hba_lines,
+    )
+
+
 def _start_nodes(state: ClusterState, say: Say) -> None:
     spec = state.spec
     for dc in spec.dc_names:
-        led = [shard for shard in range(spec.shards) if spec.primary_dc(shard) == dc]
         config = NodeConfig(
-            shards={
-                shard: member_instance(state, shard, dc).conninfo(application_name=f"node-{dc}")
-                for shard in led
-            },
+            shards={},
             slot_ranges=spec.slot_ranges(),
             listen=spec.node_endpoint(dc),
             redis_address=f"{spec.address(dc)}:{REDIS_PORT}",
             zk_hosts=zk_hosts(spec),
+            cluster=cluster_view(state, dc).to_json(),
         )
         name = f"node-{dc}"
         log_file = state.home / "logs" / f"{name}.log"
@@ -177,7 +202,19 @@ def _start_nodes(state: ClusterState, say: Say) -> None:
             extra_args=["--dc", dc],
         )  # fmt: skip
         state.add(Component(dc, "node", name, spec.address(dc), node.port, node.pid, str(log_file)))
-        say(f"bank-node {dc}: leads shards {led or 'none'} on {spec.address(dc)}:{node.port}")
+    client = zk_routes.connect(zk_hosts(spec))
+    try:
+        wait_until(
+            lambda: all(client.exists(leader_path(s)) for s in range(spec.shards)),
+            60,
+            f"every shard to have a serving leader (logs: {state.home / 'logs'}/node-*.log)",
+            interval_s=0.1,
+        )
+    finally:
+        client.stop()
+        client.close()
+    led = {dc: [s for s in range(spec.shards) if spec.primary_dc(s) == dc] for dc in spec.dc_names}
+    say("bank-nodes: " + "; ".join(f"{dc} leads shards {shards or 'none'}" for dc, shards in led.items()))
 
 
 def restart_node(home: Path, dc: str, say: Say) -> None:
@@ -227,8 +264,9 @@ def down(home: Path, say: Say, keep_logs: bool = True) -> None:
     state.status = "stopping"
     state.save()
     for kind in STOP_ORDER:
-        for component in state.find(kind):
-            _stop(state, component, say)
+        # A kind stops all at once: nodes stopping one by one would fail shards over to each other.
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(lambda c: _stop(state, c, say), state.find(kind)))
     delete_network(state.spec)
     _remove_data(state, keep_logs)
     state.forget()

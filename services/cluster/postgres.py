@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import shutil
 import signal
 import tempfile
 from dataclasses import dataclass, field
@@ -194,6 +195,61 @@ class PostgresInstance:
         # The copy carries the primary's own settings: this instance's port and name go on top.
         self.write_settings()
         self._append_hba()
+
+    def rejoin_as_standby(self, primary: PostgresInstance, slot: str) -> str:
+        """Brings a former primary (or a standby of one) back as a standby of `primary`.
+
+        pg_rewind takes back what diverged (it recovers a crashed target first); when it cannot,
+        a fresh base backup replaces the data. Returns what was done.
+        """
+        self.stop()
+        primary.execute("CHECKPOINT")  # else pg_rewind may see no divergence and skip silently
+        source = psycopg.conninfo.make_conninfo(
+            host=primary.host, port=primary.port, user=SUPERUSER, password=primary.password, dbname="postgres"
+        )
+        how = "rewound"
+        try:
+            output = run_checked(
+                self.command(
+                    [
+                        str(postgres_bin_dir() / "pg_rewind"),
+                        "-D",
+                        str(self.data_dir),
+                        f"--source-server={source}",
+                    ]
+                ),
+                f"pg_rewind of {self.name} from {primary.name}",
+                log_file=self.log_file,
+                timeout_s=300,
+            )
+            if "no rewind required" in output:
+                how = "repointed"
+        except LaunchError:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.clone_from(primary, slot)
+            self.start()
+            return "recloned"
+        self._write_standby_config(primary, slot)
+        self.write_settings()  # pg_rewind copied the source's configuration files
+        self._append_hba()
+        self.start()
+        return how
+
+    def _write_standby_config(self, primary: PostgresInstance, slot: str) -> None:
+        conninfo = psycopg.conninfo.make_conninfo(
+            host=primary.host, port=primary.port, user=SUPERUSER, password=primary.password,
+            application_name=self.name,
+        ).replace("'", "''")  # fmt: skip
+        auto = self.data_dir / "postgresql.auto.conf"
+        auto.write_text(
+            "# Written by the bank's launcher: this instance follows the shard's primary.\n"
+            f"primary_conninfo = '{conninfo}'\nprimary_slot_name = '{slot}'\n",
+            encoding="utf-8",
+        )
+        signal_file = self.data_dir / "standby.signal"
+        signal_file.touch()
+        for path in (auto, signal_file):
+            give_to_service_user(path)
 
     def execute(self, sql: str, dbname: str = "postgres") -> list[tuple[object, ...]]:
         with psycopg.connect(self.conninfo(dbname=dbname), autocommit=True) as conn:

@@ -13,6 +13,8 @@ from services.account.handler import AccountHandler
 from services.account.servicer import AccountServicer
 from services.common.errors import BankError
 from services.common.identifiers import NUM_SLOTS
+from services.coordinator.agent import NodeCoordinator
+from services.coordinator.view import ClusterView
 from services.ledger.handler import LedgerHandler
 from services.ledger.servicer import LedgerServicer
 from services.node.relay import OutboxRelay
@@ -37,6 +39,8 @@ class NodeConfig:
     # Where routes are read (the DC's Redis, ZooKeeper): needed to relay cross-shard credits.
     redis_address: str = ""
     zk_hosts: str = ""
+    # In a cluster: what the node knows of it; its coordinator then decides what it leads.
+    cluster: dict[str, Any] | None = None
 
     @classmethod
     def single(
@@ -59,6 +63,7 @@ class NodeConfig:
             "sweep_interval_s": self.sweep_interval_s,
             "redis_address": self.redis_address,
             "zk_hosts": self.zk_hosts,
+            "cluster": self.cluster,
         }
 
     @classmethod
@@ -71,6 +76,7 @@ class NodeConfig:
             sweep_interval_s=float(data.get("sweep_interval_s", 1.0)),
             redis_address=str(data.get("redis_address", "")),
             zk_hosts=str(data.get("zk_hosts", "")),
+            cluster=data.get("cluster"),
         )
 
 
@@ -90,6 +96,12 @@ class BankNode:
             host, port = config.redis_address.rsplit(":", 1)
             self.routing = RoutingClient(host, int(port), config.zk_hosts)
             self.relay = OutboxRelay(self.shards, self.routing)
+        self.view = ClusterView.from_json(config.cluster) if config.cluster else None
+        self.coordinator = (
+            NodeCoordinator(self.view, serve=self._serve, unserve=self._unserve, fence=self._fence)
+            if self.view is not None
+            else None
+        )
         self._server: RunningServer | None = None
         self._stopping = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_holds, name="hold-sweeper", daemon=True)
@@ -128,8 +140,36 @@ class BankNode:
             self.routing.start()
             self.relay.start()
         self._sweeper.start()
+        if self.coordinator is not None:
+            self.coordinator.start()
         log.info("event=node_ready shards=%s port=%s", sorted(self.shards.local), self._server.port)
         return self._server.port
+
+    def _serve(self, shard: int, epoch: int) -> None:
+        """Called by the coordinator once this DC's member of `shard` is its primary."""
+        assert self.view is not None
+        if shard in self.shards.local:
+            self.shards.epochs[shard] = epoch
+            return
+        conninfo = self.view.conninfo(shard, self.view.dc, f"node-{self.view.dc}")
+        apply_migrations(conninfo, shard)
+        store = LedgerStore(conninfo, max_size=self.config.pool_max)
+        store.open(wait_s=10)
+        self.shards.serve(ShardHandlers(shard, store, AccountHandler(store), LedgerHandler(store)), epoch)
+        log.info("event=serving shard=%s epoch=%s", shard, epoch)
+        self._wake_relay(shard)
+
+    def _unserve(self, shard: int) -> None:
+        handlers = self.shards.unserve(shard)
+        if handlers is not None:
+            log.warning("event=stopped_serving shard=%s", shard)
+            # A commit stuck waiting for a standby must not hold the coordinator up.
+            threading.Thread(target=handlers.store.pool.close, kwargs={"timeout": 2}, daemon=True).start()
+
+    def _fence(self, fenced: bool) -> None:
+        if fenced != self.shards.fenced:
+            log.warning("event=%s", "fenced" if fenced else "unfenced")
+        self.shards.fenced = fenced
 
     def _wake_relay(self, shard: int) -> None:
         if self.relay is not None:
@@ -137,6 +177,8 @@ class BankNode:
 
     def stop(self) -> None:
         self._stopping.set()
+        if self.coordinator is not None:
+            self.coordinator.stop()
         if self._server is not None:
             self._server.stop()
         if self.relay is not None:

@@ -15,6 +15,7 @@ from services.common.identifiers import (
 )
 from services.common.validation import validate_customer_id
 from services.ledger.handler import LedgerHandler
+from services.rpc.status import ROUTED_EPOCH
 from services.storage.ledger_store import LedgerStore
 
 SlotRange = tuple[int, int, int]  # first slot, last slot, shard
@@ -37,15 +38,35 @@ class ShardDirectory:
             for slot in range(first, last + 1):
                 self._shard_by_slot[slot] = shard
         assert -1 not in self._shard_by_slot, "every slot must belong to a shard"
-        self.local = local
+        self.local = dict(local)
+        self.epochs: dict[int, int] = {}
+        # Set while the node's ZooKeeper session is suspended or lost: it leads nothing then.
+        self.fenced = False
 
     def shard_of_slot(self, slot: int) -> int:
         return self._shard_by_slot[slot]
 
+    def serve(self, handlers: ShardHandlers, epoch: int) -> None:
+        self.epochs[handlers.shard] = epoch
+        self.local = {**self.local, handlers.shard: handlers}  # replaced whole: readers need no lock
+
+    def unserve(self, shard: int) -> ShardHandlers | None:
+        handlers = self.local.get(shard)
+        self.local = {s: h for s, h in self.local.items() if s != shard}
+        self.epochs.pop(shard, None)
+        return handlers
+
     def served(self, shard: int, what: str) -> ShardHandlers:
+        if self.fenced:
+            raise NotLeader(f"{what}: this node has lost its coordination session and leads nothing now")
         handlers = self.local.get(shard)
         if handlers is None:
             raise NotLeader(f"{what} belongs to shard {shard}, which this node does not lead")
+        routed, current = ROUTED_EPOCH.get(), self.epochs.get(shard)
+        if routed is not None and current is not None and routed != current:
+            raise NotLeader(
+                f"{what}: routed with epoch {routed} of shard {shard}, which is at epoch {current}"
+            )
         return handlers
 
     def for_account(self, number: str, field: str = "account_number") -> ShardHandlers:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import grpc
@@ -14,6 +15,9 @@ from services.common.errors import BankError
 log = logging.getLogger(__name__)
 
 REASON_KEY = "bank-error-reason"
+EPOCH_KEY = "bank-shard-epoch"
+# The shard epoch the caller routed this request with (set per call from its metadata).
+ROUTED_EPOCH: ContextVar[int | None] = ContextVar("routed_epoch", default=None)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -24,6 +28,7 @@ def rpc_method(method: F) -> F:
 
     @functools.wraps(method)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        token = ROUTED_EPOCH.set(_routed_epoch(context))
         try:
             return method(self, request, context)
         except BankError as err:
@@ -42,5 +47,14 @@ def rpc_method(method: F) -> F:
                 raise  # the method aborted with its own status (a forwarded one): keep it
             log.exception("event=rpc_failed method=%s", method.__name__)
             context.abort(grpc.StatusCode.INTERNAL, "internal error; the node's log has the details")
+        finally:
+            ROUTED_EPOCH.reset(token)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _routed_epoch(context: grpc.ServicerContext) -> int | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == EPOCH_KEY and isinstance(value, str) and value.isdigit():
+            return int(value)
+    return None

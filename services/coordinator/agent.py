@@ -1,0 +1,279 @@
+"""The ZooKeeper side of a bank-node: one session, and an agent per shard that has a member in
+this DC. A suspended session is treated as lost: the node stops serving first and asks later.
+
+Znodes (all ephemeral but the route):
+  /bank/shards/<n>          the route: leader DC, epoch, endpoint (persistent, the truth)
+  /bank/leaders/<n>         held by the node that serves shard n
+  /bank/members/<n>/<dc>    held by every live node with a member of shard n
+  /bank/locks/failover-<n>  the lock under which one survivor runs a failover
+Every action runs on one worker thread, so agents never race each other inside a node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+from kazoo.recipe.watchers import ChildrenWatch, DataWatch
+
+from services.cluster.postgres import PostgresInstance
+from services.coordinator import failover, pg_control
+from services.coordinator.view import ClusterView
+
+log = logging.getLogger(__name__)
+
+Serve = Callable[[int, int], None]  # shard, epoch
+Unserve = Callable[[int], None]
+RETRY_S = 0.5
+STARTUP_GRACE_S = 30.0
+
+
+class NodeCoordinator:
+    def __init__(
+        self, view: ClusterView, serve: Serve, unserve: Unserve, fence: Callable[[bool], None]
+    ) -> None:
+        self.view = view
+        self.serve = serve
+        self.unserve = unserve
+        self.fence = fence
+        self.zk = KazooClient(
+            hosts=view.zk_hosts,
+            timeout=view.session_timeout_s,
+            connection_retry={"max_tries": -1, "delay": 0.1, "max_delay": 1.0},
+            command_retry={"max_tries": 3, "delay": 0.1, "max_delay": 0.5},
+        )
+        self.agents = {
+            shard: ShardAgent(self, shard) for shard in view.members if view.dc in view.members[shard]
+        }
+        self._tasks: list[tuple[float, int, str, Callable[[], None]]] = []  # a heap by due time
+        self._order = itertools.count()
+        self._pending: set[str] = set()
+        self._lock = threading.Condition()
+        self._stopping = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="coordinator", daemon=True)
+
+    def start(self) -> None:
+        self.zk.add_listener(self._on_state)
+        self.zk.start(timeout=15)
+        for path in (
+            failover.LEADERS_PATH,
+            failover.LOCKS_PATH,
+            *[f"{failover.MEMBERS_PATH}/{s}" for s in self.agents],
+        ):
+            self.zk.ensure_path(path)
+        self._worker.start()
+        for agent in self.agents.values():
+            agent.watch()
+        self.schedule("session", self._on_connected)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            self._lock.notify_all()
+        self._worker.join(timeout=5)
+        try:
+            self.zk.stop()
+            self.zk.close()
+        except KazooException:
+            pass
+
+    def schedule(self, key: str, task: Callable[[], None], delay_s: float = 0.0) -> None:
+        """Queues `task` unless the same key is already waiting (watches fire in bursts)."""
+        with self._lock:
+            if key in self._pending:
+                return
+            self._pending.add(key)
+            heapq.heappush(self._tasks, (time.monotonic() + delay_s, next(self._order), key, task))
+            self._lock.notify()
+
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            with self._lock:
+                while not self._stopping.is_set():
+                    now = time.monotonic()
+                    if self._tasks and self._tasks[0][0] <= now:
+                        _, _, key, task = heapq.heappop(self._tasks)
+                        self._pending.discard(key)
+                        break
+                    self._lock.wait(timeout=(self._tasks[0][0] - now) if self._tasks else 1.0)
+                else:
+                    return
+            try:
+                task()
+            except Exception:  # a failed step is retried by the next watch or schedule
+                log.exception("event=coordinator_task_failed task=%s", key)
+                self.schedule(key, task, delay_s=RETRY_S)
+
+    def _on_state(self, state: str) -> None:
+        """Runs on kazoo's thread: decide at once, never block."""
+        if state in (KazooState.SUSPENDED, KazooState.LOST):
+            log.warning("event=zk_session_%s action=stop_serving", state.lower())
+            self.fence(True)
+            if state == KazooState.LOST:
+                for agent in self.agents.values():
+                    agent.lost_session()
+        elif state == KazooState.CONNECTED:
+            self.schedule("session", self._on_connected)
+
+    def _on_connected(self) -> None:
+        """After (re)connecting: membership again, leadership only where the session still holds it."""
+        for agent in self.agents.values():
+            agent.register()
+        self.fence(False)
+        for agent in self.agents.values():
+            agent.reconcile()
+
+
+class ShardAgent:
+    def __init__(self, coordinator: NodeCoordinator, shard: int) -> None:
+        self.c = coordinator
+        self.shard = shard
+        self.dc = coordinator.view.dc
+        self.serving_epoch: int | None = None
+        # A leader that never showed up is not a leader that died: while the cluster starts,
+        # the leading node may simply not be up yet.
+        self.leader_seen = False
+        self.started = time.monotonic()
+
+    @property
+    def zk(self) -> KazooClient:
+        return self.c.zk
+
+    def watch(self) -> None:
+        DataWatch(self.zk, f"{failover.zk_routes.SHARDS_PATH}/{self.shard}", self._on_route)
+        DataWatch(self.zk, failover.leader_path(self.shard), self._on_leader)
+        ChildrenWatch(self.zk, f"{failover.MEMBERS_PATH}/{self.shard}", self._on_members)
+
+    def _on_route(self, data: bytes | None, stat: Any) -> None:
+        self.c.schedule(f"reconcile-{self.shard}", self.reconcile)
+
+    def _on_leader(self, data: bytes | None, stat: Any) -> None:
+        if data is not None:
+            self.leader_seen = True
+        else:
+            self.c.schedule(f"elect-{self.shard}", self.elect)
+
+    def _on_members(self, children: list[str]) -> None:
+        self.c.schedule(f"elect-{self.shard}", self.elect)
+
+    def lost_session(self) -> None:
+        """The session is gone and with it our ephemeral znodes: whatever we led is not ours."""
+        if self.serving_epoch is not None:
+            self.serving_epoch = None
+            self.c.unserve(self.shard)
+
+    def register(self) -> None:
+        """Announces this DC's member as live (only if its PostgreSQL answers)."""
+        if pg_control.probe(self.c.view, self.shard, self.dc) is None:
+            log.warning("event=member_not_answering shard=%s", self.shard)
+            self.c.schedule(f"register-{self.shard}", self.register, delay_s=1.0)
+            return
+        with contextlib.suppress(NodeExistsError):
+            self.zk.create(failover.member_path(self.shard, self.dc), b"", ephemeral=True, makepath=True)
+
+    def reconcile(self) -> None:
+        """Puts this DC's part of the shard in line with the route."""
+        route, _ = failover.read_route(self.zk, self.shard)
+        local = pg_control.probe(self.c.view, self.shard, self.dc)
+        if route.leader_dc == self.dc:
+            if local is not None and not local.in_recovery:
+                self._lead(route.epoch)
+            return
+        if self.serving_epoch is not None:
+            log.warning(
+                "event=leadership_moved shard=%s to=%s epoch=%s", self.shard, route.leader_dc, route.epoch
+            )
+            self.serving_epoch = None
+            self.c.unserve(self.shard)
+        self._follow(route.leader_dc, local)
+
+    def _lead(self, epoch: int) -> None:
+        if self.serving_epoch == epoch:
+            return
+        value = json.dumps({"dc": self.dc, "epoch": epoch}).encode()
+        path = failover.leader_path(self.shard)
+        try:
+            self.zk.create(path, value, ephemeral=True)
+        except NodeExistsError:
+            _data, stat = self.zk.get(path)
+            if stat.ephemeralOwner != self.zk.client_id[0]:
+                # An earlier session (ours before a restart, or the old leader) still holds it.
+                self.c.schedule(f"reconcile-{self.shard}", self.reconcile, delay_s=RETRY_S)
+                return
+            self.zk.set(path, value)
+        self.serving_epoch = epoch
+        self.c.serve(self.shard, epoch)
+        log.info("event=leading shard=%s epoch=%s", self.shard, epoch)
+
+    def _follow(self, leader_dc: str, local: pg_control.MemberState | None) -> None:
+        """Makes this DC's member a standby of the leader's, if it is not one already."""
+        view = self.c.view
+        leader = pg_control.probe(view, self.shard, leader_dc)
+        if leader is None or leader.in_recovery:
+            return  # the leader's member is not ready; its route change will bring us back
+        if local is not None and local.in_recovery:
+            if local.upstream_host != view.members[self.shard][leader_dc].host:
+                pg_control.follow(view, self.shard, self.dc, leader_dc)
+                log.info("event=standby_repointed shard=%s to=%s", self.shard, leader_dc)
+            return
+        how = instance(view, self.shard, self.dc).rejoin_as_standby(
+            instance(view, self.shard, leader_dc), view.members[self.shard][self.dc].name
+        )
+        log.info("event=member_rejoined shard=%s how=%s leader=%s", self.shard, how, leader_dc)
+        self.register()
+
+    def elect(self) -> None:
+        """When the leader's znode and its node are gone, run the failover under the lock."""
+        if self.zk.exists(failover.leader_path(self.shard)):
+            return
+        route, _ = failover.read_route(self.zk, self.shard)
+        if route.leader_dc == self.dc:
+            self.reconcile()
+            return
+        if self.zk.exists(failover.member_path(self.shard, route.leader_dc)):
+            return  # its node lives and will take (or retake) the lead
+        if not self.leader_seen and time.monotonic() - self.started < STARTUP_GRACE_S:
+            self.c.schedule(f"elect-{self.shard}", self.elect, delay_s=1.0)
+            return
+        lock = self.zk.Lock(f"{failover.LOCKS_PATH}/failover-{self.shard}", self.dc)
+        if not lock.acquire(timeout=10):
+            self.c.schedule(f"elect-{self.shard}", self.elect, delay_s=RETRY_S)
+            return
+        try:
+            route_now, _ = failover.read_route(self.zk, self.shard)
+            leaderless = not self.zk.exists(failover.leader_path(self.shard))
+            moved = route_now.epoch != route.epoch or not leaderless
+            if not moved and failover.fail_over(self.zk, self.c.view, self.shard) is None:
+                self.c.schedule(f"elect-{self.shard}", self.elect, delay_s=1.0)
+        except NoNodeError:
+            self.c.schedule(f"elect-{self.shard}", self.elect, delay_s=RETRY_S)
+        finally:
+            lock.release()
+
+
+def instance(view: ClusterView, shard: int, dc: str) -> PostgresInstance:
+    member = view.members[shard][dc]
+    group = ", ".join(m.name for m in view.members[shard].values())
+    return PostgresInstance(
+        name=member.name,
+        data_dir=Path(member.data_dir),
+        host=member.host,
+        port=member.port,
+        password=view.pg_password,
+        settings={
+            **view.pg_settings,
+            # As on every member (see pg_group): a node never counts itself.
+            "synchronous_standby_names": f"'ANY 1 ({group})'",
+        },
+        hba_lines=list(view.pg_hba_lines),
+    )

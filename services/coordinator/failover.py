@@ -1,0 +1,103 @@
+"""Failing a shard over to the most advanced surviving standby.
+
+Run by one node at a time (under the shard's ZooKeeper lock) once the leader's session is gone:
+1. detach every live standby from the old primary: from then on nothing committed there can be
+   acknowledged (with `ANY 1` a commit waits for a standby);
+2. pick the standby that received the most WAL: with `ANY 1`, it holds every acknowledged commit;
+3. promote it, give every other member a slot on it, re-point the other live standbys;
+4. write the new route with the epoch bumped (compare-and-set), then mirror it into Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+
+import redis
+from kazoo.client import KazooClient
+from redis.sentinel import Sentinel
+
+from services.coordinator import pg_control
+from services.coordinator.view import ClusterView
+from services.routing import redis_mirror, zk_routes
+from services.routing.table import RoutingTable, ShardRoute
+
+log = logging.getLogger(__name__)
+
+LEADERS_PATH = f"{zk_routes.ROOT}/leaders"
+MEMBERS_PATH = f"{zk_routes.ROOT}/members"
+LOCKS_PATH = f"{zk_routes.ROOT}/locks"
+
+
+def leader_path(shard: int) -> str:
+    return f"{LEADERS_PATH}/{shard}"
+
+
+def member_path(shard: int, dc: str) -> str:
+    return f"{MEMBERS_PATH}/{shard}/{dc}"
+
+
+def read_route(zk: KazooClient, shard: int) -> tuple[ShardRoute, int]:
+    data, stat = zk.get(f"{zk_routes.SHARDS_PATH}/{shard}")
+    raw = json.loads(data)
+    return ShardRoute(
+        int(raw["shard"]), str(raw["leader_dc"]), int(raw["epoch"]), str(raw["endpoint"])
+    ), stat.version
+
+
+def live_members(zk: KazooClient, shard: int) -> list[str]:
+    path = f"{MEMBERS_PATH}/{shard}"
+    return sorted(zk.get_children(path)) if zk.exists(path) else []
+
+
+def fail_over(zk: KazooClient, view: ClusterView, shard: int) -> ShardRoute | None:
+    """Moves the shard's leadership; None when there is nothing to do or nobody to take it."""
+    started = time.monotonic()
+    route, version = read_route(zk, shard)
+    survivors = [dc for dc in live_members(zk, shard) if dc != route.leader_dc]
+    standbys = [s for s in (pg_control.probe(view, shard, dc) for dc in survivors) if s and s.in_recovery]
+    if not standbys:
+        log.warning(
+            "event=failover_impossible shard=%s reason=no_live_standby survivors=%s", shard, survivors
+        )
+        return None
+    for standby in standbys:
+        pg_control.detach(view, shard, standby.dc)
+    # Positions read after the detachment cannot move any more.
+    settled = [s for s in (pg_control.probe(view, shard, s.dc) for s in standbys) if s and s.in_recovery]
+    best = max(settled, key=lambda s: (s.receive_lsn, s.dc == view.dc))
+    log.info(
+        "event=failover_chosen shard=%s old_leader=%s new_leader=%s positions=%s",
+        shard, route.leader_dc, best.dc, {s.dc: s.receive_lsn for s in settled},
+    )  # fmt: skip
+    pg_control.promote(view, shard, best.dc)
+    for other in settled:
+        if other.dc != best.dc:
+            pg_control.follow(view, shard, other.dc, best.dc)
+    new_route = ShardRoute(shard, best.dc, route.epoch + 1, view.node_endpoints[best.dc])
+    zk.set(f"{zk_routes.SHARDS_PATH}/{shard}", json.dumps(asdict(new_route)).encode(), version=version)
+    publish_routes(zk, view)
+    log.info(
+        "event=failover_done shard=%s leader=%s epoch=%s took_ms=%.0f",
+        shard, best.dc, new_route.epoch, (time.monotonic() - started) * 1000,
+    )  # fmt: skip
+    return new_route
+
+
+def publish_routes(zk: KazooClient, view: ClusterView) -> RoutingTable | None:
+    """Mirrors ZooKeeper's table into Redis through the primary Sentinel names (best effort:
+    readers fall back to ZooKeeper, and every node mirrors again when the table changes)."""
+    table = zk_routes.read_table(zk)
+    sentinels = [(h, int(p)) for h, p in (s.rsplit(":", 1) for s in view.sentinels)]
+    try:
+        primary = Sentinel(sentinels, socket_timeout=0.5).master_for(
+            "bank", socket_timeout=1.0, socket_connect_timeout=1.0
+        )
+        redis_mirror.publish(primary, table)
+        primary.close()
+    except redis.RedisError as err:
+        log.warning("event=routing_publish_failed version=%s error=%r", table.version, str(err))
+        return None
+    return table
