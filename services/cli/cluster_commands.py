@@ -6,6 +6,7 @@ import argparse
 import json
 import time
 
+from services.chaos import faults
 from services.cluster import check, launcher, status
 from services.cluster.netns import choose_net
 from services.cluster.topology import ClusterSpec
@@ -38,4 +39,23 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "restart-node":
         launcher.restart_node(args.home, args.dc, say)
         return 0
+    if args.command == "chaos":
+        return chaos(args)
     raise AssertionError(args.command)
+
+
+def chaos(args: argparse.Namespace) -> int:
+    state = launcher.require_state(args.home)
+    if args.fault == "heal":
+        healed = faults.heal(state, say)
+        if args.json:
+            print(json.dumps(healed, indent=2))
+        return 0
+    if args.fault == "restart-dc":
+        faults.restart(state, args.dc, say)
+        return 0
+    options = {k: v for k, v in vars(args).items() if k in ("dc", "other", "seconds", "delay_ms")}
+    entry = faults.inject(state, args.fault, options, say)
+    if args.json:
+        print(json.dumps(entry, indent=2))
+    return 0 if all(v is not None for v in entry["shards"].values()) else 1

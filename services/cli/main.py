@@ -49,6 +49,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     restart = commands.add_parser("restart-node", help="stop (if running) and start a DC's bank-node again")
     restart.add_argument("dc")
+
+    chaos = commands.add_parser("chaos", help="inject a fault (Jepsen's vocabulary) and measure recovery")
+    chaos.add_argument("--json", action="store_true", help="print the fault's record as JSON")
+    faults = chaos.add_subparsers(dest="fault", required=True)
+    for name, text in (
+        ("kill-dc", "SIGKILL every process of a DC"),
+        ("restart-dc", "start again every process of a killed DC"),
+        ("isolate-dc", "cut a DC off the network (netns only)"),
+        ("kill-node", "SIGKILL a DC's bank-node"),
+        ("pause-node", "SIGSTOP a DC's bank-node, SIGCONT after --seconds"),
+    ):
+        one = faults.add_parser(name, help=text)
+        one.add_argument("dc")
+        if name == "pause-node":
+            one.add_argument("--seconds", type=float, required=True)
+    for name, text in (
+        ("partition", "drop all traffic between two DCs (netns only)"),
+        ("slow-link", "add --delay-ms to every gRPC hop between two DCs"),
+    ):
+        two = faults.add_parser(name, help=text)
+        two.add_argument("dc")
+        two.add_argument("other")
+        if name == "slow-link":
+            two.add_argument("--delay-ms", type=int, required=True)
+    faults.add_parser("kill-zk-leader", help="SIGKILL the ZooKeeper leader")
+    faults.add_parser("kill-redis-primary", help="SIGKILL the Redis primary")
+    faults.add_parser("heal", help="undo every fault still active")
     return parser
 
 
@@ -59,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             from services.cli.tour import run_tour
 
             return run_tour(args.home, keep_data=args.keep_data)
-        if args.command in ("up", "status", "down", "check", "restart-node"):
+        if args.command in ("up", "status", "down", "check", "restart-node", "chaos"):
             from services.cli import cluster_commands
 
             return int(cluster_commands.run(args))

@@ -36,7 +36,7 @@ from services.routing.table import ShardRoute
 
 Say = Callable[[str], None]
 STOP_ORDER = ["gateway", "node", "postgres", "sentinel", "redis", "zookeeper"]
-SESSION_TIMEOUT_S = 3.0  # ZooKeeper sessions of the nodes: 2-4 s suits these two cores
+SESSION_TIMEOUT_S = 2.0  # ZooKeeper sessions of the nodes: 2-4 s suits these two cores
 
 
 def up(home: Path, spec: ClusterSpec, say: Say) -> ClusterState:

@@ -40,6 +40,9 @@ class ClusterState:
     netem: dict[str, Any] = field(default_factory=dict)
     status: str = "starting"  # starting | up | stopping
     started_at: float = 0.0
+    # Chaos: every fault injected (with its measured recovery), and the accounts probed for it.
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    probes: dict[str, str] = field(default_factory=dict)  # shard -> account number
     # Shards start in parallel threads, each recording its members.
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
@@ -78,6 +81,8 @@ class ClusterState:
             "netem": self.netem,
             "status": self.status,
             "started_at": self.started_at,
+            "faults": self.faults,
+            "probes": self.probes,
         }
         partial = self.path.with_suffix(".partial")
         partial.write_text(json.dumps(data, indent=2), encoding="utf-8")
@@ -98,6 +103,8 @@ class ClusterState:
             netem=data.get("netem", {}),
             status=data.get("status", "up"),
             started_at=data.get("started_at", 0.0),
+            faults=data.get("faults", []),
+            probes=data.get("probes", {}),
         )
 
     def forget(self) -> None:

@@ -48,6 +48,17 @@ def collect(state: ClusterState) -> dict[str, Any]:
         "components": components,
         "shards": shards,
         "uptime_s": round(time.time() - state.started_at, 1) if state.started_at else None,
+        "faults": [
+            {
+                "fault": f["fault"],
+                "target": f["target"],
+                "at": f["at"],
+                "active": f.get("active", False),
+                "rto_s": f.get("rto_s"),
+                "shards": [{"shard": int(s), "rto_s": v} for s, v in f["shards"].items()],
+            }
+            for f in state.faults
+        ],
     }
 
 
@@ -178,4 +189,15 @@ def render(status: dict[str, Any]) -> str:
         )
         epoch = "?" if s["epoch"] is None else s["epoch"]
         lines.append(f"{s['shard']:<7}{s['primary_dc']:<9}{epoch!s:<7}{standbys}")
+    if status["faults"]:
+        lines += ["", f"{'fault':<20}{'target':<12}{'at':<10}{'active':<8}recovery (first write per shard)"]
+        for f in status["faults"]:
+            at = time.strftime("%H:%M:%S", time.localtime(f["at"]))
+            rtos = ", ".join(
+                f"s{x['shard']} {'-' if x['rto_s'] is None else format(x['rto_s'], '.2f') + ' s'}"
+                for x in f["shards"]
+            )
+            lines.append(
+                f"{f['fault']:<20}{f['target']:<12}{at:<10}{'yes' if f['active'] else 'no':<8}{rtos}"
+            )
     return "\n".join(lines)

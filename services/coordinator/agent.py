@@ -253,8 +253,12 @@ class ShardAgent:
             route_now, _ = failover.read_route(self.zk, self.shard)
             leaderless = not self.zk.exists(failover.leader_path(self.shard))
             moved = route_now.epoch != route.epoch or not leaderless
-            if not moved and failover.fail_over(self.zk, self.c.view, self.shard) is None:
-                self.c.schedule(f"elect-{self.shard}", self.elect, delay_s=1.0)
+            if not moved:
+                new_route = failover.fail_over(self.zk, self.c.view, self.shard)
+                if new_route is None:
+                    self.c.schedule(f"elect-{self.shard}", self.elect, delay_s=1.0)
+                elif new_route.leader_dc == self.dc:
+                    self._lead(new_route.epoch)  # no need to wait for our own route watch
         except NoNodeError:
             self.c.schedule(f"elect-{self.shard}", self.elect, delay_s=RETRY_S)
         finally:

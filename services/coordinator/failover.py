@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import asdict
 
@@ -78,7 +79,8 @@ def fail_over(zk: KazooClient, view: ClusterView, shard: int) -> ShardRoute | No
             pg_control.follow(view, shard, other.dc, best.dc)
     new_route = ShardRoute(shard, best.dc, route.epoch + 1, view.node_endpoints[best.dc])
     zk.set(f"{zk_routes.SHARDS_PATH}/{shard}", json.dumps(asdict(new_route)).encode(), version=version)
-    publish_routes(zk, view)
+    # Redis may be failing over itself (a lost DC can hold its primary): never wait for it here.
+    threading.Thread(target=publish_routes, args=(zk, view), name="publish-routes", daemon=True).start()
     log.info(
         "event=failover_done shard=%s leader=%s epoch=%s took_ms=%.0f",
         shard, best.dc, new_route.epoch, (time.monotonic() - started) * 1000,
@@ -92,8 +94,8 @@ def publish_routes(zk: KazooClient, view: ClusterView) -> RoutingTable | None:
     table = zk_routes.read_table(zk)
     sentinels = [(h, int(p)) for h, p in (s.rsplit(":", 1) for s in view.sentinels)]
     try:
-        primary = Sentinel(sentinels, socket_timeout=0.5).master_for(
-            "bank", socket_timeout=1.0, socket_connect_timeout=1.0
+        primary = Sentinel(sentinels, socket_timeout=0.3, socket_connect_timeout=0.3).master_for(
+            "bank", socket_timeout=1.0, socket_connect_timeout=0.5
         )
         redis_mirror.publish(primary, table)
         primary.close()

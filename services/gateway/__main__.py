@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     host, port = config["redis_address"].rsplit(":", 1)
     routing = RoutingClient(host, int(port), config["zk_hosts"])
     routing.start()
-    forwarder = Forwarder(routing)
+    forwarder = Forwarder(routing, dc=config["dc"])
     router = Router(forwarder)
     server = start_server(
         config["listen"],

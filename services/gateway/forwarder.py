@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 DEFAULT_DEADLINE_S = 10.0  # for callers that set none
 DEADLINE_MARGIN_S = 0.05  # left to answer the caller before its own deadline
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED}
-MAX_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 0.25
 STUBS = {
     "bank.v1.AccountService": account_pb2_grpc.AccountServiceStub,
     "bank.v1.LedgerService": ledger_pb2_grpc.LedgerServiceStub,
@@ -26,8 +26,9 @@ STUBS = {
 
 
 class Forwarder:
-    def __init__(self, routing: RoutingClient) -> None:
+    def __init__(self, routing: RoutingClient, dc: str = "") -> None:
         self.routing = routing
+        self.dc = dc
         self._stubs: dict[tuple[str, str], Any] = {}
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
@@ -47,6 +48,10 @@ class Forwarder:
                 )
             try:
                 route = self.routing.route(shard)
+                delay_s = self.routing.link_delay_s(self.dc, route.leader_dc)
+                if delay_s:
+                    time.sleep(min(delay_s, max(0.0, deadline - time.monotonic())))
+                    timeout = deadline - time.monotonic()
                 stub = self._stub(service, route.endpoint)
                 return getattr(stub, method)(
                     request, timeout=timeout, metadata=(("bank-shard-epoch", str(route.epoch)),)

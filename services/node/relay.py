@@ -30,11 +30,13 @@ class OutboxRelay:
         self,
         shards: ShardDirectory,
         routing: RoutingClient,
+        dc: str = "",
         idle_s: float = 0.5,
         batch: int = 64,
         workers: int = 8,
     ) -> None:
         self.shards = shards
+        self.dc = dc
         self.routing = routing
         self.idle_s = idle_s
         self.batch = batch
@@ -116,6 +118,9 @@ class OutboxRelay:
             from_account=delivery.from_account, to_account=delivery.to_account, amount=delivery.amount,
             currency=delivery.currency, source_shard=source_shard,
         )  # fmt: skip
+        delay_s = self.routing.link_delay_s(self.dc, route.leader_dc)
+        if delay_s:
+            self._stopping.wait(delay_s)
         stub = shard_pb2_grpc.ShardServiceStub(self._channel(route.endpoint))
         answer: shard_pb2.ApplyCreditResponse = stub.ApplyCredit(
             request, timeout=CALL_TIMEOUT_S, metadata=(("bank-shard-epoch", str(route.epoch)),)

@@ -95,7 +95,7 @@ class BankNode:
         if config.redis_address and config.zk_hosts:
             host, port = config.redis_address.rsplit(":", 1)
             self.routing = RoutingClient(host, int(port), config.zk_hosts)
-            self.relay = OutboxRelay(self.shards, self.routing)
+            self.relay = OutboxRelay(self.shards, self.routing, dc=(config.cluster or {}).get("dc", ""))
         self.view = ClusterView.from_json(config.cluster) if config.cluster else None
         self.coordinator = (
             NodeCoordinator(self.view, serve=self._serve, unserve=self._unserve, fence=self._fence)

@@ -31,6 +31,7 @@ class RoutingClient:
         self.zk_hosts = zk_hosts
         self.refresh_interval_s = refresh_interval_s
         self._table = RoutingTable(version=0, slot_ranges=[])
+        self._links: dict[str, int] = {}
         self._lock = threading.Lock()
         self._zk: KazooClient | None = None
         self._stopping = threading.Event()
@@ -62,6 +63,12 @@ class RoutingClient:
             raise Unavailable(f"no route for shard {shard} yet; retry")
         return route
 
+    def link_delay_s(self, source_dc: str, target_dc: str) -> float:
+        """The delay chaos put on the hop between two DCs (0 within a DC or without chaos)."""
+        if source_dc == target_dc or not self._links:
+            return 0.0
+        return self._links.get(f"{source_dc}|{target_dc}", 0) / 1000.0
+
     def shard_of_slot(self, slot: int) -> int:
         if not self._table.slot_ranges:
             self.refresh(from_truth=True)
@@ -75,6 +82,7 @@ class RoutingClient:
         if not from_truth:
             try:
                 table = redis_mirror.read(self.redis)
+                self._links = redis_mirror.read_links(self.redis)
             except redis.RedisError as err:
                 log.warning("event=routing_redis_unreachable error=%r", str(err))
         if table is None:

@@ -6,12 +6,16 @@ so a stale or split-brained Redis costs a retry, never a wrong write.
 
 from __future__ import annotations
 
+import json
+
 import redis
 
 from services.routing.table import RoutingTable
 
 TABLE_KEY = "bank:routing"
 CHANNEL = "bank:routing:changed"
+# Chaos: extra delay (ms) on the gRPC hop between two DCs, keyed "dcA|dcB" (no netem here).
+LINKS_KEY = "bank:chaos:links"
 
 
 def publish(primary: redis.Redis, table: RoutingTable) -> bool:
@@ -35,3 +39,8 @@ def read(client: redis.Redis) -> RoutingTable | None:
     if raw is None:
         return None
     return RoutingTable.from_json(raw)
+
+
+def read_links(client: redis.Redis) -> dict[str, int]:
+    raw = client.get(LINKS_KEY)
+    return {str(k): int(v) for k, v in json.loads(raw).items()} if raw else {}

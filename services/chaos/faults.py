@@ -1,0 +1,237 @@
+"""`bankctl chaos`: faults in Jepsen's vocabulary, each recorded with when it struck and how
+long each affected shard took to accept a write again; `heal` undoes every active fault."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from services.chaos import rto
+from services.cluster.dc_lifecycle import (
+    current_redis_primary,
+    kill_component,
+    kill_dc,
+    restart_dc,
+    restart_redis,
+    restart_zookeeper,
+)
+from services.cluster.launcher import restart_node
+from services.cluster.netns import in_dc
+from services.cluster.processes import LaunchError, pid_alive
+from services.cluster.state import ClusterState
+from services.cluster.topology import NETNS, REDIS_PORT
+from services.cluster.zookeeper import zk_hosts, zk_mode
+from services.routing import redis_mirror, zk_routes
+
+Say = Callable[[str], None]
+LINKS_KEY = redis_mirror.LINKS_KEY
+
+
+def leaders(state: ClusterState) -> dict[int, str]:
+    client = zk_routes.connect(zk_hosts(state.spec), timeout_s=5)
+    try:
+        return {s: r.leader_dc for s, r in zk_routes.read_table(client).routes.items()}
+    finally:
+        client.stop()
+        client.close()
+
+
+def _require_dc(state: ClusterState, dc: str) -> None:
+    if dc not in state.spec.dc_names:
+        raise LaunchError(f"no DC {dc!r}; the cluster has {', '.join(state.spec.dc_names)}")
+
+
+def _record(
+    state: ClusterState, fault: str, target: str, at: float, shards: list[int], undo: dict[str, Any]
+) -> dict[str, Any]:
+    entry = {"id": uuid.uuid4().hex[:8], "fault": fault, "target": target, "at": at, "active": bool(undo),
+             "undo": undo, "shards": {str(s): None for s in shards}}  # fmt: skip
+    state.faults.append(entry)
+    state.save()
+    return entry
+
+
+def _measure(state: ClusterState, entry: dict[str, Any], say: Say) -> dict[str, Any]:
+    shards = [int(s) for s in entry["shards"]]
+    measured = rto.measure(state, shards, entry["at"])
+    entry["shards"] = {str(s): v for s, v in measured.items()}
+    entry["rto_s"] = max((v for v in measured.values() if v is not None), default=None)
+    state.save()
+    for shard, value in measured.items():
+        say(
+            f"  shard {shard}: "
+            + (f"first write {value:.2f} s after the fault" if value is not None else "NO WRITE within 60 s")
+        )
+    return entry
+
+
+def inject(state: ClusterState, fault: str, args: dict[str, Any], say: Say) -> dict[str, Any]:
+    """Runs one fault (not heal/restart) and measures recovery; returns its record."""
+    rto.ensure_probes(state)
+    led = leaders(state)
+    at = time.time()
+    target, shards, undo = _strike(state, fault, args, led, say)
+    say(
+        f"{time.strftime('%H:%M:%S', time.localtime(at))} {fault} {target}: done;"
+        " measuring the first write per shard"
+    )
+    entry = _record(state, fault, target, at, shards, undo)
+    if fault == "pause-node":
+        _resume_after(state, args["dc"], float(args["seconds"]), at, say)
+    return _measure(state, entry, say)
+
+
+def _strike(
+    state: ClusterState, fault: str, args: dict[str, Any], led: dict[int, str], say: Say
+) -> tuple[str, list[int], dict[str, Any]]:
+    spec = state.spec
+    every = list(range(spec.shards))
+    if fault in ("kill-dc", "isolate-dc", "kill-node", "pause-node"):
+        dc = args["dc"]
+        _require_dc(state, dc)
+        affected = [s for s, d in led.items() if d == dc] or every
+        if fault == "kill-dc":
+            killed = kill_dc(state, dc)
+            say(f"kill-dc {dc}: SIGKILL to {len(killed)} processes")
+            return dc, affected, {"restart_dc": dc}
+        if fault == "isolate-dc":
+            if spec.net != NETNS:
+                raise LaunchError(
+                    "isolate-dc needs --net netns (one namespace per DC); loopback DCs share one network"
+                )
+            subprocess.run(["ip", "link", "set", spec.host_veth(dc), "down"], check=True)
+            say(f"isolate-dc {dc}: its link to the other DCs and to clients is down")
+            return dc, affected, {"link_up": dc}
+        node = next(c for c in state.components if c.kind == "node" and c.dc == dc)
+        if fault == "kill-node":
+            kill_component(state, node)
+            say(f"kill-node {dc}: SIGKILL to the bank-node (pid {node.pid})")
+            return dc, affected, {"restart_node": dc}
+        assert node.pid is not None
+        os.kill(node.pid, signal.SIGSTOP)
+        say(f"pause-node {dc}: SIGSTOP to the bank-node (pid {node.pid}) for {args['seconds']} s")
+        return dc, affected, {}
+    if fault == "partition":
+        first, second = args["dc"], args["other"]
+        for dc in (first, second):
+            _require_dc(state, dc)
+        if spec.net != NETNS:
+            raise LaunchError("partition needs --net netns (one namespace per DC)")
+        for here, there in ((first, second), (second, first)):
+            for chain, flag in (("INPUT", "-s"), ("OUTPUT", "-d")):
+                subprocess.run(
+                    in_dc(spec, here, ["iptables", "-A", chain, flag, spec.address(there), "-j", "DROP"]),
+                    check=True,
+                )
+        say(f"partition {first} <-> {second}: traffic between them dropped both ways")
+        return f"{first},{second}", every, {"unpartition": [first, second]}
+    if fault == "kill-zk-leader":
+        dc = next(d for d in spec.dc_names if zk_mode(spec.address(d)) == "leader")
+        zk = next(c for c in state.components if c.kind == "zookeeper" and c.dc == dc)
+        kill_component(state, zk)
+        say(f"kill-zk-leader: SIGKILL to ZooKeeper of {dc} (pid {zk.pid})")
+        return dc, every, {"restart_zookeeper": dc}
+    if fault == "kill-redis-primary":
+        host = current_redis_primary(state)
+        dc = next(d for d in spec.dc_names if spec.address(d) == host)
+        primary = next(c for c in state.components if c.kind == "redis" and c.dc == dc)
+        kill_component(state, primary)
+        say(f"kill-redis-primary: SIGKILL to Redis of {dc} (pid {primary.pid})")
+        return dc, every, {"restart_redis": dc}
+    if fault == "slow-link":
+        first, second, delay_ms = args["dc"], args["other"], int(args["delay_ms"])
+        _set_link_delay(state, first, second, delay_ms)
+        say(
+            f"slow-link {first} <-> {second}: +{delay_ms} ms on every gRPC hop between them"
+            " (added in the application: this kernel has no netem)"
+        )
+        return f"{first},{second}", every, {"unslow": [first, second]}
+    raise LaunchError(f"unknown fault {fault!r}")
+
+
+def _resume_after(state: ClusterState, dc: str, seconds: float, at: float, say: Say) -> None:
+    node = next(c for c in state.components if c.kind == "node" and c.dc == dc)
+
+    def resume() -> None:
+        time.sleep(max(0.0, at + seconds - time.time()))
+        if node.pid and pid_alive(node.pid):
+            os.kill(node.pid, signal.SIGCONT)
+        say(f"pause-node {dc}: SIGCONT after {seconds} s")
+
+    threading.Thread(target=resume, daemon=False).start()
+
+
+def _set_link_delay(state: ClusterState, first: str, second: str, delay_ms: int | None) -> None:
+    host = current_redis_primary(state)
+    client = redis.Redis(host=host, port=REDIS_PORT, socket_timeout=2)
+    try:
+        raw = client.get(LINKS_KEY)
+        links = json.loads(raw) if raw else {}
+        for key in (f"{first}|{second}", f"{second}|{first}"):
+            if delay_ms:
+                links[key] = delay_ms
+            else:
+                links.pop(key, None)
+        client.set(LINKS_KEY, json.dumps(links))
+        client.publish(redis_mirror.CHANNEL, "links")
+    finally:
+        client.close()
+
+
+def heal(state: ClusterState, say: Say) -> list[dict[str, Any]]:
+    """Undoes every fault still active, in the order they were made."""
+    healed = []
+    for entry in state.faults:
+        if not entry.get("active"):
+            continue
+        undo = entry["undo"]
+        if "restart_dc" in undo:
+            restart_dc(state, undo["restart_dc"], say)
+        if "link_up" in undo:
+            subprocess.run(["ip", "link", "set", state.spec.host_veth(undo["link_up"]), "up"], check=True)
+            say(f"heal: link of {undo['link_up']} up")
+        if "restart_node" in undo:
+            restart_node(state.home, undo["restart_node"], say)
+        if "unpartition" in undo:
+            first, second = undo["unpartition"]
+            for here, there in ((first, second), (second, first)):
+                for chain, flag in (("INPUT", "-s"), ("OUTPUT", "-d")):
+                    rule = ["iptables", "-D", chain, flag, state.spec.address(there), "-j", "DROP"]
+                    subprocess.run(in_dc(state.spec, here, rule), check=False)
+            say(f"heal: partition {first} <-> {second} removed")
+        if "restart_zookeeper" in undo:
+            restart_zookeeper(state, undo["restart_zookeeper"])
+            say(f"heal: ZooKeeper of {undo['restart_zookeeper']} back")
+        if "restart_redis" in undo:
+            restart_redis(state, undo["restart_redis"])
+            say(f"heal: Redis of {undo['restart_redis']} back as a replica")
+        if "unslow" in undo:
+            _set_link_delay(state, undo["unslow"][0], undo["unslow"][1], None)
+            say("heal: link delay removed")
+        entry["active"] = False
+        entry["healed_at"] = time.time()
+        healed.append(entry)
+        state.save()
+    if not healed:
+        say("heal: no active fault")
+    return healed
+
+
+def restart(state: ClusterState, dc: str, say: Say) -> None:
+    """`restart-dc`: brings a killed DC back and closes its kill-dc fault."""
+    _require_dc(state, dc)
+    restart_dc(state, dc, say)
+    for entry in state.faults:
+        if entry.get("active") and entry["undo"].get("restart_dc") == dc:
+            entry["active"] = False
+            entry["healed_at"] = time.time()
+    state.save()

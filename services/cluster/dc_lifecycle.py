@@ -1,0 +1,112 @@
+"""Killing and restarting whole data centers, or single components of one, by recorded PID."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+from collections.abc import Callable
+
+import psutil
+
+from services.cluster.netns import in_dc
+from services.cluster.pg_group import member_instance
+from services.cluster.processes import LaunchError, pid_alive, wait_until
+from services.cluster.redis_group import redis_role, sentinel_primary, start_redis, start_sentinel
+from services.cluster.service_process import start_service
+from services.cluster.state import ClusterState, Component
+from services.cluster.zookeeper import start_zookeeper, zk_mode
+
+Say = Callable[[str], None]
+
+
+def kill_pid_tree(pid: int) -> list[int]:
+    """SIGKILL a process and all its descendants (PostgreSQL's children each have a session)."""
+    try:
+        victims = [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return []
+    for victim in victims:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
+    return victims
+
+
+def kill_component(state: ClusterState, component: Component) -> list[int]:
+    pid = component.pid
+    if component.kind == "postgres" and component.shard is not None:
+        pid = member_instance(state, component.shard, component.dc).pid() or pid
+    if not pid or not pid_alive(pid):
+        return []
+    return kill_pid_tree(pid)
+
+
+def kill_dc(state: ClusterState, dc: str) -> list[int]:
+    """SIGKILL every process of the DC, all at once (a power cut)."""
+    killed: list[int] = []
+    for component in [c for c in state.components if c.dc == dc]:
+        killed += kill_component(state, component)
+    for pid in killed:
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda p=pid: not pid_alive(p), 10, f"process {pid} to die")  # type: ignore[misc]
+    return killed
+
+
+def restart_zookeeper(state: ClusterState, dc: str) -> None:
+    start_zookeeper(state, dc)
+    wait_until(lambda: zk_mode(state.spec.address(dc)) in ("leader", "follower"), 60, f"ZooKeeper of {dc}")
+
+
+def current_redis_primary(state: ClusterState, exclude_dc: str | None = None) -> str:
+    """The primary the Sentinels of the other DCs name, as host (port is the standard one)."""
+    for dc in state.spec.dc_names:
+        if dc == exclude_dc:
+            continue
+        primary = sentinel_primary(state.spec.address(dc))
+        if primary:
+            return primary.rsplit(":", 1)[0]
+    raise LaunchError("no Sentinel names a Redis primary")
+
+
+def restart_redis(state: ClusterState, dc: str) -> None:
+    """An old primary always comes back as a replica of whatever Sentinel names now."""
+    primary = current_redis_primary(state, exclude_dc=dc)
+    address = state.spec.address(dc)
+    start_redis(state, dc, None if primary == address else primary)
+    wait_until(lambda: redis_role(address) is not None, 30, f"Redis of {dc}")
+
+
+def restart_dc(state: ClusterState, dc: str, say: Say) -> None:
+    """Starts again every process of the DC that is not running; the bank-node then puts the
+    DC's PostgreSQL members back in line (re-point, or pg_rewind a former primary)."""
+    spec = state.spec
+    by_kind = {c.kind: c for c in state.components if c.dc == dc and c.kind != "postgres"}
+    if not pid_alive(by_kind["zookeeper"].pid or 0):
+        restart_zookeeper(state, dc)
+        say(f"{dc}: zookeeper back")
+    if not pid_alive(by_kind["redis"].pid or 0):
+        restart_redis(state, dc)
+        say(f"{dc}: redis back as a replica")
+    if not pid_alive(by_kind["sentinel"].pid or 0):
+        start_sentinel(state, dc, current_redis_primary(state, exclude_dc=dc))
+        say(f"{dc}: sentinel back")
+    for component in [c for c in state.components if c.dc == dc and c.kind == "postgres"]:
+        assert component.shard is not None
+        instance = member_instance(state, component.shard, dc)
+        if instance.pid() is None:
+            pid = instance.start()
+            state.add(Component(**{**component.__dict__, "pid": pid}))
+    say(f"{dc}: postgres members started; the node puts them back in line")
+    for kind, module in (("node", "services.node"), ("gateway", "services.gateway")):
+        component = by_kind[kind]
+        if pid_alive(component.pid or 0):
+            continue
+        config = json.loads((state.home / "run" / f"{component.name}.json").read_text(encoding="utf-8"))
+        extra = ["--dc", dc] if kind == "node" else []
+        process = start_service(
+            module, component.name, config, state.home / "run", state.home / "logs" / f"{component.name}.log",
+            in_dc(spec, dc, []), extra_args=extra,
+        )  # fmt: skip
+        state.add(Component(**{**component.__dict__, "pid": process.pid, "port": process.port}))
+        say(f"{dc}: {kind} back (pid {process.pid})")
