@@ -20,8 +20,13 @@ import grpc
 
 from bank.v1 import account_pb2, account_pb2_grpc, ledger_pb2, ledger_pb2_grpc
 
-FAILOVER_CODES = {grpc.StatusCode.UNAVAILABLE}
+FAILOVER_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 DEFAULT_DEADLINE_S = 5.0
+# A gateway may hold a request through a failover, but a gateway that is cut off never answers:
+# no attempt may take more than this share of the deadline, so another DC's gateway gets a turn.
+ATTEMPT_SHARE = 0.5
+MIN_ATTEMPT_S = 1.0
+MAX_ATTEMPT_S = 2.0
 
 
 class GatewayUnavailable(Exception):
@@ -68,8 +73,11 @@ class BankClient:
         self.close()
 
     def call(self, service: str, method: str, request: Any, deadline_s: float | None = None) -> Any:
-        """Sends `request`; fails over to the next gateway on UNAVAILABLE until the deadline."""
-        deadline = time.monotonic() + (deadline_s or self.deadline_s)
+        """Sends `request`; fails over to the next gateway when one is unreachable or does not answer
+        within its share of the deadline, until the deadline."""
+        budget = deadline_s or self.deadline_s
+        deadline = time.monotonic() + budget
+        attempt_cap = max(MIN_ATTEMPT_S, min(MAX_ATTEMPT_S, budget * ATTEMPT_SHARE))
         index = self._current
         last: grpc.RpcError | None = None
         for _ in range(4 * len(self.gateways)):  # bounded: a few rounds over every DC
@@ -78,7 +86,7 @@ class BankClient:
                 break
             stubs = self._accounts if service == "accounts" else self._ledger
             try:
-                answer = getattr(stubs[index], method)(request, timeout=remaining)
+                answer = getattr(stubs[index], method)(request, timeout=min(remaining, attempt_cap))
             except grpc.RpcError as err:
                 if err.code() not in FAILOVER_CODES:
                     raise

@@ -36,6 +36,7 @@ Serve = Callable[[int, int], None]  # shard, epoch
 Unserve = Callable[[int], None]
 RETRY_S = 0.5
 STARTUP_GRACE_S = 30.0
+MIRROR_EVERY_S = 2.0
 
 
 class NodeCoordinator:
@@ -47,7 +48,9 @@ class NodeCoordinator:
         self.unserve = unserve
         self.fence = fence
         self.zk = KazooClient(
-            hosts=view.zk_hosts,
+            hosts=local_first(view.zk_hosts, view.node_endpoints[view.dc].rsplit(":", 1)[0]),
+            # The DC's own ZooKeeper server first: losing another DC then costs this session nothing.
+            randomize_hosts=False,
             timeout=view.session_timeout_s,
             connection_retry={"max_tries": -1, "delay": 0.1, "max_delay": 1.0},
             command_retry={"max_tries": 3, "delay": 0.1, "max_delay": 0.5},
@@ -61,6 +64,7 @@ class NodeCoordinator:
         self._lock = threading.Condition()
         self._stopping = threading.Event()
         self._worker = threading.Thread(target=self._work, name="coordinator", daemon=True)
+        self._mirror = threading.Thread(target=self._mirror_routes, name="route-mirror", daemon=True)
 
     def start(self) -> None:
         self.zk.add_listener(self._on_state)
@@ -75,6 +79,7 @@ class NodeCoordinator:
         for agent in self.agents.values():
             agent.watch()
         self.schedule("session", self._on_connected)
+        self._mirror.start()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -113,6 +118,15 @@ class NodeCoordinator:
             except Exception:  # a failed step is retried by the next watch or schedule
                 log.exception("event=coordinator_task_failed task=%s", key)
                 self.schedule(key, task, delay_s=RETRY_S)
+
+    def _mirror_routes(self) -> None:
+        """Keeps Redis's copy of the routes as new as ZooKeeper's: a publication lost while Redis
+        itself was failing over is made again here."""
+        try:
+            if self.zk.connected:
+                failover.publish_routes(self.zk, self.view, only_if_behind=True)
+        finally:
+            self._mirror.start()
 
     def _on_state(self, state: str) -> None:
         """Runs on kazoo's thread: decide at once, never block."""
@@ -218,13 +232,17 @@ class ShardAgent:
     def _follow(self, leader_dc: str, local: pg_control.MemberState | None) -> None:
         """Makes this DC's member a standby of the leader's, if it is not one already."""
         view = self.c.view
+        leader_host = view.members[self.shard][leader_dc].host
+        if local is not None and local.in_recovery and local.upstream_host == leader_host:
+            return  # already in line: nothing to ask the (possibly unreachable) leader
+        if not self.zk.exists(failover.member_path(self.shard, leader_dc)):
+            return  # the leader's node is gone: a failover comes, and its route change brings us back
         leader = pg_control.probe(view, self.shard, leader_dc)
         if leader is None or leader.in_recovery:
             return  # the leader's member is not ready; its route change will bring us back
         if local is not None and local.in_recovery:
-            if local.upstream_host != view.members[self.shard][leader_dc].host:
-                pg_control.follow(view, self.shard, self.dc, leader_dc)
-                log.info("event=standby_repointed shard=%s to=%s", self.shard, leader_dc)
+            pg_control.follow(view, self.shard, self.dc, leader_dc)
+            log.info("event=standby_repointed shard=%s to=%s", self.shard, leader_dc)
             return
         how = instance(view, self.shard, self.dc).rejoin_as_standby(
             instance(view, self.shard, leader_dc), view.members[self.shard][self.dc].name
@@ -263,6 +281,12 @@ class ShardAgent:
             self.c.schedule(f"elect-{self.shard}", self.elect, delay_s=RETRY_S)
         finally:
             lock.release()
+
+
+def local_first(hosts: str, address: str) -> str:
+    """The ensemble's connection string with this DC's server first."""
+    servers = hosts.split(",")
+    return ",".join(sorted(servers, key=lambda server: not server.startswith(f"{address}:")))
 
 
 def instance(view: ClusterView, shard: int, dc: str) -> PostgresInstance:

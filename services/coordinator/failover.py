@@ -88,7 +88,7 @@ def fail_over(zk: KazooClient, view: ClusterView, shard: int) -> ShardRoute | No
     return new_route
 
 
-def publish_routes(zk: KazooClient, view: ClusterView) -> RoutingTable | None:
+def publish_routes(zk: KazooClient, view: ClusterView, only_if_behind: bool = False) -> RoutingTable | None:
     """Mirrors ZooKeeper's table into Redis through the primary Sentinel names (best effort:
     readers fall back to ZooKeeper, and every node mirrors again when the table changes)."""
     table = zk_routes.read_table(zk)
@@ -97,7 +97,9 @@ def publish_routes(zk: KazooClient, view: ClusterView) -> RoutingTable | None:
         primary = Sentinel(sentinels, socket_timeout=0.3, socket_connect_timeout=0.3).master_for(
             "bank", socket_timeout=1.0, socket_connect_timeout=0.5
         )
-        redis_mirror.publish(primary, table)
+        mirrored = redis_mirror.read(primary) if only_if_behind else None
+        if mirrored is None or mirrored.version < table.version:
+            redis_mirror.publish(primary, table)
         primary.close()
     except redis.RedisError as err:
         log.warning("event=routing_publish_failed version=%s error=%r", table.version, str(err))

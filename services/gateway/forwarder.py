@@ -19,6 +19,9 @@ DEFAULT_DEADLINE_S = 10.0  # for callers that set none
 DEADLINE_MARGIN_S = 0.05  # left to answer the caller before its own deadline
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED}
 MAX_BACKOFF_S = 0.25
+# One attempt may not eat the whole deadline: a cut-off leader never answers, and only a new
+# attempt (re-routed) can reach its successor. Retrying is safe: every write is idempotent.
+ATTEMPT_TIMEOUT_S = 1.0
 STUBS = {
     "bank.v1.AccountService": account_pb2_grpc.AccountServiceStub,
     "bank.v1.LedgerService": ledger_pb2_grpc.LedgerServiceStub,
@@ -54,10 +57,14 @@ class Forwarder:
                     timeout = deadline - time.monotonic()
                 stub = self._stub(service, route.endpoint)
                 return getattr(stub, method)(
-                    request, timeout=timeout, metadata=(("bank-shard-epoch", str(route.epoch)),)
+                    request,
+                    timeout=min(timeout, ATTEMPT_TIMEOUT_S),
+                    metadata=(("bank-shard-epoch", str(route.epoch)),),
                 )
             except grpc.RpcError as err:
                 code = err.code()
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED and deadline - time.monotonic() > 0.1:
+                    code = grpc.StatusCode.UNAVAILABLE  # only this attempt timed out: re-route
                 if code not in RETRYABLE:
                     metadata = err.trailing_metadata()
                     if metadata:
@@ -69,7 +76,8 @@ class Forwarder:
                     raise
                 last_error = str(err)
             attempt += 1
-            self.routing.refresh(from_truth=attempt > 1)
+            # A refused or silent leader means the route may have moved: ask the truth at once.
+            self.routing.refresh(from_truth=True)
             log.info(
                 "event=rerouted shard=%s method=%s attempt=%s error=%r", shard, method, attempt, last_error
             )

@@ -12,6 +12,7 @@ import time
 import redis
 from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException
+from kazoo.handlers.threading import KazooTimeoutError
 
 from services.common.errors import Unavailable
 from services.routing import redis_mirror, zk_routes
@@ -19,6 +20,7 @@ from services.routing.table import RoutingTable, ShardRoute
 
 log = logging.getLogger(__name__)
 LISTEN_TICK_S = 0.5  # how soon the listener notices it should stop
+ZK_READ_TIMEOUT_S = 0.5
 
 
 class RoutingClient:
@@ -100,9 +102,10 @@ class RoutingClient:
     def _read_zookeeper(self) -> RoutingTable | None:
         try:
             if self._zk is None:
-                self._zk = zk_routes.connect(self.zk_hosts, timeout_s=5)
-            return zk_routes.read_table(self._zk)
-        except (KazooException, TimeoutError) as err:
+                # Short sessions: a client whose server is cut off moves to another one quickly.
+                self._zk = zk_routes.connect(self.zk_hosts, timeout_s=5, session_s=2.0)
+            return zk_routes.read_table(self._zk, timeout_s=ZK_READ_TIMEOUT_S)
+        except (KazooException, TimeoutError, KazooTimeoutError) as err:
             log.warning("event=routing_zookeeper_unreachable error=%r", str(err))
             return None
 

@@ -16,8 +16,10 @@ SLOTS_PATH = f"{ROOT}/slots"
 SHARDS_PATH = f"{ROOT}/shards"
 
 
-def connect(hosts: str, timeout_s: float = 10.0) -> KazooClient:
-    client = KazooClient(hosts=hosts, timeout=4.0, connection_retry={"max_tries": 3, "delay": 0.2})
+def connect(hosts: str, timeout_s: float = 10.0, session_s: float = 4.0) -> KazooClient:
+    client = KazooClient(
+        hosts=hosts, timeout=session_s, connection_retry={"max_tries": -1, "delay": 0.1, "max_delay": 1.0}
+    )
     client.start(timeout=timeout_s)
     return client
 
@@ -36,17 +38,30 @@ def write_initial(
             client.create(path, json.dumps(asdict(route)).encode())
 
 
-def read_table(client: KazooClient) -> RoutingTable:
-    """The whole table; its version is the newest ZooKeeper transaction id among its nodes."""
+def read_table(client: KazooClient, timeout_s: float | None = None) -> RoutingTable:
+    """The whole table; its version is the newest ZooKeeper transaction id among its nodes.
+
+    With `timeout_s`, every read gives up after that long (a client whose server is cut off
+    would otherwise wait for its reconnection): the caller keeps what it had.
+    """
+
+    def get(path: str) -> tuple[bytes, Any]:
+        return client.get(path) if timeout_s is None else client.get_async(path).get(timeout=timeout_s)
+
     try:
-        raw, stat = client.get(SLOTS_PATH)
+        raw, stat = get(SLOTS_PATH)
     except NoNodeError:
         return RoutingTable(version=0, slot_ranges=[])
     version = stat.mzxid
     ranges = [(int(r["first"]), int(r["last"]), int(r["shard"])) for r in json.loads(raw)["ranges"]]
     routes: dict[int, ShardRoute] = {}
-    for child in client.get_children(SHARDS_PATH):
-        data, stat = client.get(f"{SHARDS_PATH}/{child}")
+    children = (
+        client.get_children(SHARDS_PATH)
+        if timeout_s is None
+        else client.get_children_async(SHARDS_PATH).get(timeout=timeout_s)
+    )
+    for child in children:
+        data, stat = get(f"{SHARDS_PATH}/{child}")
         route: dict[str, Any] = json.loads(data)
         routes[int(child)] = ShardRoute(
             int(route["shard"]), str(route["leader_dc"]), int(route["epoch"]), str(route["endpoint"])
