@@ -22,8 +22,8 @@ tour: run
 
 ## Lint, then every test tier (the integration tiers start real PostgreSQL).
 test: setup lint
-	@echo "[test] pytest: unit and integration tiers"
-	@$(PY) -m pytest -ra --durations=10 $(PYTEST_ARGS) tests/unit tests/integration
+	@echo "[test] pytest: unit, integration and chaos tiers"
+	@$(PY) -m pytest -ra --durations=10 $(PYTEST_ARGS) tests/unit tests/integration tests/chaos
 
 ## The fast loop: no services, seconds.
 test-unit: setup

@@ -85,9 +85,13 @@ def inject(state: ClusterState, fault: str, args: dict[str, Any], say: Say) -> d
         " measuring the first write per shard"
     )
     entry = _record(state, fault, target, at, shards, undo)
-    if fault == "pause-node":
-        _resume_after(state, args["dc"], float(args["seconds"]), at, say)
-    return _measure(state, entry, say)
+    resumer = (
+        _resume_after(state, args["dc"], float(args["seconds"]), at, say) if fault == "pause-node" else None
+    )
+    measured = _measure(state, entry, say)
+    if resumer is not None:
+        resumer.join()  # the node runs again before the command ends, whatever happened
+    return measured
 
 
 def _strike(
@@ -158,7 +162,7 @@ def _strike(
     raise LaunchError(f"unknown fault {fault!r}")
 
 
-def _resume_after(state: ClusterState, dc: str, seconds: float, at: float, say: Say) -> None:
+def _resume_after(state: ClusterState, dc: str, seconds: float, at: float, say: Say) -> threading.Thread:
     node = next(c for c in state.components if c.kind == "node" and c.dc == dc)
 
     def resume() -> None:
@@ -167,7 +171,9 @@ def _resume_after(state: ClusterState, dc: str, seconds: float, at: float, say: 
             os.kill(node.pid, signal.SIGCONT)
         say(f"pause-node {dc}: SIGCONT after {seconds} s")
 
-    threading.Thread(target=resume, daemon=False).start()
+    thread = threading.Thread(target=resume, daemon=False)
+    thread.start()
+    return thread
 
 
 def _set_link_delay(state: ClusterState, first: str, second: str, delay_ms: int | None) -> None:

@@ -26,7 +26,7 @@ def write_config(spec: ClusterSpec, dc: str, data_dir: Path) -> Path:
     lines = [
         f"tickTime={TICK_MS}",
         "initLimit=20",
-        "syncLimit=4",  # followers notice a lost leader after 2 s
+        "syncLimit=3",  # followers notice a lost leader after 1.5 s
         f"dataDir={data_dir}",
         f"clientPort={ZK_CLIENT_PORT}",
         f"clientPortAddress={spec.address(dc)}",

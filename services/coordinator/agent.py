@@ -29,6 +29,7 @@ from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 from services.cluster.postgres import PostgresInstance
 from services.coordinator import failover, pg_control
 from services.coordinator.view import ClusterView
+from services.routing import zk_routes
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class NodeCoordinator:
         self.unserve = unserve
         self.fence = fence
         self.zk = KazooClient(
-            hosts=local_first(view.zk_hosts, view.node_endpoints[view.dc].rsplit(":", 1)[0]),
+            hosts=zk_routes.local_first(view.zk_hosts, view.node_endpoints[view.dc].rsplit(":", 1)[0]),
             # The DC's own ZooKeeper server first: losing another DC then costs this session nothing.
             randomize_hosts=False,
             timeout=view.session_timeout_s,
@@ -121,12 +122,14 @@ class NodeCoordinator:
 
     def _mirror_routes(self) -> None:
         """Keeps Redis's copy of the routes as new as ZooKeeper's: a publication lost while Redis
-        itself was failing over is made again here."""
-        try:
-            if self.zk.connected:
+        itself was failing over is made again here (on its own thread: Redis may be slow)."""
+        while not self._stopping.wait(MIRROR_EVERY_S):
+            if not self.zk.connected:
+                continue
+            try:
                 failover.publish_routes(self.zk, self.view, only_if_behind=True)
-        finally:
-            self._mirror.start()
+            except KazooException as err:
+                log.warning("event=route_mirror_failed error=%r", str(err))
 
     def _on_state(self, state: str) -> None:
         """Runs on kazoo's thread: decide at once, never block."""
@@ -281,12 +284,6 @@ class ShardAgent:
             self.c.schedule(f"elect-{self.shard}", self.elect, delay_s=RETRY_S)
         finally:
             lock.release()
-
-
-def local_first(hosts: str, address: str) -> str:
-    """The ensemble's connection string with this DC's server first."""
-    servers = hosts.split(",")
-    return ",".join(sorted(servers, key=lambda server: not server.startswith(f"{address}:")))
 
 
 def instance(view: ClusterView, shard: int, dc: str) -> PostgresInstance:

@@ -31,6 +31,7 @@ class RoutingClient:
             host=redis_host, port=redis_port, socket_timeout=1.0, socket_connect_timeout=1.0
         )
         self.zk_hosts = zk_hosts
+        self.local = redis_host
         self.refresh_interval_s = refresh_interval_s
         self._table = RoutingTable(version=0, slot_ranges=[])
         self._links: dict[str, int] = {}
@@ -103,7 +104,7 @@ class RoutingClient:
         try:
             if self._zk is None:
                 # Short sessions: a client whose server is cut off moves to another one quickly.
-                self._zk = zk_routes.connect(self.zk_hosts, timeout_s=5, session_s=2.0)
+                self._zk = zk_routes.connect(self.zk_hosts, timeout_s=5, session_s=2.0, local=self.local)
             return zk_routes.read_table(self._zk, timeout_s=ZK_READ_TIMEOUT_S)
         except (KazooException, TimeoutError, KazooTimeoutError) as err:
             log.warning("event=routing_zookeeper_unreachable error=%r", str(err))

@@ -16,9 +16,19 @@ SLOTS_PATH = f"{ROOT}/slots"
 SHARDS_PATH = f"{ROOT}/shards"
 
 
-def connect(hosts: str, timeout_s: float = 10.0, session_s: float = 4.0) -> KazooClient:
+def local_first(hosts: str, address: str) -> str:
+    """The ensemble's connection string with the server at `address` first."""
+    servers = hosts.split(",")
+    return ",".join(sorted(servers, key=lambda server: not server.startswith(f"{address}:")))
+
+
+def connect(hosts: str, timeout_s: float = 10.0, session_s: float = 4.0, local: str = "") -> KazooClient:
+    """A started client; with `local` (an address), that server is tried first and kept."""
     client = KazooClient(
-        hosts=hosts, timeout=session_s, connection_retry={"max_tries": -1, "delay": 0.1, "max_delay": 1.0}
+        hosts=local_first(hosts, local) if local else hosts,
+        timeout=session_s,
+        randomize_hosts=not local,
+        connection_retry={"max_tries": -1, "delay": 0.1, "max_delay": 1.0},
     )
     client.start(timeout=timeout_s)
     return client
