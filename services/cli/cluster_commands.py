@@ -9,6 +9,7 @@ import time
 from services.chaos import faults
 from services.cluster import check, launcher, status
 from services.cluster.netns import choose_net
+from services.cluster.switchover import switchover
 from services.cluster.topology import ClusterSpec
 
 
@@ -41,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "chaos":
         return chaos(args)
+    if args.command == "switchover":
+        switchover(launcher.require_state(args.home), args.shard, args.to_dc, say)
+        return 0
     raise AssertionError(args.command)
 
 

@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     restart = commands.add_parser("restart-node", help="stop (if running) and start a DC's bank-node again")
     restart.add_argument("dc")
 
+    switch = commands.add_parser("switchover", help="move a shard's leader to another DC, losing no request")
+    switch.add_argument("shard", type=int)
+    switch.add_argument("--to", required=True, dest="to_dc", metavar="DC")
+
     chaos = commands.add_parser("chaos", help="inject a fault (Jepsen's vocabulary) and measure recovery")
     chaos.add_argument("--json", action="store_true", help="print the fault's record as JSON")
     faults = chaos.add_subparsers(dest="fault", required=True)
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             from services.cli.tour import run_tour
 
             return run_tour(args.home, keep_data=args.keep_data)
-        if args.command in ("up", "status", "down", "check", "restart-node", "chaos"):
+        if args.command in ("up", "status", "down", "check", "restart-node", "chaos", "switchover"):
             from services.cli import cluster_commands
 
             return int(cluster_commands.run(args))

@@ -170,6 +170,37 @@ class ShardAgent:
         DataWatch(self.zk, f"{failover.zk_routes.SHARDS_PATH}/{self.shard}", self._on_route)
         DataWatch(self.zk, failover.leader_path(self.shard), self._on_leader)
         ChildrenWatch(self.zk, f"{failover.MEMBERS_PATH}/{self.shard}", self._on_members)
+        DataWatch(self.zk, f"{failover.SWITCHOVER_PATH}/{self.shard}", self._on_switchover)
+
+    def _on_switchover(self, data: bytes | None, stat: Any) -> None:
+        if data is not None:
+            self.c.schedule(f"switchover-{self.shard}", self.switch_over)
+
+    def switch_over(self) -> None:
+        """Hands the shard to the DC a switchover request names, if this node leads it."""
+        path = f"{failover.SWITCHOVER_PATH}/{self.shard}"
+        try:
+            raw, _ = self.zk.get(path)
+        except NoNodeError:
+            return
+        target = json.loads(raw).get("to")
+        if self.serving_epoch is None or target == self.dc:
+            return  # not ours to move (the leader's node answers it), or already there
+        log.info("event=switchover_start shard=%s to=%s", self.shard, target)
+        self.serving_epoch = None
+        self.c.unserve(self.shard)  # drain: gateways hold the shard's requests meanwhile
+        local = instance(self.c.view, self.shard, self.dc)
+        try:
+            failover.switch_over(self.zk, self.c.view, self.shard, target, stop_local=local.stop)
+        except Exception:
+            log.exception("event=switchover_failed shard=%s to=%s", self.shard, target)
+            local.start()
+            self.zk.delete(path)
+            self.reconcile()  # lead again: nothing moved
+            return
+        self.zk.delete(failover.leader_path(self.shard))
+        self.zk.delete(path)
+        self._follow(target, None)
 
     def _on_route(self, data: bytes | None, stat: Any) -> None:
         self.c.schedule(f"reconcile-{self.shard}", self.reconcile)

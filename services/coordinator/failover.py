@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 
 import redis
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 LEADERS_PATH = f"{zk_routes.ROOT}/leaders"
 MEMBERS_PATH = f"{zk_routes.ROOT}/members"
 LOCKS_PATH = f"{zk_routes.ROOT}/locks"
+SWITCHOVER_PATH = f"{zk_routes.ROOT}/switchover"
+CATCH_UP_TIMEOUT_S = 15.0
 
 
 def leader_path(shard: int) -> str:
@@ -105,3 +108,39 @@ def publish_routes(zk: KazooClient, view: ClusterView, only_if_behind: bool = Fa
         log.warning("event=routing_publish_failed version=%s error=%r", table.version, str(err))
         return None
     return table
+
+
+def switch_over(
+    zk: KazooClient, view: ClusterView, shard: int, target_dc: str, stop_local: Callable[[], None]
+) -> ShardRoute:
+    """A planned move of the shard's leadership, run by the current leader (already drained:
+    it serves no more writes for the shard): stop the primary cleanly, let the target replay
+    every byte of it, promote the target, re-point the rest, publish the route."""
+    started = time.monotonic()
+    route, version = read_route(zk, shard)
+    assert route.leader_dc == view.dc, "only the leader moves its shard"
+    primary = pg_control.probe(view, shard, view.dc)
+    target = pg_control.probe(view, shard, target_dc)
+    if primary is None or primary.in_recovery or target is None or not target.in_recovery:
+        raise RuntimeError(f"shard {shard}: {target_dc} is not a live standby of a live primary here")
+    final_lsn = primary.receive_lsn
+    stop_local()  # a clean shutdown sends every WAL record to the connected standbys first
+    deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
+    while (caught := pg_control.replayed(view, shard, target_dc)) < final_lsn:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"shard {shard}: {target_dc} replayed {caught}, not {final_lsn}")
+        time.sleep(0.02)
+    pg_control.promote(view, shard, target_dc)
+    for dc in view.members[shard]:
+        if dc not in (view.dc, target_dc):
+            member = pg_control.probe(view, shard, dc)
+            if member is not None and member.in_recovery:
+                pg_control.follow(view, shard, dc, target_dc)
+    new_route = ShardRoute(shard, target_dc, route.epoch + 1, view.node_endpoints[target_dc])
+    zk.set(f"{zk_routes.SHARDS_PATH}/{shard}", json.dumps(asdict(new_route)).encode(), version=version)
+    threading.Thread(target=publish_routes, args=(zk, view), name="publish-routes", daemon=True).start()
+    log.info(
+        "event=switchover_done shard=%s from=%s to=%s epoch=%s took_ms=%.0f",
+        shard, view.dc, target_dc, new_route.epoch, (time.monotonic() - started) * 1000,
+    )  # fmt: skip
+    return new_route

@@ -82,3 +82,13 @@ def promote(view: ClusterView, shard: int, dc: str) -> None:
                     " (SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)",
                     (member.name, member.name),
                 )
+
+
+def replayed(view: ClusterView, shard: int, dc: str) -> int:
+    """How far a standby has replayed (-1 when it does not answer)."""
+    try:
+        with psycopg.connect(view.conninfo(shard, dc, "bank-probe"), autocommit=True) as conn:
+            row = conn.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()
+    except psycopg.Error:
+        return -1
+    return lsn_to_int(row[0] if row else None)

@@ -217,3 +217,28 @@ def test_pause_leader_node_longer_than_its_session(
             account_pb2.GetAccountRequest(account_number=victim), timeout=5
         )
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_switchover_under_load_loses_no_request(
+    cluster: Cluster, accounts: list[str], pytestconfig: pytest.Config
+) -> None:
+    load = Load(cluster, accounts)
+    workers = load.run()
+    wait_for_progress(load, 100)
+    origin = leader_of(cluster, 0)
+    target = next(dc for dc in ("dc1", "dc2", "dc3") if dc != origin)
+    for to_dc in (target, origin):
+        done = bankctl(cluster.home, "switchover", "0", "--to", to_dc, timeout_s=120)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        assert leader_of(cluster, 0) == to_dc
+        wait_for_progress(load, 100)
+    load.stop.set()
+    for worker in workers:
+        worker.join(timeout=30)
+    report(
+        pytestconfig,
+        f"\n[chaos] switchover of shard 0 {origin} -> {target} -> {origin} under load: {len(load.acked)}"
+        f" acknowledged, {len(load.failed)} failed",
+    )
+    assert load.failed == {}
+    verify(cluster, load)
