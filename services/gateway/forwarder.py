@@ -22,6 +22,9 @@ MAX_BACKOFF_S = 0.25
 # One attempt may not eat the whole deadline: a cut-off leader never answers, and only a new
 # attempt (re-routed) can reach its successor. Retrying is safe: every write is idempotent.
 ATTEMPT_TIMEOUT_S = 1.0
+# While a shard has no reachable leader its requests wait here, each until its own deadline;
+# beyond this many at once the gateway refuses more rather than pile them up.
+MAX_HELD_PER_SHARD = 512
 STUBS = {
     "bank.v1.AccountService": account_pb2_grpc.AccountServiceStub,
     "bank.v1.LedgerService": ledger_pb2_grpc.LedgerServiceStub,
@@ -35,8 +38,34 @@ class Forwarder:
         self._stubs: dict[tuple[str, str], Any] = {}
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
+        self._held: dict[int, int] = {}
 
     def call(self, service: str, method: str, shard: int, request: Any, context: grpc.ServicerContext) -> Any:
+        held = [False]  # set once this request counts as waiting for the shard's leader
+        try:
+            return self._call(service, method, shard, request, context, held)
+        finally:
+            if held[0]:
+                with self._lock:
+                    self._held[shard] -= 1
+
+    def _hold(self, shard: int) -> bool:
+        """Counts a request as waiting for the shard's leader; False when the shard is full."""
+        with self._lock:
+            if self._held.get(shard, 0) >= MAX_HELD_PER_SHARD:
+                return False
+            self._held[shard] = self._held.get(shard, 0) + 1
+            return True
+
+    def _call(
+        self,
+        service: str,
+        method: str,
+        shard: int,
+        request: Any,
+        context: grpc.ServicerContext,
+        held: list[bool],
+    ) -> Any:
         remaining = context.time_remaining()
         budget = DEFAULT_DEADLINE_S if remaining is None or remaining > 1e6 else remaining
         deadline = time.monotonic() + budget - DEADLINE_MARGIN_S
@@ -76,6 +105,13 @@ class Forwarder:
                     raise
                 last_error = str(err)
             attempt += 1
+            if attempt == 1:
+                held[0] = self._hold(shard)
+            if not held[0]:
+                context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"shard {shard}: {MAX_HELD_PER_SHARD} requests already wait for its leader; retry later",
+                )
             # A refused or silent leader means the route may have moved: ask the truth at once.
             self.routing.refresh(from_truth=True)
             log.info(
