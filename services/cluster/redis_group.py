@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -122,14 +123,20 @@ def redis_role(host: str, port: int = REDIS_PORT) -> tuple[str, int] | None:
     return str(info["role"]), int(info.get("connected_slaves", 0))
 
 
-def sentinel_primary(host: str, port: int = SENTINEL_PORT) -> str | None:
-    """The primary this Sentinel names, as 'host:port'."""
+def _sentinel(host: str, port: int, *command: str) -> Any:
+    """One SENTINEL command's answer, or None when the Sentinel does not answer."""
+    client = redis.Redis(host=host, port=port, socket_timeout=1, socket_connect_timeout=1)
     try:
-        client = redis.Redis(host=host, port=port, socket_timeout=1, socket_connect_timeout=1)
-        answer = client.execute_command("SENTINEL", "get-master-addr-by-name", SENTINEL_MASTER)
-        client.close()
+        return client.execute_command("SENTINEL", *command, SENTINEL_MASTER)
     except redis.RedisError:
         return None
+    finally:
+        client.close()
+
+
+def sentinel_primary(host: str, port: int = SENTINEL_PORT) -> str | None:
+    """The primary this Sentinel names, as 'host:port'."""
+    answer = _sentinel(host, port, "get-master-addr-by-name")
     if not answer:
         return None
     host_part, port_part = (part.decode() if isinstance(part, bytes) else str(part) for part in answer)
@@ -138,10 +145,5 @@ def sentinel_primary(host: str, port: int = SENTINEL_PORT) -> str | None:
 
 def sentinel_peers(host: str, port: int = SENTINEL_PORT) -> int | None:
     """How many other Sentinels this one knows."""
-    try:
-        client = redis.Redis(host=host, port=port, socket_timeout=1, socket_connect_timeout=1)
-        others = client.execute_command("SENTINEL", "sentinels", SENTINEL_MASTER)
-        client.close()
-    except redis.RedisError:
-        return None
-    return len(others)
+    others = _sentinel(host, port, "sentinels")
+    return None if others is None else len(others)

@@ -51,11 +51,20 @@ class Load:
     # Every run's request ids are its own, so that runs never answer each other's retries.
     prefix: str = field(default_factory=lambda: f"chaos-{uuid.uuid4().hex[:8]}")
 
-    def run(self) -> list[threading.Thread]:
-        workers = [threading.Thread(target=self._work, args=(i,), daemon=True) for i in range(self.threads)]
-        for worker in workers:
+    workers: list[threading.Thread] = field(default_factory=list)
+
+    def run(self) -> None:
+        self.workers = [
+            threading.Thread(target=self._work, args=(i,), daemon=True) for i in range(self.threads)
+        ]
+        for worker in self.workers:
             worker.start()
-        return workers
+
+    def finish(self) -> None:
+        self.stop.set()
+        for worker in self.workers:
+            worker.join(timeout=30)
+        assert not any(worker.is_alive() for worker in self.workers)
 
     def _work(self, index: int) -> None:
         rng = random.Random(index)
@@ -165,7 +174,7 @@ def run_fault(
     cluster: Cluster, accounts: list[str], pytestconfig: pytest.Config, inject: list[str], undo: list[str]
 ) -> dict[str, object]:
     load = Load(cluster, accounts)
-    workers = load.run()
+    load.run()
     wait_for_progress(load, 100)  # the fault strikes a bank under load
     entry = chaos(cluster, *inject)
     wait_for_progress(load, 100)  # and the load goes on through the recovery
@@ -173,9 +182,7 @@ def run_fault(
         done = bankctl(cluster.home, "chaos", *undo, timeout_s=180)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         wait_for_progress(load, 100)
-    load.stop.set()
-    for worker in workers:
-        worker.join(timeout=30)
+    load.finish()
     report(
         pytestconfig,
         f"\n[chaos] {' '.join(inject)}: RTO per shard {entry['shards']},"
@@ -223,7 +230,7 @@ def test_switchover_under_load_loses_no_request(
     cluster: Cluster, accounts: list[str], pytestconfig: pytest.Config
 ) -> None:
     load = Load(cluster, accounts)
-    workers = load.run()
+    load.run()
     wait_for_progress(load, 100)
     origin = leader_of(cluster, 0)
     target = next(dc for dc in ("dc1", "dc2", "dc3") if dc != origin)
@@ -232,9 +239,7 @@ def test_switchover_under_load_loses_no_request(
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         assert leader_of(cluster, 0) == to_dc
         wait_for_progress(load, 100)
-    load.stop.set()
-    for worker in workers:
-        worker.join(timeout=30)
+    load.finish()
     report(
         pytestconfig,
         f"\n[chaos] switchover of shard 0 {origin} -> {target} -> {origin} under load: {len(load.acked)}"
