@@ -83,12 +83,28 @@ def _start_network(state: ClusterState, say: Say) -> None:
     say(f"network ({spec.net}): {where}; {detail}")
 
 
+def _running(state: ClusterState, kind: str, ready: Callable[[], bool]) -> Callable[[], bool]:
+    """`ready`, but failing at once, naming the component and its log, if one of `kind` died."""
+
+    def check() -> bool:
+        for component in state.find(kind):
+            if component.pid and not pid_alive(component.pid):
+                raise LaunchError(f"{component.name} exited while starting; log: {component.log}")
+        return ready()
+
+    return check
+
+
 def _start_zookeeper(state: ClusterState, say: Say) -> None:
     spec = state.spec
     for dc in spec.dc_names:
         start_zookeeper(state, dc)
     wait_until(
-        lambda: all(zk_mode(spec.address(dc)) in ("leader", "follower") for dc in spec.dc_names),
+        _running(
+            state,
+            "zookeeper",
+            lambda: all(zk_mode(spec.address(dc)) in ("leader", "follower") for dc in spec.dc_names),
+        ),
         60,
         f"ZooKeeper ensemble to form (logs: {state.home / 'logs'}/zookeeper-*.log)",
         interval_s=0.2,
@@ -104,7 +120,7 @@ def _start_redis(state: ClusterState, say: Say) -> None:
     for dc in spec.dc_names:
         start_redis(state, dc, None if dc == primary_dc else primary)
     wait_until(
-        lambda: redis_role(primary) == ("master", spec.dcs - 1),
+        _running(state, "redis", lambda: redis_role(primary) == ("master", spec.dcs - 1)),
         30,
         f"Redis replicas to connect to {primary} (logs: {state.home / 'logs'}/redis-*.log)",
         interval_s=0.1,
@@ -113,9 +129,14 @@ def _start_redis(state: ClusterState, say: Say) -> None:
         start_sentinel(state, dc, primary)
     wanted = f"{primary}:{REDIS_PORT}"
     wait_until(
-        lambda: all(
-            sentinel_primary(spec.address(dc)) == wanted and sentinel_peers(spec.address(dc)) == spec.dcs - 1
-            for dc in spec.dc_names
+        _running(
+            state,
+            "sentinel",
+            lambda: all(
+                sentinel_primary(spec.address(dc)) == wanted
+                and sentinel_peers(spec.address(dc)) == spec.dcs - 1
+                for dc in spec.dc_names
+            ),
         ),
         30,
         f"Sentinels to agree on {wanted} (logs: {state.home / 'logs'}/sentinel-*.log)",
@@ -205,7 +226,7 @@ def _start_nodes(state: ClusterState, say: Say) -> None:
     client = zk_routes.connect(zk_hosts(spec))
     try:
         wait_until(
-            lambda: all(client.exists(leader_path(s)) for s in range(spec.shards)),
+            _running(state, "node", lambda: all(client.exists(leader_path(s)) for s in range(spec.shards))),
             60,
             f"every shard to have a serving leader (logs: {state.home / 'logs'}/node-*.log)",
             interval_s=0.1,

@@ -4,6 +4,7 @@ is checked by asking ZooKeeper, Redis, Sentinel and PostgreSQL themselves."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -205,3 +206,26 @@ def test_down_leaves_nothing_running(tmp_path: Path) -> None:
     assert left == []
     assert not (home / "cluster.json").exists()
     assert bankctl(home, "down").returncode == 0  # down with nothing running is harmless
+
+
+def test_failed_up_names_the_component_and_cleans_up(tmp_path: Path) -> None:
+    """With dc2's Redis port taken, `up` fails naming that Redis and its log, and stops the rest."""
+    home = tmp_path / "doomed"
+    squatter = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.76.2.1", 6379))
+    squatter.listen(1)
+    try:
+        up = bankctl(home, "up", "--net", "loopback", "--name", "bkf", "--octet", "76", "--shards", "1")
+    finally:
+        squatter.close()
+    assert up.returncode == 2, up.stdout[-2000:] + up.stderr[-2000:]
+    assert "redis-dc2" in up.stderr and str(home.resolve() / "logs" / "redis-dc2.log") in up.stderr
+    assert "stopping what was started" in up.stdout
+    assert not (home / "cluster.json").exists()
+    leftovers = [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if any(str(home) in part for part in p.info["cmdline"] or [])
+    ]
+    assert leftovers == []
