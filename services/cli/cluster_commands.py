@@ -8,6 +8,7 @@ import time
 
 from services.chaos import faults
 from services.cluster import check, launcher, status
+from services.cluster.bulk_load import bulk_load
 from services.cluster.netns import choose_net
 from services.cluster.switchover import switchover
 from services.cluster.topology import ClusterSpec
@@ -42,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "chaos":
         return chaos(args)
+    if args.command == "load-accounts":
+        path = bulk_load(launcher.require_state(args.home), args.count, args.balance, args.currency, say)
+        say(f"account numbers appended to {path}")
+        return 0
     if args.command == "switchover":
         switchover(launcher.require_state(args.home), args.shard, args.to_dc, say)
         return 0

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from services.cluster.processes import LaunchError
+from services.common.errors import BankError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     restart = commands.add_parser("restart-node", help="stop (if running) and start a DC's bank-node again")
     restart.add_argument("dc")
 
+    load = commands.add_parser("load-accounts", help="open many funded accounts at once (written by COPY)")
+    load.add_argument("--count", type=int, default=100_000)
+    load.add_argument("--balance", type=int, default=1_000_000, help="opening balance in minor units")
+    load.add_argument("--currency", default="CNY")
+
     switch = commands.add_parser("switchover", help="move a shard's leader to another DC, losing no request")
     switch.add_argument("shard", type=int)
     switch.add_argument("--to", required=True, dest="to_dc", metavar="DC")
@@ -90,11 +96,20 @@ def main(argv: list[str] | None = None) -> int:
             from services.cli.tour import run_tour
 
             return run_tour(args.home, keep_data=args.keep_data)
-        if args.command in ("up", "status", "down", "check", "restart-node", "chaos", "switchover"):
+        if args.command in (
+            "up",
+            "status",
+            "down",
+            "check",
+            "restart-node",
+            "chaos",
+            "switchover",
+            "load-accounts",
+        ):
             from services.cli import cluster_commands
 
             return int(cluster_commands.run(args))
-    except (LaunchError, ValueError, TimeoutError) as err:
+    except (LaunchError, ValueError, TimeoutError, BankError) as err:
         print(f"bankctl: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

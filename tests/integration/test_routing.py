@@ -255,3 +255,23 @@ def test_slot_of_customer_is_what_the_cluster_uses(cluster: Cluster) -> None:
     assert cluster.sql(
         shard, "SELECT slot FROM accounts WHERE account_number = %s", (account.account_number,)
     ) == [(account.slot,)]
+
+
+def test_bulk_loaded_accounts_are_real_accounts(cluster: Cluster) -> None:
+    loaded = bankctl(cluster.home, "load-accounts", "--count", "3000", "--balance", "50000")
+    assert loaded.returncode == 0, loaded.stdout[-2000:] + loaded.stderr[-2000:]
+    assert "3,000/3,000 accounts (100%)" in loaded.stdout
+    rows = [line.split(",") for line in (cluster.home / "accounts.csv").read_text().split()]
+    assert len(rows) == 3000 and len({r[0] for r in rows}) == 3000
+    assert {int(r[1]) for r in rows} == set(range(SHARDS))
+    assert all(shard_of(int(slot)) == int(shard) for _, shard, slot in rows)
+    books = cluster.check(wait_s=10)
+    assert books["reconciled"], books
+    rng = random.Random(9)
+    with cluster.client("dc3") as client:
+        for number, _, _ in rng.sample(rows, 20):
+            assert client.get_account(number).balance == 50_000
+        source, target = rows[0][0], rows[-1][0]
+        moved = client.transfer(source, target, 1_234, "CNY")
+        assert moved.transfer_id
+        assert client.get_account(source).balance == 50_000 - 1_234

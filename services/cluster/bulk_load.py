@@ -1,0 +1,54 @@
+"""`bankctl load-accounts`: many funded accounts, written straight into every shard's primary.
+
+The account numbers go to `<home>/accounts.csv` (account,shard,slot), which the load harness
+reads. Shown as progress: accounts are written in batches, shard by shard.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from services.cluster.check import current_primaries
+from services.cluster.pg_group import member_instance
+from services.cluster.state import ClusterState
+from services.common.identifiers import slot_of_customer
+from services.common.money import validate_amount_minor, validate_currency
+from services.storage.bulk import NewAccount, load_accounts
+
+BATCH = 20_000
+ACCOUNTS_FILE = "accounts.csv"
+
+
+def bulk_load(
+    state: ClusterState, count: int, opening_minor: int, currency: str, say: Callable[[str], None]
+) -> Path:
+    validate_currency(currency)
+    validate_amount_minor(opening_minor, "balance")
+    if not 1 <= count <= 10_000_000:
+        raise ValueError(f"--count must be 1..10,000,000, not {count}")
+    spec = state.spec
+    run = uuid.uuid4().hex[:6]
+    by_shard: dict[int, list[NewAccount]] = {s: [] for s in range(spec.shards)}
+    for i in range(count):
+        customer = f"c{run}-{i}"
+        slot = slot_of_customer(customer)
+        by_shard[spec.shard_of_slot(slot)].append(NewAccount(customer, slot))
+    primaries = current_primaries(state)
+    path = state.home / ACCOUNTS_FILE
+    started, done = time.monotonic(), 0
+    with open(path, "a", encoding="ascii") as out:
+        for shard, accounts in by_shard.items():
+            conninfo = member_instance(state, shard, primaries[shard]).conninfo(
+                application_name="bankctl-load"
+            )
+            for first in range(0, len(accounts), BATCH):
+                batch = accounts[first : first + BATCH]
+                numbers = load_accounts(conninfo, batch, currency, opening_minor)
+                out.writelines(f"{n},{shard},{a.slot}\n" for n, a in zip(numbers, batch, strict=True))
+                done += len(batch)
+                rate = done / max(time.monotonic() - started, 1e-6)
+                say(f"loaded {done:,}/{count:,} accounts ({100 * done // count}%), {rate:,.0f}/s")
+    return path
