@@ -34,13 +34,13 @@ test-integration: setup
 
 lint: setup
 	@echo "[lint] ruff check, ruff format --check, mypy"
-	@$(VENV)/bin/ruff check services bankclient bench tests
-	@$(VENV)/bin/ruff format --check services bankclient bench tests
+	@$(VENV)/bin/ruff check services bankclient bench loadtest tests
+	@$(VENV)/bin/ruff format --check services bankclient bench loadtest tests
 	@$(VENV)/bin/mypy
 
 format: setup
-	@$(VENV)/bin/ruff check --fix services bankclient bench tests
-	@$(VENV)/bin/ruff format services bankclient bench tests
+	@$(VENV)/bin/ruff check --fix services bankclient bench loadtest tests
+	@$(VENV)/bin/ruff format services bankclient bench loadtest tests
 
 ## Regenerates the committed gRPC stubs under gen/ from proto/.
 proto: setup

@@ -39,16 +39,21 @@ def new_request_id() -> str:
 
 class BankClient:
     def __init__(
-        self, gateways: Sequence[str], prefer: int = 0, deadline_s: float = DEFAULT_DEADLINE_S
+        self,
+        gateways: Sequence[str],
+        prefer: int = 0,
+        deadline_s: float = DEFAULT_DEADLINE_S,
+        interceptors: Sequence[grpc.UnaryUnaryClientInterceptor] = (),
     ) -> None:
         if not gateways:
             raise ValueError("at least one gateway address is needed")
         self.gateways = list(gateways)
         self.deadline_s = deadline_s
         self._current = prefer % len(self.gateways)
-        self._channels = [grpc.insecure_channel(address) for address in self.gateways]
-        self._accounts = [account_pb2_grpc.AccountServiceStub(c) for c in self._channels]
-        self._ledger = [ledger_pb2_grpc.LedgerServiceStub(c) for c in self._channels]
+        self._raw_channels = [grpc.insecure_channel(address) for address in self.gateways]
+        channels = [grpc.intercept_channel(c, *interceptors) for c in self._raw_channels]
+        self._accounts = [account_pb2_grpc.AccountServiceStub(c) for c in channels]
+        self._ledger = [ledger_pb2_grpc.LedgerServiceStub(c) for c in channels]
         self._lock = threading.Lock()
         self.failovers = 0
 
@@ -63,7 +68,7 @@ class BankClient:
         return cls([f"{c['host']}:{c['port']}" for c in gateways], prefer=prefer, **kwargs)
 
     def close(self) -> None:
-        for channel in self._channels:
+        for channel in self._raw_channels:
             channel.close()
 
     def __enter__(self) -> BankClient:

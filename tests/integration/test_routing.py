@@ -3,14 +3,18 @@ the whole-bank check, on a 3-DC x 3-shard cluster of real processes."""
 
 from __future__ import annotations
 
+import csv
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import pytest
@@ -275,3 +279,33 @@ def test_bulk_loaded_accounts_are_real_accounts(cluster: Cluster) -> None:
         moved = client.transfer(source, target, 1_234, "CNY")
         assert moved.transfer_id
         assert client.get_account(source).balance == 50_000 - 1_234
+
+
+def test_locust_banking_mix_headless_and_audit(cluster: Cluster, pytestconfig: pytest.Config) -> None:
+    """The load harness drives every operation of the mix; every acknowledged movement is booked once."""
+    assert bankctl(cluster.home, "load-accounts", "--count", "2000").returncode == 0
+    run = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", "loadtest/locustfile.py", "--bank-home", str(cluster.home),
+         "--headless", "-u", "16", "-r", "16", "-t", "10s", "--csv", str(cluster.home / "locust"),
+         "--only-summary"],
+        capture_output=True, text=True, timeout=120, check=False, cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    stats = list(csv.DictReader((cluster.home / "locust_stats.csv").read_text().splitlines()))
+    names = {row["Name"] for row in stats}
+    assert {"GetAccount", "Transfer", "ListPostings", "Deposit", "Withdraw", "CreateHold"} <= names
+    total = next(row for row in stats if row["Name"] == "Aggregated")
+    report(pytestconfig, f"\n[routing] locust 16 users 10 s: {total['Request Count']} requests, "
+                         f"{float(total['Requests/s']):.0f}/s, {total['Failure Count']} failed")  # fmt: skip
+    assert int(total["Request Count"]) > 200 and int(total["Failure Count"]) == 0
+    acked = [t for f in (cluster.home / "acked").glob("*.log") for t in f.read_text().split()]
+    assert len(acked) > 100
+    found: Counter[str] = Counter()
+    for shard in range(SHARDS):
+        mine = [t for t in acked if shard_of(int(t[1:5])) == shard]
+        for (transfer_id,) in cluster.sql(
+            shard, "SELECT transfer_id FROM transfers WHERE transfer_id = ANY(%s)", (mine,)
+        ):
+            found[transfer_id] += 1
+    assert set(found) == set(acked) and set(found.values()) == {1}
+    assert cluster.check(wait_s=20)["reconciled"]
