@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(wildcard proto/bank/v1/*.proto)
 PYTEST_ARGS ?=
 
+
 .PHONY: setup run tour test test-unit test-integration lint format proto clean
 
 setup: $(STAMP)
@@ -13,12 +14,15 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	@bash scripts/bootstrap.sh
 
-## The main demo (for now: one shard on its own PostgreSQL, a scripted banking session).
+## The main demo: a 3-DC cluster, 100,000 accounts, Locust load, a DC killed and restarted,
+## the books checked, a report in reports/<timestamp>/, everything stopped.
 run: setup
-	@echo "[run] bankctl tour: one shard, a scripted session, then everything stops"
-	@$(VENV)/bin/bankctl tour
+	@echo "[run] bankctl demo: cluster up, accounts loaded, load with a DC failure, report, down"
+	@$(VENV)/bin/bankctl --home .bank/demo demo
 
-tour: run
+## One shard on its own PostgreSQL and a scripted banking session (a quick look at the ledger).
+tour: setup
+	@$(VENV)/bin/bankctl tour
 
 ## Lint, then every test tier (the integration tiers start real PostgreSQL).
 test: setup lint

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from services.cluster.processes import LaunchError
 from services.common.errors import BankError
+from services.cost.model import Assumptions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +56,28 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--count", type=int, default=100_000)
     load.add_argument("--balance", type=int, default=1_000_000, help="opening balance in minor units")
     load.add_argument("--currency", default="CNY")
+
+    for name, text in (
+        ("scenario", "run a bounded Locust scenario on the running cluster and write its report"),
+        ("demo", "the main job: up, load accounts, a DC failure under load, report, down"),
+    ):
+        run = commands.add_parser(name, help=text)
+        if name == "scenario":
+            run.add_argument("kind", choices=["steady", "dc-failover"])
+        else:
+            run.add_argument("--accounts", type=int, default=100_000)
+            run.add_argument("--net", choices=["auto", "netns", "loopback"], default="auto")
+        run.add_argument("--duration", type=int, default=90, help="seconds of load (default 90)")
+        run.add_argument("--users", type=int, default=24, help="Locust users (default 24)")
+        run.add_argument("--fault-at", type=float, default=30.0, help="seconds into the run to kill a DC")
+        run.add_argument("--restart-at", type=float, default=55.0, help="seconds into the run to restart it")
+        run.add_argument("--dc", help="the DC to kill (default: the leader of shard 0)")
+        run.add_argument(
+            "--reports", type=Path, default=Path("reports"), help="where reports/<timestamp>/ go"
+        )
+        for field, default in Assumptions().__dict__.items():
+            run.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default,
+                             help=f"cost model (default {default})")  # fmt: skip
 
     switch = commands.add_parser("switchover", help="move a shard's leader to another DC, losing no request")
     switch.add_argument("shard", type=int)
@@ -109,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
             from services.cli import cluster_commands
 
             return int(cluster_commands.run(args))
+        if args.command in ("scenario", "demo"):
+            from services.cli import demo
+
+            return demo.run(args)
     except (LaunchError, ValueError, TimeoutError, BankError) as err:
         print(f"bankctl: {err}", file=sys.stderr)
         return 2

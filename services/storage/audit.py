@@ -60,3 +60,24 @@ def read_books(conninfo: str, shard: int) -> ShardBooks:
         books.transfers_by_status = {str(s): int(n) for s, n in conn.execute(SQL_TRANSFER_STATUS)}
         conn.rollback()
     return books
+
+
+SQL_FIND_TRANSFERS = (
+    "SELECT transfer_id, count(*) FROM transfers WHERE transfer_id = ANY(%s) GROUP BY transfer_id"
+)
+# A movement applied twice shows as two postings of the same sign on the same customer account.
+SQL_DOUBLED = """
+SELECT count(*) FROM (
+  SELECT transfer_id FROM postings
+  WHERE account_number NOT LIKE 'SYS:%%' AND transfer_id = ANY(%s)
+  GROUP BY transfer_id, account_number, sign(amount) HAVING count(*) > 1
+) doubled
+"""
+
+
+def find_transfers(conninfo: str, transfer_ids: list[str]) -> tuple[dict[str, int], int]:
+    """How many times each transfer id is booked on this shard, and how many were applied twice."""
+    with psycopg.connect(conninfo) as conn:
+        found = {str(t): int(n) for t, n in conn.execute(SQL_FIND_TRANSFERS, (transfer_ids,))}
+        row = conn.execute(SQL_DOUBLED, (transfer_ids,)).fetchone()
+    return found, int(row[0]) if row else 0

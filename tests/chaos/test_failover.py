@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import pytest
@@ -247,3 +249,33 @@ def test_switchover_under_load_loses_no_request(
     )
     assert load.failed == {}
     verify(cluster, load)
+
+
+def test_dc_failover_scenario_report(cluster: Cluster, tmp_path: Path) -> None:
+    """A short dc-failover run headless: the report's figures are there and honest, and the
+    HTML report's images exist."""
+    assert bankctl(cluster.home, "load-accounts", "--count", "3000").returncode == 0
+    done = bankctl(
+        cluster.home, "scenario", "dc-failover", "--duration", "30", "--users", "12", "--fault-at", "10",
+        "--restart-at", "20", "--reports", str(tmp_path), timeout_s=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (run,) = list(tmp_path.iterdir())
+    data = json.loads((run / "report.json").read_text())
+    assert data["acked_lost"] == 0 and data["duplicates"] == 0 and data["invariant_ok"] is True
+    assert data["acked_transfers"] > 100 and data["throughput_tps"] > 0
+    assert data["requests"]["total"] > data["requests"]["failed"] >= 0
+    assert 0.9 < data["availability"] <= 1.0
+    assert {"p50", "p95", "p99"} <= set(data["latency_ms"])
+    (failover,) = data["failovers"]
+    assert (
+        failover["fault"] == "kill-dc" and failover["rto_s"] is not None and failover["rto_s"] < RTO_LIMIT_S
+    )
+    cost = data["cost"]
+    assert cost["per_account_year_cny"] > 0 and {"cpu_cny", "memory_cny", "disk_cny"} == set(
+        cost["breakdown"]
+    )
+    assert cost["assumptions"]["profile_accounts"] > 0
+    page = (run / "report.html").read_text()
+    images = re.findall(r'<img src="([^"]+)"', page)
+    assert len(images) == 3 and all((run / image).stat().st_size > 1000 for image in images)
