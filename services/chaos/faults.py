@@ -206,7 +206,7 @@ def heal(state: ClusterState, say: Say) -> list[dict[str, Any]]:
             subprocess.run(["ip", "link", "set", state.spec.host_veth(undo["link_up"]), "up"], check=True)
             say(f"heal: link of {undo['link_up']} up")
         if "restart_node" in undo:
-            restart_node(state.home, undo["restart_node"], say)
+            restart_node(state.home, undo["restart_node"], say, state=state)
         if "unpartition" in undo:
             first, second = undo["unpartition"]
             for here, there in ((first, second), (second, first)):

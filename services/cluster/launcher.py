@@ -238,9 +238,13 @@ def _start_nodes(state: ClusterState, say: Say) -> None:
     say("bank-nodes: " + "; ".join(f"{dc} leads shards {shards or 'none'}" for dc, shards in led.items()))
 
 
-def restart_node(home: Path, dc: str, say: Say) -> None:
-    """Stops a DC's bank-node if it runs and starts it again with the same configuration."""
-    state = require_state(home)
+def restart_node(home: Path, dc: str, say: Say, state: ClusterState | None = None) -> None:
+    """Stops a DC's bank-node if it runs and starts it again with the same configuration.
+
+    A caller that holds the cluster's record passes it, so that the new PID lands in that very
+    record (a second copy saved later would forget it, and `down` would leave the node running).
+    """
+    state = state or require_state(home)
     if dc not in state.spec.dc_names:
         raise LaunchError(f"no DC {dc}; the cluster has {', '.join(state.spec.dc_names)}")
     for component in state.find("node", dc=dc):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import psutil
 import pytest
 
 from bank.v1 import account_pb2, account_pb2_grpc
@@ -279,3 +280,18 @@ def test_dc_failover_scenario_report(cluster: Cluster, tmp_path: Path) -> None:
     page = (run / "report.html").read_text()
     images = re.findall(r'<img src="([^"]+)"', page)
     assert len(images) == 3 and all((run / image).stat().st_size > 1000 for image in images)
+
+
+def test_kill_node_then_heal_keeps_the_new_node_in_the_record(cluster: Cluster) -> None:
+    """heal restarts the node; the record must name the new process, or `down` would leak it."""
+    dc = leader_of(cluster, 1)
+    chaos(cluster, "kill-node", dc)
+    healed = bankctl(cluster.home, "chaos", "heal")
+    assert healed.returncode == 0, healed.stderr[-2000:]
+    node = next(c for c in cluster.components("node") if c["dc"] == dc)
+    assert node["healthy"]
+    running = [
+        p.pid for p in psutil.process_iter(["cmdline"])
+        if any(f"node-{dc}.json" in part and str(cluster.home) in part for part in p.info["cmdline"] or [])
+    ]  # fmt: skip
+    assert running == [node["pid"]]
