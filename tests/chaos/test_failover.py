@@ -207,7 +207,9 @@ def test_kill_dc_then_restart(cluster: Cluster, accounts: list[str], pytestconfi
 
 def test_isolate_dc_then_heal(cluster: Cluster, accounts: list[str], pytestconfig: pytest.Config) -> None:
     dc = leader_of(cluster, 1)
-    run_fault(cluster, accounts, pytestconfig, ["isolate-dc", dc], ["heal"])
+    entry = run_fault(cluster, accounts, pytestconfig, ["isolate-dc", dc], ["heal"])
+    assert "1" in entry["shards"]  # type: ignore[operator]
+    assert leader_of(cluster, 1) != dc  # its successor keeps the lead after the heal
 
 
 def test_pause_leader_node_longer_than_its_session(
