@@ -15,16 +15,19 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
 
 from bank.v1 import ledger_pb2
 from services.common.identifiers import NUM_SLOTS, slot_of_customer
 from services.routing import redis_mirror
 from services.routing.client import RoutingClient
 from services.routing.table import RoutingTable
+from tests.integration import hostile
 from tests.integration.cluster_helpers import Cluster, bankctl
 from tests.integration.conftest import report
 
@@ -309,3 +312,54 @@ def test_locust_banking_mix_headless_and_audit(cluster: Cluster, pytestconfig: p
             found[transfer_id] += 1
     assert set(found) == set(acked) and set(found.values()) == {1}
     assert cluster.check(wait_s=20)["reconciled"]
+
+
+def test_hostile_requests_get_proper_statuses_and_the_books_follow(cluster: Cluster) -> None:
+    """2,000 generated hostile requests through a gateway: never UNKNOWN or INTERNAL, and the
+    money that entered or left the bank is exactly what was acknowledged."""
+    if not (cluster.home / "accounts.csv").exists():
+        assert bankctl(cluster.home, "load-accounts", "--count", "500").returncode == 0
+    accounts = [line.split(",")[0] for line in (cluster.home / "accounts.csv").read_text().split()][:60]
+    before = cluster.check(wait_s=30)["currencies"]
+    moved: Counter[str] = Counter()  # currency -> net money acknowledged in (deposits) or out
+    codes: Counter[str] = Counter()
+    client = cluster.client(deadline_s=10)
+
+    @settings(max_examples=2000, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(hostile.requests(accounts))
+    def send(call: tuple[str, str, Any]) -> None:
+        service, method, request = call
+        try:
+            client.call(service, method, request)
+        except grpc.RpcError as err:
+            codes[err.code().name] += 1
+            assert err.code() not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL), (
+                method,
+                request,
+                err,
+            )
+            return
+        codes["OK"] += 1
+        if method in ("Deposit", "Withdraw"):
+            sign = 1 if method == "Deposit" else -1
+            # A retried request id returns the first result: count each acknowledged id once.
+            moved[request.currency] += 0 if request.request_id in seen else sign * amount_of(request)
+            seen.add(request.request_id)
+
+    seen: set[str] = set()
+    try:
+        send()
+    finally:
+        client.close()
+    assert sum(codes.values()) >= 2000 and codes["OK"] > 0, codes
+    after = cluster.check(wait_s=30)
+    assert after["reconciled"], after
+    for currency, change in moved.items():
+        old = before.get(currency, {"deposited_minus_withdrawn": 0})["deposited_minus_withdrawn"]
+        assert after["currencies"][currency]["deposited_minus_withdrawn"] - old == change
+
+
+def amount_of(request: Any) -> int:
+    from services.rpc.convert import amount_of as convert
+
+    return convert(request)
