@@ -43,35 +43,33 @@ def _mark_faults(axis: Any, faults: list[dict[str, Any]]) -> None:
                       rotation=90, va="top", ha="right", fontsize=8, color="red")  # fmt: skip
 
 
+def _finish(fig: Any, axis: Any, out: Path, name: str, title: str, faults: list[dict[str, Any]]) -> str:
+    """Titles the plot, marks the faults on it, and writes it as `name`."""
+    axis.set_xlabel("seconds into the run")
+    axis.set_title(title)
+    _mark_faults(axis, faults)
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=90)
+    plt.close(fig)
+    return name
+
+
 def plot(out: Path, data: dict[str, Any]) -> list[str]:
     history, faults = data["timeline"], data["fault_marks"]
-    images = []
     fig, axis = plt.subplots(figsize=(9, 3.5))
     axis.plot(history["t"], history["rps"], label="requests/s")
     axis.plot(history["t"], history["fps"], label="failures/s", color="red")
-    axis.set_xlabel("seconds into the run")
     axis.set_ylabel("per second")
-    axis.set_title("Throughput and errors")
-    _mark_faults(axis, faults)
     axis.legend(loc="lower left")
-    fig.tight_layout()
-    fig.savefig(out / "throughput.png", dpi=90)
-    plt.close(fig)
-    images.append("throughput.png")
+    images = [_finish(fig, axis, out, "throughput.png", "Throughput and errors", faults)]
 
     fig, axis = plt.subplots(figsize=(9, 3.5))
     for key in ("p50", "p95", "p99"):
         axis.plot(history["t"], history[key], label=key)
     axis.set_yscale("log")
-    axis.set_xlabel("seconds into the run")
     axis.set_ylabel("latency (ms, log scale)")
-    axis.set_title("Latency percentiles")
-    _mark_faults(axis, faults)
     axis.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(out / "latency.png", dpi=90)
-    plt.close(fig)
-    images.append("latency.png")
+    images.append(_finish(fig, axis, out, "latency.png", "Latency percentiles", faults))
 
     dcs = sorted({dc for sample in data["leaders"] for dc in sample["leaders"].values()})
     shards = sorted({int(s) for sample in data["leaders"] for s in sample["leaders"]})
@@ -89,13 +87,7 @@ def plot(out: Path, data: dict[str, Any]) -> list[str]:
             if i == 0 or where[i - 1] != w:  # label each leader when it starts leading
                 axis.annotate(dcs[w], (t, shard + 0.25 * w / max(len(dcs) - 1, 1)), fontsize=8)
     axis.set_yticks(shards, [f"shard {s}" for s in shards])
-    axis.set_xlabel("seconds into the run")
-    axis.set_title("Leader DC of each shard (labels: the DC)")
-    _mark_faults(axis, faults)
-    fig.tight_layout()
-    fig.savefig(out / "leaders.png", dpi=90)
-    plt.close(fig)
-    images.append("leaders.png")
+    images.append(_finish(fig, axis, out, "leaders.png", "Leader DC of each shard (labels: the DC)", faults))
     return images
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import pwd
@@ -36,8 +37,11 @@ def give_to_service_user(path: Path) -> None:
             os.chown(child, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
 
 
+@functools.lru_cache(maxsize=64)
 def service_user_can_reach(path: Path) -> bool:
-    """Whether the service user may enter `path` (every parent must let it through)."""
+    """Whether the service user may enter `path` (every parent must let it through).
+
+    Asked once per path and process: it runs a command, and status asks for every member."""
     if not running_as_root():
         return True
     probe = subprocess.run(
