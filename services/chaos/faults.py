@@ -91,7 +91,17 @@ def inject(state: ClusterState, fault: str, args: dict[str, Any], say: Say) -> d
     measured = _measure(state, entry, say)
     if resumer is not None:
         resumer.join()  # the node runs again before the command ends, whatever happened
+        entry["active"] = False
+        entry["healed_at"] = time.time()
+        state.save()
     return measured
+
+
+def strike(state: ClusterState, fault: str, args: dict[str, Any], say: Say) -> dict[str, Any]:
+    """Runs one fault and records it, active until `heal`, without waiting for any recovery."""
+    at = time.time()
+    target, shards, undo = _strike(state, fault, args, leaders(state), say)
+    return _record(state, fault, target, at, shards, undo)
 
 
 def _strike(
@@ -123,7 +133,7 @@ def _strike(
         assert node.pid is not None
         os.kill(node.pid, signal.SIGSTOP)
         say(f"pause-node {dc}: SIGSTOP to the bank-node (pid {node.pid}) for {args['seconds']} s")
-        return dc, affected, {}
+        return dc, affected, {"resume_node": node.pid}
     if fault == "partition":
         first, second = args["dc"], args["other"]
         for dc in (first, second):
@@ -205,6 +215,9 @@ def heal(state: ClusterState, say: Say) -> list[dict[str, Any]]:
         if "link_up" in undo:
             subprocess.run(["ip", "link", "set", state.spec.host_veth(undo["link_up"]), "up"], check=True)
             say(f"heal: link of {undo['link_up']} up")
+        if "resume_node" in undo and pid_alive(undo["resume_node"]):
+            os.kill(undo["resume_node"], signal.SIGCONT)
+            say(f"heal: SIGCONT to pid {undo['resume_node']}")
         if "restart_node" in undo:
             restart_node(state.home, undo["restart_node"], say, state=state)
         if "unpartition" in undo:

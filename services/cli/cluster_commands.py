@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 from services.chaos import faults
 from services.cluster import check, launcher, status
 from services.cluster.bulk_load import bulk_load
 from services.cluster.netns import choose_net
+from services.cluster.state import ClusterState
 from services.cluster.switchover import switchover
 from services.cluster.topology import ClusterSpec
 
@@ -60,6 +62,8 @@ def chaos(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(healed, indent=2))
         return 0
+    if args.fault == "run":
+        return chaos_run(state, args)
     if args.fault == "restart-dc":
         faults.restart(state, args.dc, say)
         return 0
@@ -68,3 +72,25 @@ def chaos(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(entry, indent=2))
     return 0 if all(v is not None for v in entry["shards"].values()) else 1
+
+
+def chaos_run(state: ClusterState, args: argparse.Namespace) -> int:
+    """With --json the progress goes to stderr and stdout holds only the verdict."""
+    from services.chaos import run
+
+    if args.minutes <= 0 or args.threads < 1:
+        raise ValueError("--minutes must be above 0 and --threads at least 1")
+
+    def progress(message: str) -> None:
+        print(
+            f"[{time.strftime('%H:%M:%S')}] {message}",
+            file=sys.stderr if args.json else sys.stdout,
+            flush=True,
+        )
+
+    verdict = run.run(state, args.seed, args.minutes, progress, threads=args.threads)
+    if args.json:
+        print(json.dumps(verdict, indent=2))
+    else:
+        print(run.render(verdict))
+    return 0 if verdict["ok"] else 1

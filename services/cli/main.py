@@ -109,6 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_parser("kill-zk-leader", help="SIGKILL the ZooKeeper leader")
     faults.add_parser("kill-redis-primary", help="SIGKILL the Redis primary")
     faults.add_parser("heal", help="undo every fault still active")
+    run = faults.add_parser(
+        "run", help="a seeded schedule of faults under a bank workload, with the invariants checked"
+    )
+    run.add_argument("--seed", type=int, required=True, help="the same seed draws the same schedule")
+    run.add_argument("--minutes", type=float, default=2.0, help="length of the run (default 2)")
+    run.add_argument("--threads", type=int, default=8, help="workload threads (default 8)")
+    run.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print the verdict as JSON"
+    )
     return parser
 
 

@@ -14,7 +14,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,18 +90,6 @@ class Load:
     def share_failed(self) -> float:
         total = len(self.acked) + len(self.failed)
         return len(self.failed) / total if total else 0.0
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[Cluster]:
-    home = tmp_path_factory.mktemp("chaos")
-    up = bankctl(home, "up", "--net", "netns", "--name", "bkc", "--octet", "81")
-    try:
-        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-        yield Cluster(home)
-    finally:
-        bankctl(home, "chaos", "heal")
-        assert bankctl(home, "down").returncode == 0
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,86 @@
+"""Seeded fault schedules for `bankctl chaos run`: the same seed always draws the same steps.
+
+A step strikes one fault, or two, holds them for a while, heals them and waits for the bank to
+recover. The second fault of a step is one that leaves a majority of the DCs working (a Redis
+primary, a slow link), so that every step can be survived; the first may take a whole DC away.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from services.cluster.topology import NETNS
+
+# (fault, weight): DC-wide losses are the point, so they come most often.
+FIRST_FAULTS = [
+    ("kill-dc", 4),
+    ("isolate-dc", 3),
+    ("kill-node", 3),
+    ("pause-node", 3),
+    ("partition", 2),
+    ("kill-zk-leader", 2),
+    ("kill-redis-primary", 1),
+    ("slow-link", 1),
+]
+SECOND_FAULTS = ["kill-redis-primary", "slow-link"]
+NEEDS_NETNS = {"isolate-dc", "partition"}
+SECOND_FAULT_SHARE = 0.3
+MAX_STEPS = 200  # far more than any run can use; a run stops drawing when its time is up
+
+
+@dataclass(frozen=True)
+class Fault:
+    fault: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        words = [self.fault, *(str(self.args[k]) for k in ("dc", "other") if k in self.args)]
+        words += [f"{k}={v}" for k, v in self.args.items() if k not in ("dc", "other")]
+        return " ".join(words)
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int
+    faults: list[Fault]
+    gap_s: float  # between the first fault and the second
+    hold_s: float  # from the last strike to the heal
+    quiet_s: float  # of load without faults after recovery, before the next step
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def draw(seed: int, dc_names: list[str], net: str, steps: int = MAX_STEPS) -> list[Step]:
+    """The schedule of `seed`: a pure function of its arguments."""
+    rng = random.Random(seed)
+    usable = [(f, w) for f, w in FIRST_FAULTS if net == NETNS or f not in NEEDS_NETNS]
+    names, weights = [f for f, _ in usable], [w for _, w in usable]
+    schedule = []
+    for index in range(steps):
+        first = _fault(rng, rng.choices(names, weights)[0], dc_names)
+        faults = [first]
+        if rng.random() < SECOND_FAULT_SHARE:
+            second = rng.choice([f for f in SECOND_FAULTS if f != first.fault])
+            faults.append(_fault(rng, second, dc_names))
+        hold_s = first.args["seconds"] if first.fault == "pause-node" else round(rng.uniform(2.0, 8.0), 1)
+        schedule.append(
+            Step(index, faults, round(rng.uniform(0.5, 2.0), 1), hold_s, round(rng.uniform(3.0, 8.0), 1))
+        )
+    return schedule
+
+
+def _fault(rng: random.Random, fault: str, dc_names: list[str]) -> Fault:
+    if fault in ("kill-dc", "isolate-dc", "kill-node"):
+        return Fault(fault, {"dc": rng.choice(dc_names)})
+    if fault == "pause-node":
+        return Fault(fault, {"dc": rng.choice(dc_names), "seconds": round(rng.uniform(2.0, 6.0), 1)})
+    if fault == "partition":
+        first, second = sorted(rng.sample(dc_names, 2))
+        return Fault(fault, {"dc": first, "other": second})
+    if fault == "slow-link":
+        first, second = sorted(rng.sample(dc_names, 2))
+        return Fault(fault, {"dc": first, "other": second, "delay_ms": rng.choice([20, 50, 100, 200])})
+    return Fault(fault)

@@ -1,0 +1,71 @@
+"""Seeded schedules are reproducible, and the checker names what it finds."""
+
+from __future__ import annotations
+
+from services.chaos.checker import Ledger, per_transfer
+from services.chaos.schedule import NEEDS_NETNS, SECOND_FAULTS, draw
+from services.chaos.workload import Op
+
+DCS = ["dc1", "dc2", "dc3"]
+
+
+def test_the_same_seed_draws_the_same_schedule_and_another_seed_another() -> None:
+    assert draw(7, DCS, "netns") == draw(7, DCS, "netns")
+    assert draw(7, DCS, "netns") != draw(8, DCS, "netns")
+
+
+def test_schedules_keep_a_majority_and_respect_the_network() -> None:
+    for seed in range(50):
+        for step in draw(seed, DCS, "loopback", steps=20):
+            assert not {f.fault for f in step.faults} & NEEDS_NETNS
+            assert 1 <= len(step.faults) <= 2
+            assert all(f.fault in SECOND_FAULTS for f in step.faults[1:])
+            assert 2.0 <= step.hold_s <= 8.0
+            for fault in step.faults:
+                assert fault.args.get("dc", "dc1") in DCS
+                if "other" in fault.args:
+                    assert fault.args["other"] in DCS and fault.args["other"] != fault.args["dc"]
+
+
+def _ops() -> dict[str, Op]:
+    return {
+        "r1": Op("r1", "A", "B", 10, outcome="ok", transfer_id="T1"),
+        "r2": Op("r2", "B", "C", 20, outcome="ok", transfer_id="T2"),
+        "r3": Op("r3", "C", "A", 30, outcome="fail", code="FAILED_PRECONDITION"),
+        "r4": Op("r4", "A", "C", 40, outcome="info", code="DEADLINE_EXCEEDED"),
+    }
+
+
+def test_a_clean_ledger_has_no_anomaly_and_an_unanswered_transfer_may_be_booked() -> None:
+    ledger = Ledger()
+    ledger.movements.update(
+        {"T1": [("A", -10), ("B", 10)], "T2": [("B", -20), ("C", 20)], "T4": [("A", -40), ("C", 40)]}
+    )
+    ledger.requests.update({"T1": "r1", "T2": "r2", "T4": "r4"})
+    assert per_transfer(_ops(), ledger) == []
+
+
+def test_lost_doubled_refused_and_unknown_transfers_are_named() -> None:
+    ledger = Ledger()
+    ledger.movements.update(
+        {
+            "T2": [("B", -20), ("C", 20), ("C", 20)],  # credited twice
+            "T3": [("C", -30), ("A", 30)],  # refused, yet booked
+            "T9": [("A", -5), ("B", 5)],  # nobody asked for it
+        }
+    )
+    ledger.requests.update({"T2": "r2", "T3": "r3"})
+    found = {a["kind"]: a["transfer_ids"] for a in per_transfer(_ops(), ledger)}
+    assert found == {
+        "lost": ["T1"],
+        "applied-twice": ["T2"],
+        "refused-but-applied": ["T3"],
+        "never-requested": ["T9"],
+    }
+
+
+def test_a_transfer_booked_with_another_amount_is_half_applied() -> None:
+    ledger = Ledger()
+    ledger.movements.update({"T1": [("A", -10)], "T2": [("B", -20), ("C", 19)]})
+    found = {a["kind"]: a["transfer_ids"] for a in per_transfer(_ops(), ledger)}
+    assert found == {"half-applied": ["T1", "T2"]}
