@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from bank.v1 import account_pb2, account_pb2_grpc, ledger_pb2, ledger_pb2_grpc
+from bank.v1 import account_pb2, account_pb2_grpc, admin_pb2, admin_pb2_grpc, ledger_pb2, ledger_pb2_grpc
 
 FAILOVER_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 DEFAULT_DEADLINE_S = 5.0
@@ -27,6 +27,9 @@ DEFAULT_DEADLINE_S = 5.0
 ATTEMPT_SHARE = 0.5
 MIN_ATTEMPT_S = 1.0
 MAX_ATTEMPT_S = 2.0
+ROUND_BACKOFF_S = 0.1  # doubled after each round in which every gateway answered UNAVAILABLE
+AUTH_HEADER = "authorization"
+CREDENTIALS_DIR = "credentials"  # under a cluster's home: <role>.token, written by `bankctl up`
 
 
 class GatewayUnavailable(Exception):
@@ -37,6 +40,15 @@ def new_request_id() -> str:
     return str(uuid.uuid4())
 
 
+def read_token(home: Path | str, role: str = "client") -> str:
+    """The bearer token `bankctl up` wrote for `role` (client or admin) under the cluster's home."""
+    path = Path(home) / CREDENTIALS_DIR / f"{role}.token"
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        raise ValueError(f"no {role} credential at {path}; is a cluster up in {home}?") from None
+
+
 class BankClient:
     def __init__(
         self,
@@ -44,27 +56,38 @@ class BankClient:
         prefer: int = 0,
         deadline_s: float = DEFAULT_DEADLINE_S,
         interceptors: Sequence[grpc.UnaryUnaryClientInterceptor] = (),
+        token: str | None = None,
     ) -> None:
         if not gateways:
             raise ValueError("at least one gateway address is needed")
         self.gateways = list(gateways)
+        self._metadata = ((AUTH_HEADER, f"Bearer {token}"),) if token else ()
         self.deadline_s = deadline_s
         self._current = prefer % len(self.gateways)
         self._raw_channels = [grpc.insecure_channel(address) for address in self.gateways]
         channels = [grpc.intercept_channel(c, *interceptors) for c in self._raw_channels]
         self._accounts = [account_pb2_grpc.AccountServiceStub(c) for c in channels]
         self._ledger = [ledger_pb2_grpc.LedgerServiceStub(c) for c in channels]
+        self._admin = [admin_pb2_grpc.AdminServiceStub(c) for c in channels]
+        self._stubs: dict[str, list[Any]] = {
+            "accounts": self._accounts,
+            "ledger": self._ledger,
+            "admin": self._admin,
+        }
         self._lock = threading.Lock()
         self.failovers = 0
 
     @classmethod
-    def from_home(cls, home: Path | str = ".bank", prefer_dc: str | None = None, **kwargs: Any) -> BankClient:
-        """A client of the cluster `bankctl up` recorded in `home`."""
+    def from_home(
+        cls, home: Path | str = ".bank", prefer_dc: str | None = None, role: str = "client", **kwargs: Any
+    ) -> BankClient:
+        """A client of the cluster `bankctl up` recorded in `home`, with its `role`'s credential."""
         state = json.loads((Path(home) / "cluster.json").read_text(encoding="utf-8"))
         gateways = [c for c in state["components"] if c["kind"] == "gateway"]
         if not gateways:
             raise ValueError(f"the cluster in {home} has no gateway")
         prefer = next((i for i, c in enumerate(gateways) if c["dc"] == prefer_dc), 0)
+        kwargs.setdefault("token", read_token(home, role))
         return cls([f"{c['host']}:{c['port']}" for c in gateways], prefer=prefer, **kwargs)
 
     def close(self) -> None:
@@ -85,13 +108,15 @@ class BankClient:
         attempt_cap = max(MIN_ATTEMPT_S, min(MAX_ATTEMPT_S, budget * ATTEMPT_SHARE))
         index = self._current
         last: grpc.RpcError | None = None
-        for _ in range(4 * len(self.gateways)):  # bounded: a few rounds over every DC
+        for attempt in range(4 * len(self.gateways)):  # bounded: a few rounds over every DC
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            stubs = self._accounts if service == "accounts" else self._ledger
+            stubs = self._stubs[service]
             try:
-                answer = getattr(stubs[index], method)(request, timeout=min(remaining, attempt_cap))
+                answer = getattr(stubs[index], method)(
+                    request, timeout=min(remaining, attempt_cap), metadata=self._metadata
+                )
             except grpc.RpcError as err:
                 if err.code() not in FAILOVER_CODES:
                     raise
@@ -100,6 +125,9 @@ class BankClient:
                 with self._lock:
                     self._current = index
                     self.failovers += 1
+                if (attempt + 1) % len(self.gateways) == 0:  # every DC said no: let the cluster move
+                    rounds = (attempt + 1) // len(self.gateways)
+                    time.sleep(max(0.0, min(ROUND_BACKOFF_S * 2**rounds, 1.0, deadline - time.monotonic())))
                 continue
             return answer
         if last is not None:
@@ -159,3 +187,12 @@ class BankClient:
             request_id=request_id or new_request_id(), account_number=account
         )
         return self.call("accounts", "FreezeAccount", request).account
+
+    # AdminService: an admin credential only.
+
+    def get_topology(self) -> Any:
+        return self.call("admin", "GetTopology", admin_pb2.GetTopologyRequest())
+
+    def set_link_delay(self, dc: str, other_dc: str, delay_ms: int) -> Any:
+        request = admin_pb2.SetLinkDelayRequest(dc=dc, other_dc=other_dc, delay_ms=delay_ms)
+        return self.call("admin", "SetLinkDelay", request)

@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 from locust.env import Environment
 
-from bankclient import BankClient
+from bankclient import BankClient, read_token
 
 REASON_KEY = "bank-error-reason"
 
@@ -71,13 +71,15 @@ class BankGrpcUser(User):
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
-        gateways = gateways_of(bank_home(environment))
+        home = bank_home(environment)
+        gateways = gateways_of(home)
         BankGrpcUser._count += 1
         self.client = BankClient(
             gateways,
             prefer=BankGrpcUser._count % len(gateways),
             deadline_s=self.deadline_s,
             interceptors=[LocustInterceptor(environment)],
+            token=read_token(home),
         )
 
     def on_stop(self) -> None:

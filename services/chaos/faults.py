@@ -3,7 +3,6 @@ long each affected shard took to accept a write again; `heal` undoes every activ
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,8 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import redis
-
+from bankclient import BankClient
 from services.chaos import rto
 from services.cluster.dc_lifecycle import (
     current_redis_primary,
@@ -28,21 +26,23 @@ from services.cluster.launcher import restart_node
 from services.cluster.netns import in_dc
 from services.cluster.processes import LaunchError, pid_alive
 from services.cluster.state import ClusterState
-from services.cluster.topology import NETNS, REDIS_PORT
-from services.cluster.zookeeper import zk_hosts, zk_mode
-from services.routing import redis_mirror, zk_routes
+from services.cluster.topology import NETNS
+from services.cluster.zookeeper import zk_mode
+from services.routing import redis_mirror
 
 Say = Callable[[str], None]
 LINKS_KEY = redis_mirror.LINKS_KEY
 
 
+def admin_client(state: ClusterState) -> BankClient:
+    """A client of the gateways with the admin credential: chaos acts as an operator."""
+    return BankClient.from_home(state.home, role="admin", deadline_s=10)
+
+
 def leaders(state: ClusterState) -> dict[int, str]:
-    client = zk_routes.connect(zk_hosts(state.spec), timeout_s=5)
-    try:
-        return {s: r.leader_dc for s, r in zk_routes.read_table(client).routes.items()}
-    finally:
-        client.stop()
-        client.close()
+    """shard -> leading DC, as a gateway's AdminService reads it from ZooKeeper."""
+    with admin_client(state) as admin:
+        return {leader.shard: leader.leader_dc for leader in admin.get_topology().leaders}
 
 
 def _require_dc(state: ClusterState, dc: str) -> None:
@@ -187,62 +187,62 @@ def _resume_after(state: ClusterState, dc: str, seconds: float, at: float, say: 
 
 
 def _set_link_delay(state: ClusterState, first: str, second: str, delay_ms: int | None) -> None:
-    host = current_redis_primary(state)
-    client = redis.Redis(host=host, port=REDIS_PORT, socket_timeout=2)
-    try:
-        raw = client.get(LINKS_KEY)
-        links = json.loads(raw) if raw else {}
-        for key in (f"{first}|{second}", f"{second}|{first}"):
-            if delay_ms:
-                links[key] = delay_ms
-            else:
-                links.pop(key, None)
-        client.set(LINKS_KEY, json.dumps(links))
-        client.publish(redis_mirror.CHANNEL, "links")
-    finally:
-        client.close()
+    """Through a gateway's AdminService, with the admin credential (the fault hook of the contract)."""
+    with admin_client(state) as admin:
+        admin.set_link_delay(first, second, delay_ms or 0)
 
 
 def heal(state: ClusterState, say: Say) -> list[dict[str, Any]]:
     """Undoes every fault still active, in the order they were made."""
     healed = []
+    failed: list[str] = []
     for entry in state.faults:
         if not entry.get("active"):
             continue
-        undo = entry["undo"]
-        if "restart_dc" in undo:
-            restart_dc(state, undo["restart_dc"], say)
-        if "link_up" in undo:
-            subprocess.run(["ip", "link", "set", state.spec.host_veth(undo["link_up"]), "up"], check=True)
-            say(f"heal: link of {undo['link_up']} up")
-        if "resume_node" in undo and pid_alive(undo["resume_node"]):
-            os.kill(undo["resume_node"], signal.SIGCONT)
-            say(f"heal: SIGCONT to pid {undo['resume_node']}")
-        if "restart_node" in undo:
-            restart_node(state.home, undo["restart_node"], say, state=state)
-        if "unpartition" in undo:
-            first, second = undo["unpartition"]
-            for here, there in ((first, second), (second, first)):
-                for chain, flag in (("INPUT", "-s"), ("OUTPUT", "-d")):
-                    rule = ["iptables", "-D", chain, flag, state.spec.address(there), "-j", "DROP"]
-                    subprocess.run(in_dc(state.spec, here, rule), check=False)
-            say(f"heal: partition {first} <-> {second} removed")
-        if "restart_zookeeper" in undo:
-            restart_zookeeper(state, undo["restart_zookeeper"])
-            say(f"heal: ZooKeeper of {undo['restart_zookeeper']} back")
-        if "restart_redis" in undo:
-            restart_redis(state, undo["restart_redis"])
-            say(f"heal: Redis of {undo['restart_redis']} back as a replica")
-        if "unslow" in undo:
-            _set_link_delay(state, undo["unslow"][0], undo["unslow"][1], None)
-            say("heal: link delay removed")
+        try:
+            _undo(state, entry["undo"], say)
+        except Exception as err:  # one undo failing must not leave the others undone
+            failed.append(f"{entry['fault']} {entry['target']}: {err}")
+            say(f"heal: {entry['fault']} {entry['target']} NOT undone: {err}")
+            continue
         entry["active"] = False
         entry["healed_at"] = time.time()
         healed.append(entry)
         state.save()
+    if failed:
+        raise LaunchError("heal left faults active (run `bankctl chaos heal` again): " + "; ".join(failed))
     if not healed:
         say("heal: no active fault")
     return healed
+
+
+def _undo(state: ClusterState, undo: dict[str, Any], say: Say) -> None:
+    if "restart_dc" in undo:
+        restart_dc(state, undo["restart_dc"], say)
+    if "link_up" in undo:
+        subprocess.run(["ip", "link", "set", state.spec.host_veth(undo["link_up"]), "up"], check=True)
+        say(f"heal: link of {undo['link_up']} up")
+    if "resume_node" in undo and pid_alive(undo["resume_node"]):
+        os.kill(undo["resume_node"], signal.SIGCONT)
+        say(f"heal: SIGCONT to pid {undo['resume_node']}")
+    if "restart_node" in undo:
+        restart_node(state.home, undo["restart_node"], say, state=state)
+    if "unpartition" in undo:
+        first, second = undo["unpartition"]
+        for here, there in ((first, second), (second, first)):
+            for chain, flag in (("INPUT", "-s"), ("OUTPUT", "-d")):
+                rule = ["iptables", "-D", chain, flag, state.spec.address(there), "-j", "DROP"]
+                subprocess.run(in_dc(state.spec, here, rule), check=False)
+        say(f"heal: partition {first} <-> {second} removed")
+    if "restart_zookeeper" in undo:
+        restart_zookeeper(state, undo["restart_zookeeper"])
+        say(f"heal: ZooKeeper of {undo['restart_zookeeper']} back")
+    if "restart_redis" in undo:
+        restart_redis(state, undo["restart_redis"])
+        say(f"heal: Redis of {undo['restart_redis']} back as a replica")
+    if "unslow" in undo:
+        _set_link_delay(state, undo["unslow"][0], undo["unslow"][1], None)
+        say("heal: link delay removed")
 
 
 def restart(state: ClusterState, dc: str, say: Say) -> None:

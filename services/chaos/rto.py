@@ -27,7 +27,7 @@ def ensure_probes(state: ClusterState) -> dict[int, str]:
     missing = [s for s in range(state.spec.shards) if str(s) not in state.probes]
     if missing:
         ranges = state.spec.slot_ranges()
-        with BankClient(gateways(state), deadline_s=10) as client:
+        with BankClient(gateways(state), deadline_s=10, token=state.secrets["client_token"]) as client:
             for shard in missing:
                 first, last, _ = ranges[shard]
                 customer = next(
@@ -49,7 +49,9 @@ def measure(
 
     def probe(shard: int) -> float | None:
         deadline = time.monotonic() + timeout_s
-        with BankClient(endpoints, deadline_s=PROBE_DEADLINE_S) as client:
+        with BankClient(
+            endpoints, deadline_s=PROBE_DEADLINE_S, token=state.secrets["client_token"]
+        ) as client:
             while time.monotonic() < deadline:
                 try:
                     client.deposit(probes[shard], 1, "CNY")

@@ -28,6 +28,7 @@ STEP_OVERHEAD_S = 25.0  # heal (a DC restart), recovery and checkpoint, as measu
 RECOVERY_LIMIT_S = 60.0
 RESOLVE_ROUNDS = 5
 WARMUP_S = 3.0
+HEAL_TRIES, HEAL_PAUSE_S = 5, 2.0
 
 
 def open_accounts(
@@ -81,7 +82,7 @@ def run(state: ClusterState, seed: int, minutes: float, say: Say, threads: int =
             time.sleep(max(0.0, end - time.monotonic()))
         finally:
             workload.stop()
-            faults.heal(state, say)
+            heal(state, say)
         _resolve_unknown(client, history, say)
     final = checker.verify(state, history, final=True)
     history.close()
@@ -122,7 +123,7 @@ def _run_step(
         records.append({"step": step.index, "fault": fault.fault, "args": fault.args, "at_s": at, **outcome})
     time.sleep(step.hold_s)  # the fault's duration: part of the schedule
     healed_at = time.time()
-    faults.heal(state, say)
+    heal(state, say)
     recovered = rto.measure(state, list(range(state.spec.shards)), healed_at, timeout_s=RECOVERY_LIMIT_S)
     worst = max((v for v in recovered.values() if v is not None), default=None)
     history.event("healed", step=step.index, recovered_s=worst)
@@ -133,6 +134,19 @@ def _run_step(
     say(f"step {step.index}: {' + '.join(f.describe() for f in step.faults)}; every shard writable "
         f"{worst} s after the heal")  # fmt: skip
     return records
+
+
+def heal(state: ClusterState, say: Say, tries: int = HEAL_TRIES) -> None:
+    """Heals, again after a pause if an undo failed (a Redis failover may still be under way)."""
+    for attempt in range(1, tries + 1):
+        try:
+            faults.heal(state, say)
+            return
+        except LaunchError as err:
+            if attempt == tries:
+                raise
+            say(f"heal attempt {attempt} incomplete ({err}); again in {HEAL_PAUSE_S:.0f} s")
+            time.sleep(HEAL_PAUSE_S)
 
 
 def _checkpoint(

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
         spec = ClusterSpec(
             dcs=args.dcs, shards=args.shards, net=choose_net(args.net), name=args.name, octet=args.octet
         )
-        state = launcher.up(args.home, spec, say)
+        state = launcher.up(args.home, spec, say, client_rate_per_s=args.client_rate)
         print(status.render(status.collect(state)))
         return 0
     if args.command == "status":

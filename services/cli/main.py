@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
         " auto (default): netns when possible",
     )
     up.add_argument(
+        "--client-rate", type=float, default=5000.0, metavar="PER_S",
+        help="requests a second allowed to the client credential (default 5000; 0: no limit)",
+    )  # fmt: skip
+    up.add_argument(
         "--name", default="bank", help=argparse.SUPPRESS
     )  # namespaces' prefix (tests run beside users)
     up.add_argument("--octet", type=int, default=0, help=argparse.SUPPRESS)  # address range of the cluster

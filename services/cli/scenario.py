@@ -17,7 +17,7 @@ from services.chaos import faults
 from services.cluster.check import check, current_primaries
 from services.cluster.pg_group import member_instance
 from services.cluster.state import ClusterState
-from services.cluster.zookeeper import zk_hosts
+from services.cluster.zookeeper import zk_client
 from services.cost import sampler
 from services.cost.model import Assumptions, Measured, per_account_year
 from services.routing import zk_routes
@@ -38,7 +38,7 @@ class LeaderSampler(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        client = zk_routes.connect(zk_hosts(self.state.spec), timeout_s=10, session_s=4.0)
+        client = zk_client(self.state, timeout_s=10, session_s=4.0)
         try:
             while not self.stop.wait(1.0):
                 try:

@@ -14,7 +14,7 @@ from typing import Any
 
 from services.cluster.pg_group import member_instance
 from services.cluster.state import ClusterState
-from services.cluster.zookeeper import zk_hosts
+from services.cluster.zookeeper import zk_client
 from services.routing import zk_routes
 from services.storage.audit import ShardBooks, read_books
 
@@ -23,7 +23,7 @@ def current_primaries(state: ClusterState) -> dict[int, str]:
     """shard -> DC of its primary, as ZooKeeper says (the launcher's plan if it cannot)."""
     spec = state.spec
     try:
-        client = zk_routes.connect(zk_hosts(spec), timeout_s=5)
+        client = zk_client(state, timeout_s=5)
         try:
             routes = zk_routes.read_table(client).routes
         finally:

@@ -63,7 +63,7 @@ def current_redis_primary(state: ClusterState, exclude_dc: str | None = None) ->
     for dc in state.spec.dc_names:
         if dc == exclude_dc:
             continue
-        primary = sentinel_primary(state.spec.address(dc))
+        primary = sentinel_primary(state.spec.address(dc), password=state.secrets.get("redis_password"))
         if primary:
             return primary.rsplit(":", 1)[0]
     raise LaunchError("no Sentinel names a Redis primary")
@@ -74,7 +74,8 @@ def restart_redis(state: ClusterState, dc: str) -> None:
     primary = current_redis_primary(state, exclude_dc=dc)
     address = state.spec.address(dc)
     start_redis(state, dc, None if primary == address else primary)
-    wait_until(lambda: redis_role(address) is not None, 30, f"Redis of {dc}")
+    password = state.secrets.get("redis_password")
+    wait_until(lambda: redis_role(address, password=password) is not None, 30, f"Redis of {dc}")
 
 
 def restart_dc(state: ClusterState, dc: str, say: Say) -> None:

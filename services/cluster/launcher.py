@@ -13,6 +13,7 @@ from pathlib import Path
 
 import redis
 
+from services.cluster.credentials import DEFAULT_CLIENT_RATE_PER_S, tokens_file, write_credentials
 from services.cluster.netns import create_network, delete_network, in_dc, probe_netem
 from services.cluster.pg_group import member_instance, start_shard_group
 from services.cluster.processes import LaunchError, pid_alive, terminate, wait_until
@@ -26,8 +27,8 @@ from services.cluster.redis_group import (
 from services.cluster.service_process import start_service
 from services.cluster.service_user import remove_data_root
 from services.cluster.state import ClusterState, Component
-from services.cluster.topology import REDIS_PORT, SENTINEL_PORT, ClusterSpec
-from services.cluster.zookeeper import start_zookeeper, zk_hosts, zk_mode
+from services.cluster.topology import REDIS_PORT, SENTINEL_MASTER, SENTINEL_PORT, ClusterSpec
+from services.cluster.zookeeper import start_zookeeper, zk_client, zk_hosts, zk_mode
 from services.coordinator.failover import leader_path
 from services.coordinator.view import ClusterView, Member
 from services.node.server import NodeConfig
@@ -39,7 +40,9 @@ STOP_ORDER = ["gateway", "node", "postgres", "sentinel", "redis", "zookeeper"]
 SESSION_TIMEOUT_S = 2.0  # ZooKeeper sessions of the nodes: 2-4 s suits these two cores
 
 
-def up(home: Path, spec: ClusterSpec, say: Say) -> ClusterState:
+def up(
+    home: Path, spec: ClusterSpec, say: Say, client_rate_per_s: float = DEFAULT_CLIENT_RATE_PER_S
+) -> ClusterState:
     """Starts the cluster and returns once every component is healthy; on any failure it says
     what failed and where its log is, stops what it had started, and raises."""
     existing = ClusterState.load(home)
@@ -52,6 +55,7 @@ def up(home: Path, spec: ClusterSpec, say: Say) -> ClusterState:
     state = ClusterState.new(spec, home)
     state.started_at = time.time()
     state.save()
+    write_credentials(state, client_rate_per_s)
     started = time.monotonic()
     try:
         _start_network(state, say)
@@ -117,10 +121,11 @@ def _start_redis(state: ClusterState, say: Say) -> None:
     spec = state.spec
     primary_dc = spec.dc_names[0]
     primary = spec.address(primary_dc)
+    password = state.secrets["redis_password"]
     for dc in spec.dc_names:
         start_redis(state, dc, None if dc == primary_dc else primary)
     wait_until(
-        _running(state, "redis", lambda: redis_role(primary) == ("master", spec.dcs - 1)),
+        _running(state, "redis", lambda: redis_role(primary, password=password) == ("master", spec.dcs - 1)),
         30,
         f"Redis replicas to connect to {primary} (logs: {state.home / 'logs'}/redis-*.log)",
         interval_s=0.1,
@@ -133,8 +138,8 @@ def _start_redis(state: ClusterState, say: Say) -> None:
             state,
             "sentinel",
             lambda: all(
-                sentinel_primary(spec.address(dc)) == wanted
-                and sentinel_peers(spec.address(dc)) == spec.dcs - 1
+                sentinel_primary(spec.address(dc), password=password) == wanted
+                and sentinel_peers(spec.address(dc), password=password) == spec.dcs - 1
                 for dc in spec.dc_names
             ),
         ),
@@ -160,18 +165,19 @@ def _write_topology(state: ClusterState, say: Say) -> None:
         ShardRoute(shard, spec.primary_dc(shard), 1, spec.node_endpoint(spec.primary_dc(shard)))
         for shard in range(spec.shards)
     ]
-    client = zk_routes.connect(zk_hosts(spec))
+    client = zk_client(state)
     try:
         zk_routes.write_initial(client, spec.slot_ranges(), routes)
         table = zk_routes.read_table(client)
     finally:
         client.stop()
         client.close()
-    primary = sentinel_primary(spec.address(spec.dc_names[0]))
+    password = state.secrets["redis_password"]
+    primary = sentinel_primary(spec.address(spec.dc_names[0]), password=password)
     if primary is None:
         raise LaunchError("no Sentinel names a Redis primary; cannot publish the routing table")
     host, port = primary.rsplit(":", 1)
-    client_redis = redis.Redis(host=host, port=int(port), socket_timeout=2)
+    client_redis = redis.Redis(host=host, port=int(port), password=password, socket_timeout=2)
     try:
         redis_mirror.publish(client_redis, table)
     finally:
@@ -199,6 +205,8 @@ def cluster_view(state: ClusterState, dc: str) -> ClusterView:
         zk_hosts=zk_hosts(spec),
         sentinels=[f"{spec.address(d)}:{SENTINEL_PORT}" for d in spec.dc_names],
         pg_password=state.secrets["pg_password"],
+        redis_password=state.secrets["redis_password"],
+        zk_auth=state.secrets["zk_auth"],
         session_timeout_s=SESSION_TIMEOUT_S,
         pg_settings={k: v for k, v in sample.settings.items() if k != "synchronous_standby_names"},
         pg_hba_lines=sample.hba_lines,
@@ -215,6 +223,8 @@ def _start_nodes(state: ClusterState, say: Say) -> None:
             redis_address=f"{spec.address(dc)}:{REDIS_PORT}",
             zk_hosts=zk_hosts(spec),
             cluster=cluster_view(state, dc).to_json(),
+            peer_token=state.secrets["peer_token"],
+            tokens_file=str(tokens_file(state.home)),
         )
         name = f"node-{dc}"
         log_file = state.home / "logs" / f"{name}.log"
@@ -223,7 +233,7 @@ def _start_nodes(state: ClusterState, say: Say) -> None:
             extra_args=["--dc", dc],
         )  # fmt: skip
         state.add(Component(dc, "node", name, spec.address(dc), node.port, node.pid, str(log_file)))
-    client = zk_routes.connect(zk_hosts(spec))
+    client = zk_client(state)
     try:
         wait_until(
             _running(state, "node", lambda: all(client.exists(leader_path(s)) for s in range(spec.shards))),
@@ -270,6 +280,12 @@ def _start_gateways(state: ClusterState, say: Say) -> None:
             "listen": spec.gateway_endpoint(dc),
             "redis_address": f"{spec.address(dc)}:{REDIS_PORT}",
             "zk_hosts": zk_hosts(spec),
+            "zk_auth": state.secrets["zk_auth"],
+            "redis_password": state.secrets["redis_password"],
+            "sentinels": [f"{spec.address(d)}:{SENTINEL_PORT}" for d in spec.dc_names],
+            "sentinel_master": SENTINEL_MASTER,
+            "peer_token": state.secrets["peer_token"],
+            "tokens_file": str(tokens_file(state.home)),
         }
         name = f"gateway-{dc}"
         log_file = state.home / "logs" / f"{name}.log"

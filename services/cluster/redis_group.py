@@ -25,7 +25,9 @@ def _redis_server() -> str:
     return path
 
 
-def write_redis_config(spec: ClusterSpec, dc: str, data_dir: Path, primary: str | None) -> Path:
+def write_redis_config(
+    spec: ClusterSpec, dc: str, data_dir: Path, primary: str | None, password: str
+) -> Path:
     """`primary` is the address to replicate from, or None for the primary itself."""
     data_dir.mkdir(parents=True, exist_ok=True)
     address = spec.address(dc)
@@ -41,6 +43,9 @@ def write_redis_config(spec: ClusterSpec, dc: str, data_dir: Path, primary: str 
         "repl-diskless-sync-delay 0",
         f"replica-announce-ip {address}",
         f"bind-source-addr {address}",
+        # Every client authenticates; replicas too, to whichever of them is the primary.
+        f"requirepass {password}",
+        f"masterauth {password}",
     ]
     if primary is not None:
         lines.append(f"replicaof {primary} {REDIS_PORT}")
@@ -52,7 +57,7 @@ def write_redis_config(spec: ClusterSpec, dc: str, data_dir: Path, primary: str 
 def start_redis(state: ClusterState, dc: str, primary: str | None) -> Component:
     spec = state.spec
     data_dir = state.home / "redis" / dc
-    config = write_redis_config(spec, dc, data_dir, primary)
+    config = write_redis_config(spec, dc, data_dir, primary, state.secrets["redis_password"])
     log_file = state.home / "logs" / f"redis-{dc}.log"
     pid = spawn(in_dc(spec, dc, [_redis_server(), str(config)]), log_file)
     return state.add(
@@ -75,6 +80,7 @@ def start_sentinel(state: ClusterState, dc: str, primary: str) -> Component:
     data_dir = state.home / "sentinel" / dc
     data_dir.mkdir(parents=True, exist_ok=True)
     address = spec.address(dc)
+    password = state.secrets["redis_password"]
     config = data_dir / "sentinel.conf"
     config.write_text(
         "\n".join(
@@ -91,6 +97,9 @@ def start_sentinel(state: ClusterState, dc: str, primary: str) -> Component:
                 f"sentinel down-after-milliseconds {SENTINEL_MASTER} {DOWN_AFTER_MS}",
                 f"sentinel failover-timeout {SENTINEL_MASTER} {FAILOVER_TIMEOUT_MS}",
                 f"sentinel parallel-syncs {SENTINEL_MASTER} 1",
+                f"sentinel auth-pass {SENTINEL_MASTER} {password}",
+                f"requirepass {password}",
+                f"sentinel sentinel-pass {password}",
             ]
         )
         + "\n",
@@ -112,10 +121,12 @@ def start_sentinel(state: ClusterState, dc: str, primary: str) -> Component:
     )
 
 
-def redis_role(host: str, port: int = REDIS_PORT) -> tuple[str, int] | None:
+def redis_role(host: str, port: int = REDIS_PORT, password: str | None = None) -> tuple[str, int] | None:
     """('master', connected replicas) or ('slave', 0) as the server says; None if unreachable."""
     try:
-        client = redis.Redis(host=host, port=port, socket_timeout=1, socket_connect_timeout=1)
+        client = redis.Redis(
+            host=host, port=port, password=password, socket_timeout=1, socket_connect_timeout=1
+        )
         info = client.info("replication")
         client.close()
     except redis.RedisError:
@@ -123,9 +134,9 @@ def redis_role(host: str, port: int = REDIS_PORT) -> tuple[str, int] | None:
     return str(info["role"]), int(info.get("connected_slaves", 0))
 
 
-def _sentinel(host: str, port: int, *command: str) -> Any:
+def _sentinel(host: str, port: int, password: str | None, *command: str) -> Any:
     """One SENTINEL command's answer, or None when the Sentinel does not answer."""
-    client = redis.Redis(host=host, port=port, socket_timeout=1, socket_connect_timeout=1)
+    client = redis.Redis(host=host, port=port, password=password, socket_timeout=1, socket_connect_timeout=1)
     try:
         return client.execute_command("SENTINEL", *command, SENTINEL_MASTER)
     except redis.RedisError:
@@ -134,16 +145,16 @@ def _sentinel(host: str, port: int, *command: str) -> Any:
         client.close()
 
 
-def sentinel_primary(host: str, port: int = SENTINEL_PORT) -> str | None:
+def sentinel_primary(host: str, port: int = SENTINEL_PORT, password: str | None = None) -> str | None:
     """The primary this Sentinel names, as 'host:port'."""
-    answer = _sentinel(host, port, "get-master-addr-by-name")
+    answer = _sentinel(host, port, password, "get-master-addr-by-name")
     if not answer:
         return None
     host_part, port_part = (part.decode() if isinstance(part, bytes) else str(part) for part in answer)
     return f"{host_part}:{port_part}"
 
 
-def sentinel_peers(host: str, port: int = SENTINEL_PORT) -> int | None:
+def sentinel_peers(host: str, port: int = SENTINEL_PORT, password: str | None = None) -> int | None:
     """How many other Sentinels this one knows."""
-    others = _sentinel(host, port, "sentinels")
+    others = _sentinel(host, port, password, "sentinels")
     return None if others is None else len(others)

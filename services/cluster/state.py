@@ -48,7 +48,7 @@ class ClusterState:
 
     @classmethod
     def new(cls, spec: ClusterSpec, home: Path) -> ClusterState:
-        return cls(spec=spec, home=home.resolve(), secrets={"pg_password": secrets.token_hex(16)})
+        return cls(spec=spec, home=home.resolve(), secrets=new_secrets())
 
     @property
     def path(self) -> Path:
@@ -109,6 +109,19 @@ class ClusterState:
 
     def forget(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def new_secrets() -> dict[str, str]:
+    """Every credential of a cluster, made by `up`: PostgreSQL's and Redis's passwords, the
+    ZooKeeper digest user of the bank's znodes, and the bearer tokens of the three roles."""
+    return {
+        "pg_password": secrets.token_hex(16),
+        "redis_password": secrets.token_hex(16),
+        "zk_auth": f"bank:{secrets.token_hex(16)}",
+        "peer_token": secrets.token_urlsafe(32),
+        "client_token": secrets.token_urlsafe(32),
+        "admin_token": secrets.token_urlsafe(32),
+    }
 
 
 def spawn(cmd: list[str], log_file: Path, env: dict[str, str] | None = None) -> int:

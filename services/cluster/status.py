@@ -20,7 +20,7 @@ from services.cluster.processes import pid_alive
 from services.cluster.redis_group import redis_role, sentinel_primary
 from services.cluster.state import ClusterState, Component
 from services.cluster.topology import NETNS
-from services.cluster.zookeeper import zk_hosts, zk_mode
+from services.cluster.zookeeper import zk_client, zk_mode
 from services.routing import zk_routes
 from services.routing.table import ShardRoute
 
@@ -69,12 +69,12 @@ def _probe(state: ClusterState, component: Component) -> dict[str, Any]:
     if component.kind == "zookeeper":
         role = zk_mode(component.host, component.port) or "down"
     elif component.kind == "redis":
-        answer = redis_role(component.host, component.port)
+        answer = redis_role(component.host, component.port, state.secrets.get("redis_password"))
         role = "down" if answer is None else ("primary" if answer[0] == "master" else "replica")
         if answer is not None and answer[0] == "master":
             extra["connected_replicas"] = answer[1]
     elif component.kind == "sentinel":
-        primary = sentinel_primary(component.host, component.port)
+        primary = sentinel_primary(component.host, component.port, state.secrets.get("redis_password"))
         role = "sentinel" if primary else "down"
         extra["primary"] = primary
     elif component.kind == "postgres":
@@ -123,7 +123,7 @@ def _grpc_role(component: Component) -> str:
 
 def _routes(state: ClusterState) -> dict[int, ShardRoute]:
     try:
-        client = zk_routes.connect(zk_hosts(state.spec), timeout_s=3)
+        client = zk_client(state, timeout_s=3)
     except Exception:  # ZooKeeper unreachable: the shard table says so with epoch None
         return {}
     try:

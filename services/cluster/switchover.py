@@ -15,9 +15,8 @@ from kazoo.exceptions import NodeExistsError
 
 from services.cluster.processes import LaunchError
 from services.cluster.state import ClusterState
-from services.cluster.zookeeper import zk_hosts
+from services.cluster.zookeeper import zk_client
 from services.coordinator.failover import SWITCHOVER_PATH, leader_path, read_route
-from services.routing import zk_routes
 
 
 def switchover(
@@ -29,7 +28,7 @@ def switchover(
         raise LaunchError(f"no shard {shard}; the cluster has shards 0-{spec.shards - 1}")
     if target_dc not in spec.dc_names:
         raise LaunchError(f"no DC {target_dc!r}; the cluster has {', '.join(spec.dc_names)}")
-    client = zk_routes.connect(zk_hosts(spec), timeout_s=10)
+    client = zk_client(state, timeout_s=10)
     try:
         route, _ = read_route(client, shard)
         if route.leader_dc == target_dc:

@@ -55,6 +55,7 @@ class NodeCoordinator:
             timeout=view.session_timeout_s,
             connection_retry={"max_tries": -1, "delay": 0.1, "max_delay": 1.0},
             command_retry={"max_tries": 3, "delay": 0.1, "max_delay": 0.5},
+            **zk_routes.digest_auth(view.zk_auth),
         )
         self.agents = {
             shard: ShardAgent(self, shard) for shard in view.members if view.dc in view.members[shard]

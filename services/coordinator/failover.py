@@ -97,9 +97,11 @@ def publish_routes(zk: KazooClient, view: ClusterView, only_if_behind: bool = Fa
     table = zk_routes.read_table(zk)
     sentinels = [(h, int(p)) for h, p in (s.rsplit(":", 1) for s in view.sentinels)]
     try:
-        primary = Sentinel(sentinels, socket_timeout=0.3, socket_connect_timeout=0.3).master_for(
-            "bank", socket_timeout=1.0, socket_connect_timeout=0.5
-        )
+        password = view.redis_password or None
+        primary = Sentinel(
+            sentinels, socket_timeout=0.3, socket_connect_timeout=0.3,
+            sentinel_kwargs={"password": password, "socket_timeout": 0.3, "socket_connect_timeout": 0.3},
+        ).master_for("bank", socket_timeout=1.0, socket_connect_timeout=0.5, password=password)  # fmt: skip
         mirrored = redis_mirror.read(primary) if only_if_behind else None
         if mirrored is None or mirrored.version < table.version:
             redis_mirror.publish(primary, table)

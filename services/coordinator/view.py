@@ -29,6 +29,8 @@ class ClusterView:
     zk_hosts: str
     sentinels: list[str]  # host:port of every Sentinel
     pg_password: str
+    redis_password: str = ""
+    zk_auth: str = ""  # user:password of the bank's znodes (digest ACL)
     session_timeout_s: float = 3.0
     pg_settings: dict[str, str] = field(default_factory=dict)
     pg_hba_lines: list[str] = field(default_factory=list)

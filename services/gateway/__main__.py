@@ -13,14 +13,19 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from bank.v1 import account_pb2, account_pb2_grpc, ledger_pb2, ledger_pb2_grpc
+from redis.sentinel import Sentinel
+
+from bank.v1 import account_pb2, account_pb2_grpc, admin_pb2, admin_pb2_grpc, ledger_pb2, ledger_pb2_grpc
 from services.common import logs
+from services.gateway.admin import AdminServicer
 from services.gateway.forwarder import Forwarder
-from services.gateway.servicers import GatewayAccountServicer, GatewayLedgerServicer, Router
+from services.gateway.servicers import ACCOUNTS, LEDGER, GatewayAccountServicer, GatewayLedgerServicer, Router
 from services.routing.client import RoutingClient
+from services.rpc.auth import ADMIN, CLIENT, AuthInterceptor, RateLimiter, TokenStore
 from services.rpc.server import Registration, start_server
 
 log = logging.getLogger("services.gateway")
+ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,10 +38,21 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure("gateway", dc=config["dc"], level=args.log_level)
 
     host, port = config["redis_address"].rsplit(":", 1)
-    routing = RoutingClient(host, int(port), config["zk_hosts"])
+    password = config.get("redis_password") or None
+    routing = RoutingClient(
+        host, int(port), config["zk_hosts"], redis_password=password, zk_auth=config.get("zk_auth", "")
+    )
     routing.start()
-    forwarder = Forwarder(routing, dc=config["dc"])
+    forwarder = Forwarder(routing, dc=config["dc"], peer_token=config["peer_token"])
     router = Router(forwarder)
+    sentinels = Sentinel(
+        [(h, int(p)) for h, p in (s.rsplit(":", 1) for s in config["sentinels"])],
+        sentinel_kwargs={"password": password, "socket_timeout": 0.5, "socket_connect_timeout": 0.5},
+        password=password, socket_timeout=1.0, socket_connect_timeout=0.5,
+    )  # fmt: skip
+    tokens = TokenStore(path=Path(config["tokens_file"]))
+    public = {CLIENT, ADMIN}
+    roles = {ACCOUNTS: public, LEDGER: public, ADMIN_SERVICE: {ADMIN}}
     server = start_server(
         config["listen"],
         [
@@ -50,8 +66,14 @@ def main(argv: list[str] | None = None) -> int:
                 ledger_pb2_grpc.add_LedgerServiceServicer_to_server,
                 GatewayLedgerServicer(router),
             ),
+            Registration(
+                ADMIN_SERVICE,
+                admin_pb2_grpc.add_AdminServiceServicer_to_server,
+                AdminServicer(config["dc"], routing, lambda: sentinels.master_for(config["sentinel_master"])),
+            ),
         ],
         max_workers=64,
+        interceptors=[AuthInterceptor(tokens, roles, RateLimiter())],
     )
     log.info("event=gateway_ready port=%s routing_version=%s", server.port, routing.table.version)
     if args.port_file:

@@ -12,6 +12,7 @@ import grpc
 
 from bank.v1 import account_pb2_grpc, ledger_pb2_grpc
 from services.routing.client import RoutingClient
+from services.rpc.auth import bearer
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,11 @@ STUBS = {
 
 
 class Forwarder:
-    def __init__(self, routing: RoutingClient, dc: str = "") -> None:
+    def __init__(self, routing: RoutingClient, dc: str = "", peer_token: str = "") -> None:
         self.routing = routing
         self.dc = dc
+        # The gateway speaks to bank-nodes as a peer; the caller's own token never goes further.
+        self.metadata: tuple[tuple[str, str], ...] = bearer(peer_token) if peer_token else ()
         self._stubs: dict[tuple[str, str], Any] = {}
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
@@ -88,7 +91,7 @@ class Forwarder:
                 return getattr(stub, method)(
                     request,
                     timeout=min(timeout, ATTEMPT_TIMEOUT_S),
-                    metadata=(("bank-shard-epoch", str(route.epoch)),),
+                    metadata=(("bank-shard-epoch", str(route.epoch)), *self.metadata),
                 )
             except grpc.RpcError as err:
                 code = err.code()

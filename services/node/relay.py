@@ -19,6 +19,7 @@ from bank.v1 import shard_pb2, shard_pb2_grpc
 from services.common.errors import BankError
 from services.node.shards import ShardDirectory, ShardHandlers
 from services.routing.client import RoutingClient
+from services.rpc.auth import bearer
 from services.storage.ledger_store import Delivery
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,10 @@ class OutboxRelay:
         idle_s: float = 0.5,
         batch: int = 64,
         workers: int = 8,
+        token: str = "",
     ) -> None:
         self.shards = shards
+        self.metadata: tuple[tuple[str, str], ...] = bearer(token) if token else ()
         self.dc = dc
         self.routing = routing
         self.idle_s = idle_s
@@ -123,7 +126,7 @@ class OutboxRelay:
             self._stopping.wait(delay_s)
         stub = shard_pb2_grpc.ShardServiceStub(self._channel(route.endpoint))
         answer: shard_pb2.ApplyCreditResponse = stub.ApplyCredit(
-            request, timeout=CALL_TIMEOUT_S, metadata=(("bank-shard-epoch", str(route.epoch)),)
+            request, timeout=CALL_TIMEOUT_S, metadata=(("bank-shard-epoch", str(route.epoch)), *self.metadata)
         )
         return answer
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import grpc
 
 from bank.v1 import account_pb2, account_pb2_grpc, ledger_pb2, ledger_pb2_grpc, shard_pb2, shard_pb2_grpc
 from services.account.handler import AccountHandler
@@ -21,6 +24,7 @@ from services.node.relay import OutboxRelay
 from services.node.shard_servicer import ShardServicer
 from services.node.shards import ShardDirectory, ShardHandlers, SlotRange
 from services.routing.client import RoutingClient
+from services.rpc.auth import PEER, AuthInterceptor, TokenStore
 from services.rpc.server import Registration, RunningServer, start_server
 from services.storage.ledger_store import LedgerStore
 from services.storage.migrate import apply_migrations
@@ -41,6 +45,10 @@ class NodeConfig:
     zk_hosts: str = ""
     # In a cluster: what the node knows of it; its coordinator then decides what it leads.
     cluster: dict[str, Any] | None = None
+    # In a cluster: the token this node presents to its peers, and the digests it accepts
+    # (only the `peer` role: gateways and other bank-nodes). A lone node (the tour) has neither.
+    peer_token: str = ""
+    tokens_file: str = ""
 
     @classmethod
     def single(
@@ -64,6 +72,8 @@ class NodeConfig:
             "redis_address": self.redis_address,
             "zk_hosts": self.zk_hosts,
             "cluster": self.cluster,
+            "peer_token": self.peer_token,
+            "tokens_file": self.tokens_file,
         }
 
     @classmethod
@@ -77,6 +87,8 @@ class NodeConfig:
             redis_address=str(data.get("redis_address", "")),
             zk_hosts=str(data.get("zk_hosts", "")),
             cluster=data.get("cluster"),
+            peer_token=str(data.get("peer_token", "")),
+            tokens_file=str(data.get("tokens_file", "")),
         )
 
 
@@ -92,10 +104,18 @@ class BankNode:
         self.shards = ShardDirectory(config.slot_ranges, local)
         self.routing: RoutingClient | None = None
         self.relay: OutboxRelay | None = None
+        if config.cluster is not None and not (config.peer_token and config.tokens_file):
+            raise ValueError("a node of a cluster needs peer_token and tokens_file: it serves peers only")
         if config.redis_address and config.zk_hosts:
             host, port = config.redis_address.rsplit(":", 1)
-            self.routing = RoutingClient(host, int(port), config.zk_hosts)
-            self.relay = OutboxRelay(self.shards, self.routing, dc=(config.cluster or {}).get("dc", ""))
+            cluster = config.cluster or {}
+            self.routing = RoutingClient(
+                host, int(port), config.zk_hosts, redis_password=cluster.get("redis_password") or None,
+                zk_auth=cluster.get("zk_auth", ""),
+            )  # fmt: skip
+            self.relay = OutboxRelay(
+                self.shards, self.routing, dc=cluster.get("dc", ""), token=config.peer_token
+            )
         self.view = ClusterView.from_json(config.cluster) if config.cluster else None
         self.coordinator = (
             NodeCoordinator(self.view, serve=self._serve, unserve=self._unserve, fence=self._fence)
@@ -105,6 +125,13 @@ class BankNode:
         self._server: RunningServer | None = None
         self._stopping = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_holds, name="hold-sweeper", daemon=True)
+
+    def _interceptors(self) -> list[grpc.ServerInterceptor]:
+        if not self.config.tokens_file:
+            return []
+        services = [f"bank.v1.{name}" for name in ("AccountService", "LedgerService", "ShardService")]
+        store = TokenStore(path=Path(self.config.tokens_file))
+        return [AuthInterceptor(store, {service: {PEER} for service in services})]
 
     @property
     def port(self) -> int:
@@ -135,6 +162,7 @@ class BankNode:
                     ShardServicer(self.shards),
                 ),
             ],
+            interceptors=self._interceptors(),
         )
         if self.routing is not None and self.relay is not None:
             self.routing.start()

@@ -25,12 +25,15 @@ ZK_READ_TIMEOUT_S = 0.5
 
 class RoutingClient:
     def __init__(
-        self, redis_host: str, redis_port: int, zk_hosts: str, refresh_interval_s: float = 5.0
-    ) -> None:
+        self, redis_host: str, redis_port: int, zk_hosts: str, refresh_interval_s: float = 5.0,
+        redis_password: str | None = None, zk_auth: str = "",
+    ) -> None:  # fmt: skip
         self.redis = redis.Redis(
-            host=redis_host, port=redis_port, socket_timeout=1.0, socket_connect_timeout=1.0
-        )
+            host=redis_host, port=redis_port, password=redis_password or None, socket_timeout=1.0,
+            socket_connect_timeout=1.0,
+        )  # fmt: skip
         self.zk_hosts = zk_hosts
+        self.zk_auth = zk_auth
         self.local = redis_host
         self.refresh_interval_s = refresh_interval_s
         self._table = RoutingTable(version=0, slot_ranges=[])
@@ -72,6 +75,10 @@ class RoutingClient:
             return 0.0
         return self._links.get(f"{source_dc}|{target_dc}", 0) / 1000.0
 
+    def links(self) -> dict[str, int]:
+        """The link delays chaos set, "dcA|dcB" -> ms, as last read from Redis."""
+        return dict(self._links)
+
     def shard_of_slot(self, slot: int) -> int:
         if not self._table.slot_ranges:
             self.refresh(from_truth=True)
@@ -104,7 +111,9 @@ class RoutingClient:
         try:
             if self._zk is None:
                 # Short sessions: a client whose server is cut off moves to another one quickly.
-                self._zk = zk_routes.connect(self.zk_hosts, timeout_s=5, session_s=2.0, local=self.local)
+                self._zk = zk_routes.connect(
+                    self.zk_hosts, timeout_s=5, session_s=2.0, local=self.local, auth=self.zk_auth
+                )
             return zk_routes.read_table(self._zk, timeout_s=ZK_READ_TIMEOUT_S)
         except (KazooException, TimeoutError, KazooTimeoutError) as err:
             log.warning("event=routing_zookeeper_unreachable error=%r", str(err))

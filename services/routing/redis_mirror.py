@@ -44,3 +44,16 @@ def read(client: redis.Redis) -> RoutingTable | None:
 def read_links(client: redis.Redis) -> dict[str, int]:
     raw = client.get(LINKS_KEY)
     return {str(k): int(v) for k, v in json.loads(raw).items()} if raw else {}
+
+
+def set_link_delay(primary: redis.Redis, first: str, second: str, delay_ms: int) -> dict[str, int]:
+    """Sets (or with 0 removes) the delay both ways between two DCs; announces it; returns all."""
+    links = read_links(primary)
+    for key in (f"{first}|{second}", f"{second}|{first}"):
+        if delay_ms:
+            links[key] = delay_ms
+        else:
+            links.pop(key, None)
+    primary.set(LINKS_KEY, json.dumps(links))
+    primary.publish(CHANNEL, "links")
+    return links

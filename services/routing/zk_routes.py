@@ -8,6 +8,7 @@ from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
+from kazoo.security import make_digest_acl
 
 from services.routing.table import RoutingTable, ShardRoute
 
@@ -22,13 +23,25 @@ def local_first(hosts: str, address: str) -> str:
     return ",".join(sorted(servers, key=lambda server: not server.startswith(f"{address}:")))
 
 
-def connect(hosts: str, timeout_s: float = 10.0, session_s: float = 4.0, local: str = "") -> KazooClient:
+def digest_auth(auth: str) -> dict[str, Any]:
+    """KazooClient arguments for a `user:password` digest: it authenticates, and every znode it
+    creates can be read and written by that user only."""
+    if not auth:
+        return {}
+    user, password = auth.split(":", 1)
+    return {"auth_data": [("digest", auth)], "default_acl": [make_digest_acl(user, password, all=True)]}
+
+
+def connect(
+    hosts: str, timeout_s: float = 10.0, session_s: float = 4.0, local: str = "", auth: str = ""
+) -> KazooClient:
     """A started client; with `local` (an address), that server is tried first and kept."""
     client = KazooClient(
         hosts=local_first(hosts, local) if local else hosts,
         timeout=session_s,
         randomize_hosts=not local,
         connection_retry={"max_tries": -1, "delay": 0.1, "max_delay": 1.0},
+        **digest_auth(auth),
     )
     client.start(timeout=timeout_s)
     return client

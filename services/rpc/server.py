@@ -44,10 +44,16 @@ class RunningServer:
         self.server.stop(grace_s).wait()
 
 
-def start_server(address: str, registrations: Sequence[Registration], max_workers: int = 32) -> RunningServer:
+def start_server(
+    address: str,
+    registrations: Sequence[Registration],
+    max_workers: int = 32,
+    interceptors: Sequence[grpc.ServerInterceptor] = (),
+) -> RunningServer:
     """Binds `address` (host:port, port 0 for any free one) and starts serving."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+        interceptors=list(interceptors),
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", 4 * MAX_MESSAGE_BYTES),

@@ -24,7 +24,7 @@ import pytest
 from bank.v1 import account_pb2, account_pb2_grpc
 from bankclient import GatewayUnavailable
 from services.common.identifiers import NUM_SLOTS
-from tests.integration.cluster_helpers import Cluster, bankctl
+from tests.integration.cluster_helpers import Cluster, bankctl, peer_metadata
 from tests.integration.conftest import report
 
 SHARDS = 3
@@ -213,7 +213,9 @@ def test_pause_leader_node_longer_than_its_session(
         pytest.raises(grpc.RpcError) as refused,
     ):
         account_pb2_grpc.AccountServiceStub(channel).GetAccount(
-            account_pb2.GetAccountRequest(account_number=victim), timeout=5
+            account_pb2.GetAccountRequest(account_number=victim),
+            timeout=5,
+            metadata=peer_metadata(cluster.home),
         )
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
 

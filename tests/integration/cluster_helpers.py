@@ -16,6 +16,15 @@ from bankclient import BankClient
 BANKCTL = [sys.executable, "-m", "services.cli.main"]
 
 
+def secrets(home: Path) -> dict[str, str]:
+    return dict(json.loads((home / "cluster.json").read_text(encoding="utf-8"))["secrets"])
+
+
+def peer_metadata(home: Path) -> tuple[tuple[str, str], ...]:
+    """What a gateway presents to a bank-node: the cluster's peer token."""
+    return (("authorization", f"Bearer {secrets(home)['peer_token']}"),)
+
+
 def bankctl(home: Path, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*BANKCTL, "--home", str(home), *args], capture_output=True, text=True, timeout=timeout_s, check=False

@@ -4,6 +4,7 @@ bank-node (in this process) on a fresh database per test module."""
 from __future__ import annotations
 
 import secrets
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from services.cluster.postgres import PostgresInstance
 from services.cluster.processes import free_port
 from services.cluster.service_user import data_root, remove_data_root
 from services.node.server import BankNode, NodeConfig
+from tests.integration.cluster_helpers import Cluster, bankctl
 
 HOST = "127.0.0.1"
 
@@ -29,6 +31,20 @@ def report(config: pytest.Config, line: str) -> None:
     assert reporter is not None and capture is not None
     with capture.global_and_fixture_disabled():
         reporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def bank_cluster(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[Cluster]:
+    """A whole cluster (loopback or netns, as `up` chooses) shared by the routing and security tests."""
+    home = tmp_path_factory.mktemp("routing")
+    started = time.monotonic()
+    up = bankctl(home, "up", "--name", "bkr", "--octet", "79")
+    try:
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        report(pytestconfig, f"\n[routing] bankctl up: {time.monotonic() - started:.1f} s")
+        yield Cluster(home)
+    finally:
+        assert bankctl(home, "down").returncode == 0
 
 
 @pytest.fixture(scope="session")

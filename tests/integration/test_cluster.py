@@ -23,6 +23,7 @@ from bank.v1 import account_pb2, account_pb2_grpc
 from services.cluster.netns import list_namespaces
 from services.cluster.zookeeper import zk_mode
 from services.common.identifiers import slot_of_customer
+from tests.integration.cluster_helpers import peer_metadata, secrets
 from tests.integration.conftest import report
 
 BANKCTL = [sys.executable, "-m", "services.cli.main"]
@@ -91,10 +92,13 @@ def test_zookeeper_has_one_leader_and_two_followers(cluster: tuple[Path, dict[st
 
 
 def test_redis_primary_has_two_replicas_and_sentinels_agree(cluster: tuple[Path, dict[str, Any]]) -> None:
-    _, status = cluster
+    home, status = cluster
+    password = secrets(home)["redis_password"]
     roles = {}
     for component in by_kind(status, "redis"):
-        client = redis.Redis(host=component["host"], port=component["port"], socket_timeout=2)
+        client = redis.Redis(
+            host=component["host"], port=component["port"], password=password, socket_timeout=2
+        )
         roles[component["host"]] = client.info("replication")
         client.close()
     primaries = [host for host, info in roles.items() if info["role"] == "master"]
@@ -102,7 +106,9 @@ def test_redis_primary_has_two_replicas_and_sentinels_agree(cluster: tuple[Path,
     assert roles[primaries[0]]["connected_slaves"] == 2
     named = set()
     for component in by_kind(status, "sentinel"):
-        client = redis.Redis(host=component["host"], port=component["port"], socket_timeout=2)
+        client = redis.Redis(
+            host=component["host"], port=component["port"], password=password, socket_timeout=2
+        )
         host, port = client.execute_command("SENTINEL", "get-master-addr-by-name", "bank")
         named.add((host.decode() if isinstance(host, bytes) else host, int(port)))
         assert len(client.execute_command("SENTINEL", "sentinels", "bank")) == 2
@@ -154,7 +160,8 @@ def test_each_shard_streams_to_two_standbys_and_commits_reach_both(
 
 
 def test_nodes_serve_their_shards_and_redirect_others(cluster: tuple[Path, dict[str, Any]]) -> None:
-    _, status = cluster
+    home, status = cluster
+    peer = peer_metadata(home)
     nodes = {c["dc"]: c for c in by_kind(status, "node")}
     leader_of = {s["shard"]: s["primary_dc"] for s in status["shards"]}
     customer = "cluster-customer-1"
@@ -166,13 +173,17 @@ def test_nodes_serve_their_shards_and_redirect_others(cluster: tuple[Path, dict[
         request_id=str(uuid.uuid4()), customer_id=customer, currency="CNY"
     )
     with grpc.insecure_channel(f"{leader['host']}:{leader['port']}") as channel:
-        opened = account_pb2_grpc.AccountServiceStub(channel).OpenAccount(request, timeout=10).account
+        opened = (
+            account_pb2_grpc.AccountServiceStub(channel)
+            .OpenAccount(request, timeout=10, metadata=peer)
+            .account
+        )
     assert opened.slot == slot
     with (
         grpc.insecure_channel(f"{other['host']}:{other['port']}") as channel,
         pytest.raises(grpc.RpcError) as refused,
     ):
-        account_pb2_grpc.AccountServiceStub(channel).OpenAccount(request, timeout=10)
+        account_pb2_grpc.AccountServiceStub(channel).OpenAccount(request, timeout=10, metadata=peer)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     assert dict(refused.value.trailing_metadata() or ())["bank-error-reason"] == "NOT_LEADER"
 

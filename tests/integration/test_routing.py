@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from services.routing import redis_mirror
 from services.routing.client import RoutingClient
 from services.routing.table import RoutingTable
 from tests.integration import hostile
-from tests.integration.cluster_helpers import Cluster, bankctl
+from tests.integration.cluster_helpers import Cluster, bankctl, secrets
 from tests.integration.conftest import report
 
 SHARDS = 3
@@ -43,16 +42,8 @@ def shard_of(slot: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[Cluster]:
-    home = tmp_path_factory.mktemp("routing")
-    started = time.monotonic()
-    up = bankctl(home, "up", "--name", "bkr", "--octet", "79")
-    try:
-        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-        report(pytestconfig, f"\n[routing] bankctl up: {time.monotonic() - started:.1f} s")
-        yield Cluster(home)
-    finally:
-        assert bankctl(home, "down").returncode == 0
+def cluster(bank_cluster: Cluster) -> Cluster:
+    return bank_cluster
 
 
 @pytest.fixture(scope="module")
@@ -235,13 +226,17 @@ def test_routing_changes_reach_subscribers_and_older_tables_are_ignored(cluster:
     redis_dc1 = next(c for c in cluster.components("redis") if c["role"] == "primary")
     local = next(c for c in cluster.components("redis") if c["role"] == "replica")
     zk = ",".join(f"{c['host']}:{c['port']}" for c in cluster.components("zookeeper"))
-    routing = RoutingClient(local["host"], local["port"], zk, refresh_interval_s=30)
+    keys = secrets(cluster.home)
+    routing = RoutingClient(
+        local["host"], local["port"], zk, refresh_interval_s=30, redis_password=keys["redis_password"],
+        zk_auth=keys["zk_auth"],
+    )  # fmt: skip
     routing.start()
     try:
         current = routing.table
         assert current.version > 0 and len(current.routes) == SHARDS
         newer = RoutingTable(current.version + 1, current.slot_ranges, current.routes)
-        primary = redis.Redis(host=redis_dc1["host"], port=redis_dc1["port"])
+        primary = redis.Redis(host=redis_dc1["host"], port=redis_dc1["port"], password=keys["redis_password"])
         assert redis_mirror.publish(primary, newer)
         deadline = time.monotonic() + 5
         while routing.table.version != newer.version:  # pushed through the replica's channel
