@@ -7,7 +7,7 @@ PROTOS := $(wildcard proto/bank/v1/*.proto)
 PYTEST_ARGS ?=
 
 
-.PHONY: setup run tour test test-unit test-integration lint format proto clean
+.PHONY: setup run tour test test-unit test-integration lint format proto chaos clean
 
 setup: $(STAMP)
 
@@ -38,13 +38,19 @@ test-integration: setup
 
 lint: setup
 	@echo "[lint] ruff check, ruff format --check, mypy"
-	@$(VENV)/bin/ruff check services bankclient bench loadtest tests
-	@$(VENV)/bin/ruff format --check services bankclient bench loadtest tests
+	@$(VENV)/bin/ruff check services bankclient bench loadtest tests scripts
+	@$(VENV)/bin/ruff format --check services bankclient bench loadtest tests scripts
 	@$(VENV)/bin/mypy
 
 format: setup
-	@$(VENV)/bin/ruff check --fix services bankclient bench loadtest tests
-	@$(VENV)/bin/ruff format services bankclient bench loadtest tests
+	@$(VENV)/bin/ruff check --fix services bankclient bench loadtest tests scripts
+	@$(VENV)/bin/ruff format services bankclient bench loadtest tests scripts
+
+## The long fault run: ten seeds of five minutes on a fresh cluster (about an hour);
+## SEEDS=1-3 MINUTES=2 make chaos for a shorter one.
+chaos: setup
+	@echo "[chaos] bankctl chaos run over seeds $${SEEDS:-1-10}, $${MINUTES:-5} minutes each"
+	@$(PY) scripts/chaos_soak.py --seeds $${SEEDS:-1-10} --minutes $${MINUTES:-5}
 
 ## Regenerates the committed gRPC stubs under gen/ from proto/.
 proto: setup
