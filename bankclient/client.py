@@ -40,6 +40,14 @@ def new_request_id() -> str:
     return str(uuid.uuid4())
 
 
+def read_ca(home: Path | str) -> bytes | None:
+    """The cluster's CA certificate when it serves TLS (`bankctl up --tls`), else None."""
+    state = json.loads((Path(home) / "cluster.json").read_text(encoding="utf-8"))
+    if not state["spec"].get("tls"):
+        return None
+    return (Path(home) / CREDENTIALS_DIR / "tls" / "ca.pem").read_bytes()
+
+
 def read_token(home: Path | str, role: str = "client") -> str:
     """The bearer token `bankctl up` wrote for `role` (client or admin) under the cluster's home."""
     path = Path(home) / CREDENTIALS_DIR / f"{role}.token"
@@ -57,6 +65,7 @@ class BankClient:
         deadline_s: float = DEFAULT_DEADLINE_S,
         interceptors: Sequence[grpc.UnaryUnaryClientInterceptor] = (),
         token: str | None = None,
+        root_certificates: bytes | None = None,
     ) -> None:
         if not gateways:
             raise ValueError("at least one gateway address is needed")
@@ -64,7 +73,12 @@ class BankClient:
         self._metadata = ((AUTH_HEADER, f"Bearer {token}"),) if token else ()
         self.deadline_s = deadline_s
         self._current = prefer % len(self.gateways)
-        self._raw_channels = [grpc.insecure_channel(address) for address in self.gateways]
+        self._raw_channels = [
+            grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates))
+            if root_certificates
+            else grpc.insecure_channel(address)
+            for address in self.gateways
+        ]
         channels = [grpc.intercept_channel(c, *interceptors) for c in self._raw_channels]
         self._accounts = [account_pb2_grpc.AccountServiceStub(c) for c in channels]
         self._ledger = [ledger_pb2_grpc.LedgerServiceStub(c) for c in channels]
@@ -88,6 +102,7 @@ class BankClient:
             raise ValueError(f"the cluster in {home} has no gateway")
         prefer = next((i for i, c in enumerate(gateways) if c["dc"] == prefer_dc), 0)
         kwargs.setdefault("token", read_token(home, role))
+        kwargs.setdefault("root_certificates", read_ca(home))
         return cls([f"{c['host']}:{c['port']}" for c in gateways], prefer=prefer, **kwargs)
 
     def close(self) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 from locust.env import Environment
 
-from bankclient import BankClient, read_token
+from bankclient import BankClient, read_ca, read_token
 
 REASON_KEY = "bank-error-reason"
 
@@ -80,6 +80,7 @@ class BankGrpcUser(User):
             deadline_s=self.deadline_s,
             interceptors=[LocustInterceptor(environment)],
             token=read_token(home),
+            root_certificates=read_ca(home),
         )
 
     def on_stop(self) -> None:

@@ -27,7 +27,7 @@ def ensure_probes(state: ClusterState) -> dict[int, str]:
     missing = [s for s in range(state.spec.shards) if str(s) not in state.probes]
     if missing:
         ranges = state.spec.slot_ranges()
-        with BankClient(gateways(state), deadline_s=10, token=state.secrets["client_token"]) as client:
+        with BankClient.from_home(state.home, deadline_s=10) as client:
             for shard in missing:
                 first, last, _ = ranges[shard]
                 customer = next(
@@ -45,13 +45,10 @@ def measure(
 ) -> dict[int, float | None]:
     """Seconds from `since` (a time.time()) to the first acknowledged write on each shard."""
     probes = ensure_probes(state) if shards else {}
-    endpoints = gateways(state)
 
     def probe(shard: int) -> float | None:
         deadline = time.monotonic() + timeout_s
-        with BankClient(
-            endpoints, deadline_s=PROBE_DEADLINE_S, token=state.secrets["client_token"]
-        ) as client:
+        with BankClient.from_home(state.home, deadline_s=PROBE_DEADLINE_S) as client:
             while time.monotonic() < deadline:
                 try:
                     client.deposit(probes[shard], 1, "CNY")

@@ -23,8 +23,9 @@ def say(message: str) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.command == "up":
         spec = ClusterSpec(
-            dcs=args.dcs, shards=args.shards, net=choose_net(args.net), name=args.name, octet=args.octet
-        )
+            dcs=args.dcs, shards=args.shards, net=choose_net(args.net), name=args.name, octet=args.octet,
+            tls=args.tls,
+        )  # fmt: skip
         state = launcher.up(args.home, spec, say, client_rate_per_s=args.client_rate)
         print(status.render(status.collect(state)))
         return 0

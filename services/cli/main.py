@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         " auto (default): netns when possible",
     )
     up.add_argument(
+        "--tls", action="store_true", help="gateways and bank-nodes serve TLS only (certificates made by up)"
+    )
+    up.add_argument(
         "--client-rate", type=float, default=5000.0, metavar="PER_S",
         help="requests a second allowed to the client credential (default 5000; 0: no limit)",
     )  # fmt: skip

@@ -27,6 +27,7 @@ from services.cluster.redis_group import (
 from services.cluster.service_process import start_service
 from services.cluster.service_user import remove_data_root
 from services.cluster.state import ClusterState, Component
+from services.cluster.tls import ca_file, dc_files, make_certificates
 from services.cluster.topology import REDIS_PORT, SENTINEL_MASTER, SENTINEL_PORT, ClusterSpec
 from services.cluster.zookeeper import start_zookeeper, zk_client, zk_hosts, zk_mode
 from services.coordinator.failover import leader_path
@@ -56,6 +57,8 @@ def up(
     state.started_at = time.time()
     state.save()
     write_credentials(state, client_rate_per_s)
+    if spec.tls:
+        make_certificates(spec, state.home)
     started = time.monotonic()
     try:
         _start_network(state, say)
@@ -186,6 +189,14 @@ def _write_topology(state: ClusterState, say: Say) -> None:
     say(f"routing table v{table.version} in ZooKeeper and Redis: {listed}")
 
 
+def server_tls(state: ClusterState, dc: str) -> dict[str, str] | None:
+    """The files a DC's gateway and bank-node serve TLS with (and verify peers against)."""
+    if not state.spec.tls:
+        return None
+    cert, key = dc_files(state.home, dc)
+    return {"cert": str(cert), "key": str(key), "ca": str(ca_file(state.home))}
+
+
 def cluster_view(state: ClusterState, dc: str) -> ClusterView:
     """What the bank-node of `dc` is told about the cluster."""
     spec = state.spec
@@ -225,6 +236,7 @@ def _start_nodes(state: ClusterState, say: Say) -> None:
             cluster=cluster_view(state, dc).to_json(),
             peer_token=state.secrets["peer_token"],
             tokens_file=str(tokens_file(state.home)),
+            tls=server_tls(state, dc),
         )
         name = f"node-{dc}"
         log_file = state.home / "logs" / f"{name}.log"
@@ -286,6 +298,7 @@ def _start_gateways(state: ClusterState, say: Say) -> None:
             "sentinel_master": SENTINEL_MASTER,
             "peer_token": state.secrets["peer_token"],
             "tokens_file": str(tokens_file(state.home)),
+            "tls": server_tls(state, dc),
         }
         name = f"gateway-{dc}"
         log_file = state.home / "logs" / f"{name}.log"

@@ -19,10 +19,12 @@ from services.cluster.pg_group import member_instance
 from services.cluster.processes import pid_alive
 from services.cluster.redis_group import redis_role, sentinel_primary
 from services.cluster.state import ClusterState, Component
+from services.cluster.tls import ca_file
 from services.cluster.topology import NETNS
 from services.cluster.zookeeper import zk_client, zk_mode
 from services.routing import zk_routes
 from services.routing.table import ShardRoute
+from services.rpc import tls
 
 SQL_REPLICATION = """
 SELECT application_name, state, sync_state,
@@ -80,7 +82,7 @@ def _probe(state: ClusterState, component: Component) -> dict[str, Any]:
     elif component.kind == "postgres":
         role = _pg_role(state, component)
     elif component.kind in ("node", "gateway"):
-        role = _grpc_role(component)
+        role = _grpc_role(state, component)
     if component.kind == "postgres" and component.shard is not None:
         # The postmaster's PID can change on restart; its own pid file is the truth.
         pid = member_instance(state, component.shard, component.dc).pid()
@@ -112,9 +114,10 @@ def _pg_role(state: ClusterState, component: Component) -> str:
     return "standby" if rows[0][0] else "primary"
 
 
-def _grpc_role(component: Component) -> str:
+def _grpc_role(state: ClusterState, component: Component) -> str:
+    root = ca_file(state.home).read_bytes() if state.spec.tls else None
     try:
-        with grpc.insecure_channel(f"{component.host}:{component.port}") as channel:
+        with tls.channel(f"{component.host}:{component.port}", root) as channel:
             answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.5)
     except grpc.RpcError:
         return "down"

@@ -32,6 +32,7 @@ class ClusterSpec:
     net: str = LOOPBACK
     name: str = "bank"
     octet: int = 0
+    tls: bool = False  # gateways and bank-nodes serve TLS only, with certificates `up` makes
 
     def __post_init__(self) -> None:
         if not 3 <= self.dcs <= 9:

@@ -23,6 +23,7 @@ from services.gateway.servicers import ACCOUNTS, LEDGER, GatewayAccountServicer,
 from services.routing.client import RoutingClient
 from services.rpc.auth import ADMIN, CLIENT, AuthInterceptor, RateLimiter, TokenStore
 from services.rpc.server import Registration, start_server
+from services.rpc.tls import read
 
 log = logging.getLogger("services.gateway")
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
@@ -43,7 +44,13 @@ def main(argv: list[str] | None = None) -> int:
         host, int(port), config["zk_hosts"], redis_password=password, zk_auth=config.get("zk_auth", "")
     )
     routing.start()
-    forwarder = Forwarder(routing, dc=config["dc"], peer_token=config["peer_token"])
+    tls = config.get("tls")
+    forwarder = Forwarder(
+        routing,
+        dc=config["dc"],
+        peer_token=config["peer_token"],
+        root_certificates=read((tls or {}).get("ca")),
+    )
     router = Router(forwarder)
     sentinels = Sentinel(
         [(h, int(p)) for h, p in (s.rsplit(":", 1) for s in config["sentinels"])],
@@ -74,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
         max_workers=64,
         interceptors=[AuthInterceptor(tokens, roles, RateLimiter())],
+        tls=tls,
     )
     log.info("event=gateway_ready port=%s routing_version=%s", server.port, routing.table.version)
     if args.port_file:

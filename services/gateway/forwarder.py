@@ -12,6 +12,7 @@ import grpc
 
 from bank.v1 import account_pb2_grpc, ledger_pb2_grpc
 from services.routing.client import RoutingClient
+from services.rpc import tls
 from services.rpc.auth import bearer
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,15 @@ STUBS = {
 
 
 class Forwarder:
-    def __init__(self, routing: RoutingClient, dc: str = "", peer_token: str = "") -> None:
+    def __init__(
+        self,
+        routing: RoutingClient,
+        dc: str = "",
+        peer_token: str = "",
+        root_certificates: bytes | None = None,
+    ) -> None:
         self.routing = routing
+        self.root_certificates = root_certificates
         self.dc = dc
         # The gateway speaks to bank-nodes as a peer; the caller's own token never goes further.
         self.metadata: tuple[tuple[str, str], ...] = bearer(peer_token) if peer_token else ()
@@ -129,7 +137,7 @@ class Forwarder:
             if stub is None:
                 channel = self._channels.get(endpoint)
                 if channel is None:
-                    channel = grpc.insecure_channel(endpoint)
+                    channel = tls.channel(endpoint, self.root_certificates)
                     self._channels[endpoint] = channel
                 stub = STUBS[service](channel)
                 self._stubs[key] = stub

@@ -19,6 +19,7 @@ from bank.v1 import shard_pb2, shard_pb2_grpc
 from services.common.errors import BankError
 from services.node.shards import ShardDirectory, ShardHandlers
 from services.routing.client import RoutingClient
+from services.rpc import tls
 from services.rpc.auth import bearer
 from services.storage.ledger_store import Delivery
 
@@ -36,7 +37,9 @@ class OutboxRelay:
         batch: int = 64,
         workers: int = 8,
         token: str = "",
+        root_certificates: bytes | None = None,
     ) -> None:
+        self.root_certificates = root_certificates
         self.shards = shards
         self.metadata: tuple[tuple[str, str], ...] = bearer(token) if token else ()
         self.dc = dc
@@ -134,6 +137,6 @@ class OutboxRelay:
         with self._lock:
             channel = self._channels.get(endpoint)
             if channel is None:
-                channel = grpc.insecure_channel(endpoint)
+                channel = tls.channel(endpoint, self.root_certificates)
                 self._channels[endpoint] = channel
             return channel

@@ -26,6 +26,7 @@ from services.node.shards import ShardDirectory, ShardHandlers, SlotRange
 from services.routing.client import RoutingClient
 from services.rpc.auth import PEER, AuthInterceptor, TokenStore
 from services.rpc.server import Registration, RunningServer, start_server
+from services.rpc.tls import read
 from services.storage.ledger_store import LedgerStore
 from services.storage.migrate import apply_migrations
 
@@ -49,6 +50,7 @@ class NodeConfig:
     # (only the `peer` role: gateways and other bank-nodes). A lone node (the tour) has neither.
     peer_token: str = ""
     tokens_file: str = ""
+    tls: dict[str, str] | None = None  # {"cert", "key", "ca"}: serve TLS, verify peers with the CA
 
     @classmethod
     def single(
@@ -74,6 +76,7 @@ class NodeConfig:
             "cluster": self.cluster,
             "peer_token": self.peer_token,
             "tokens_file": self.tokens_file,
+            "tls": self.tls,
         }
 
     @classmethod
@@ -89,6 +92,7 @@ class NodeConfig:
             cluster=data.get("cluster"),
             peer_token=str(data.get("peer_token", "")),
             tokens_file=str(data.get("tokens_file", "")),
+            tls=data.get("tls"),
         )
 
 
@@ -114,8 +118,9 @@ class BankNode:
                 zk_auth=cluster.get("zk_auth", ""),
             )  # fmt: skip
             self.relay = OutboxRelay(
-                self.shards, self.routing, dc=cluster.get("dc", ""), token=config.peer_token
-            )
+                self.shards, self.routing, dc=cluster.get("dc", ""), token=config.peer_token,
+                root_certificates=read((config.tls or {}).get("ca")),
+            )  # fmt: skip
         self.view = ClusterView.from_json(config.cluster) if config.cluster else None
         self.coordinator = (
             NodeCoordinator(self.view, serve=self._serve, unserve=self._unserve, fence=self._fence)
@@ -163,6 +168,7 @@ class BankNode:
                 ),
             ],
             interceptors=self._interceptors(),
+            tls=self.config.tls,
         )
         if self.routing is not None and self.relay is not None:
             self.routing.start()

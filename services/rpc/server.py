@@ -11,6 +11,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.rpc.tls import add_port
+
 # Requests of the bank are small; anything near this is an abuse, refused by gRPC itself
 # with RESOURCE_EXHAUSTED before it reaches our code.
 MAX_MESSAGE_BYTES = 1 << 20
@@ -49,6 +51,7 @@ def start_server(
     registrations: Sequence[Registration],
     max_workers: int = 32,
     interceptors: Sequence[grpc.ServerInterceptor] = (),
+    tls: dict[str, str] | None = None,
 ) -> RunningServer:
     """Binds `address` (host:port, port 0 for any free one) and starts serving."""
     server = grpc.server(
@@ -69,7 +72,7 @@ def start_server(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server,
     )
-    port = server.add_insecure_port(address)
+    port = add_port(server, address, tls)
     if port == 0:
         raise OSError(f"could not bind the gRPC server to {address}")
     server.start()
