@@ -20,6 +20,7 @@ command -v iptables >/dev/null 2>&1 || missing_debs+=(iptables)
 command -v nft >/dev/null 2>&1 || missing_debs+=(nftables)
 command -v ip >/dev/null 2>&1 || missing_debs+=(iproute2)
 command -v runuser >/dev/null 2>&1 || missing_debs+=(util-linux)
+command -v prometheus >/dev/null 2>&1 || missing_debs+=(prometheus)  # bankctl up --with-prometheus
 
 if [ ${#missing_debs[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then

@@ -26,7 +26,9 @@ def run(args: argparse.Namespace) -> int:
             dcs=args.dcs, shards=args.shards, net=choose_net(args.net), name=args.name, octet=args.octet,
             tls=args.tls,
         )  # fmt: skip
-        state = launcher.up(args.home, spec, say, client_rate_per_s=args.client_rate)
+        state = launcher.up(
+            args.home, spec, say, client_rate_per_s=args.client_rate, with_prometheus=args.with_prometheus
+        )
         print(status.render(status.collect(state)))
         return 0
     if args.command == "status":

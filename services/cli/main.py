@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         " auto (default): netns when possible",
     )
     up.add_argument(
+        "--with-prometheus", action="store_true", help="also start Prometheus scraping every service"
+    )
+    up.add_argument(
         "--tls", action="store_true", help="gateways and bank-nodes serve TLS only (certificates made by up)"
     )
     up.add_argument(

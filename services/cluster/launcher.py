@@ -17,6 +17,7 @@ from services.cluster.credentials import DEFAULT_CLIENT_RATE_PER_S, tokens_file,
 from services.cluster.netns import create_network, delete_network, in_dc, probe_netem
 from services.cluster.pg_group import member_instance, start_shard_group
 from services.cluster.processes import LaunchError, pid_alive, terminate, wait_until
+from services.cluster.prometheus import start_prometheus
 from services.cluster.redis_group import (
     redis_role,
     sentinel_peers,
@@ -28,7 +29,14 @@ from services.cluster.service_process import start_service
 from services.cluster.service_user import remove_data_root
 from services.cluster.state import ClusterState, Component
 from services.cluster.tls import ca_file, dc_files, make_certificates
-from services.cluster.topology import REDIS_PORT, SENTINEL_MASTER, SENTINEL_PORT, ClusterSpec
+from services.cluster.topology import (
+    GATEWAY_METRICS_PORT,
+    NODE_METRICS_PORT,
+    REDIS_PORT,
+    SENTINEL_MASTER,
+    SENTINEL_PORT,
+    ClusterSpec,
+)
 from services.cluster.zookeeper import start_zookeeper, zk_client, zk_hosts, zk_mode
 from services.coordinator.failover import leader_path
 from services.coordinator.view import ClusterView, Member
@@ -37,13 +45,14 @@ from services.routing import redis_mirror, zk_routes
 from services.routing.table import ShardRoute
 
 Say = Callable[[str], None]
-STOP_ORDER = ["gateway", "node", "postgres", "sentinel", "redis", "zookeeper"]
+STOP_ORDER = ["prometheus", "gateway", "node", "postgres", "sentinel", "redis", "zookeeper"]
 SESSION_TIMEOUT_S = 2.0  # ZooKeeper sessions of the nodes: 2-4 s suits these two cores
 
 
 def up(
-    home: Path, spec: ClusterSpec, say: Say, client_rate_per_s: float = DEFAULT_CLIENT_RATE_PER_S
-) -> ClusterState:
+    home: Path, spec: ClusterSpec, say: Say, client_rate_per_s: float = DEFAULT_CLIENT_RATE_PER_S,
+    with_prometheus: bool = False,
+) -> ClusterState:  # fmt: skip
     """Starts the cluster and returns once every component is healthy; on any failure it says
     what failed and where its log is, stops what it had started, and raises."""
     existing = ClusterState.load(home)
@@ -68,6 +77,9 @@ def up(
         _write_topology(state, say)
         _start_nodes(state, say)
         _start_gateways(state, say)
+        if with_prometheus:
+            prometheus = start_prometheus(state)
+            say(f"prometheus: http://{prometheus.host}:{prometheus.port} scrapes every node and gateway")
     except BaseException as err:
         say(f"FAILED: {err}")
         say("stopping what was started")
@@ -237,6 +249,7 @@ def _start_nodes(state: ClusterState, say: Say) -> None:
             peer_token=state.secrets["peer_token"],
             tokens_file=str(tokens_file(state.home)),
             tls=server_tls(state, dc),
+            metrics_listen=f"{spec.address(dc)}:{NODE_METRICS_PORT}",
         )
         name = f"node-{dc}"
         log_file = state.home / "logs" / f"{name}.log"
@@ -244,7 +257,10 @@ def _start_nodes(state: ClusterState, say: Say) -> None:
             "services.node", name, config.to_json(), state.home / "run", log_file, in_dc(spec, dc, []),
             extra_args=["--dc", dc],
         )  # fmt: skip
-        state.add(Component(dc, "node", name, spec.address(dc), node.port, node.pid, str(log_file)))
+        state.add(
+            Component(dc, "node", name, spec.address(dc), node.port, node.pid, str(log_file),
+                      metrics_port=NODE_METRICS_PORT)
+        )  # fmt: skip
     client = zk_client(state)
     try:
         wait_until(
@@ -280,7 +296,10 @@ def restart_node(home: Path, dc: str, say: Say, state: ClusterState | None = Non
         "services.node", name, config, state.home / "run", log_file, in_dc(state.spec, dc, []),
         extra_args=["--dc", dc],
     )  # fmt: skip
-    state.add(Component(dc, "node", name, state.spec.address(dc), node.port, node.pid, str(log_file)))
+    state.add(
+        Component(dc, "node", name, state.spec.address(dc), node.port, node.pid, str(log_file),
+                  metrics_port=NODE_METRICS_PORT)
+    )  # fmt: skip
     say(f"started {name} (pid {node.pid}) on {state.spec.address(dc)}:{node.port}")
 
 
@@ -299,13 +318,17 @@ def _start_gateways(state: ClusterState, say: Say) -> None:
             "peer_token": state.secrets["peer_token"],
             "tokens_file": str(tokens_file(state.home)),
             "tls": server_tls(state, dc),
+            "metrics_listen": f"{spec.address(dc)}:{GATEWAY_METRICS_PORT}",
         }
         name = f"gateway-{dc}"
         log_file = state.home / "logs" / f"{name}.log"
         gateway = start_service(
             "services.gateway", name, config, state.home / "run", log_file, in_dc(spec, dc, [])
         )
-        state.add(Component(dc, "gateway", name, spec.address(dc), gateway.port, gateway.pid, str(log_file)))
+        state.add(
+            Component(dc, "gateway", name, spec.address(dc), gateway.port, gateway.pid, str(log_file),
+                      metrics_port=GATEWAY_METRICS_PORT)
+        )  # fmt: skip
     say("gateways: " + ", ".join(spec.gateway_endpoint(dc) for dc in spec.dc_names))
 
 
@@ -346,7 +369,7 @@ def _stop(state: ClusterState, component: Component, say: Say) -> None:
 
 def _remove_data(state: ClusterState, keep_logs: bool) -> None:
     remove_data_root(state.home, "pg")
-    for folder in ("zookeeper", "redis", "sentinel", "run"):
+    for folder in ("zookeeper", "redis", "sentinel", "run", "prometheus"):
         shutil.rmtree(state.home / folder, ignore_errors=True)
     if not keep_logs:
         shutil.rmtree(state.home / "logs", ignore_errors=True)

@@ -29,6 +29,7 @@ class Component:
     log: str
     shard: int | None = None
     data_dir: str = ""
+    metrics_port: int | None = None  # where Prometheus scrapes it (nodes and gateways)
 
 
 @dataclass

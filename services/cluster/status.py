@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.cluster.pg_group import member_instance
 from services.cluster.processes import pid_alive
+from services.cluster.prometheus import ready as prometheus_ready
 from services.cluster.redis_group import redis_role, sentinel_primary
 from services.cluster.state import ClusterState, Component
 from services.cluster.tls import ca_file
@@ -83,6 +84,8 @@ def _probe(state: ClusterState, component: Component) -> dict[str, Any]:
         role = _pg_role(state, component)
     elif component.kind in ("node", "gateway"):
         role = _grpc_role(state, component)
+    elif component.kind == "prometheus":
+        role = "ready" if prometheus_ready(component.host, component.port) else "down"
     if component.kind == "postgres" and component.shard is not None:
         # The postmaster's PID can change on restart; its own pid file is the truth.
         pid = member_instance(state, component.shard, component.dc).pid()
@@ -100,6 +103,7 @@ def _probe(state: ClusterState, component: Component) -> dict[str, Any]:
         "pid": component.pid,
         "healthy": healthy,
         "log": component.log,
+        "metrics_port": component.metrics_port,
         **extra,
     }
 

@@ -18,6 +18,8 @@ SENTINEL_PORT = 26379
 PG_BASE_PORT = 5432  # shard s listens on PG_BASE_PORT + s
 NODE_PORT = 7000
 GATEWAY_PORT = 7100
+NODE_METRICS_PORT = 9400  # Prometheus /metrics of the DC's bank-node and gateway
+GATEWAY_METRICS_PORT = 9401
 SENTINEL_MASTER = "bank"
 NETNS_PREFIX = "10.213"  # 10.213.<octet>.0/24: only inside the project's own namespaces
 

@@ -30,6 +30,7 @@ from services.cluster.postgres import PostgresInstance
 from services.coordinator import failover, pg_control
 from services.coordinator.view import ClusterView
 from services.routing import zk_routes
+from services.rpc import metrics
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ class NodeCoordinator:
 
     def _on_state(self, state: str) -> None:
         """Runs on kazoo's thread: decide at once, never block."""
+        metrics.set_zk_state(state)
         if state in (KazooState.SUSPENDED, KazooState.LOST):
             log.warning("event=zk_session_%s action=stop_serving", state.lower())
             self.fence(True)
@@ -307,7 +309,12 @@ class ShardAgent:
             leaderless = not self.zk.exists(failover.leader_path(self.shard))
             moved = route_now.epoch != route.epoch or not leaderless
             if not moved:
+                started = time.monotonic()
                 new_route = failover.fail_over(self.zk, self.c.view, self.shard)
+                label = str(self.shard)
+                metrics.FAILOVERS.labels(shard=label, outcome="done" if new_route else "not_possible").inc()
+                if new_route is not None:
+                    metrics.FAILOVER_SECONDS.labels(shard=label).observe(time.monotonic() - started)
                 if new_route is None:
                     self.c.schedule(f"elect-{self.shard}", self.elect, delay_s=1.0)
                 elif new_route.leader_dc == self.dc:

@@ -22,6 +22,7 @@ from services.gateway.forwarder import Forwarder
 from services.gateway.servicers import ACCOUNTS, LEDGER, GatewayAccountServicer, GatewayLedgerServicer, Router
 from services.routing.client import RoutingClient
 from services.rpc.auth import ADMIN, CLIENT, AuthInterceptor, RateLimiter, TokenStore
+from services.rpc.metrics import serve_metrics
 from services.rpc.server import Registration, start_server
 from services.rpc.tls import read
 
@@ -83,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         interceptors=[AuthInterceptor(tokens, roles, RateLimiter())],
         tls=tls,
     )
+    if config.get("metrics_listen"):
+        host, metrics_port = config["metrics_listen"].rsplit(":", 1)
+        serve_metrics(host, int(metrics_port))
     log.info("event=gateway_ready port=%s routing_version=%s", server.port, routing.table.version)
     if args.port_file:
         partial = args.port_file.with_suffix(".partial")

@@ -12,7 +12,7 @@ import grpc
 
 from bank.v1 import account_pb2_grpc, ledger_pb2_grpc
 from services.routing.client import RoutingClient
-from services.rpc import tls
+from services.rpc import metrics, tls
 from services.rpc.auth import bearer
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ class Forwarder:
             if held[0]:
                 with self._lock:
                     self._held[shard] -= 1
+                    metrics.GATEWAY_HELD.labels(shard=str(shard)).set(self._held[shard])
 
     def _hold(self, shard: int) -> bool:
         """Counts a request as waiting for the shard's leader; False when the shard is full."""
@@ -66,6 +67,7 @@ class Forwarder:
             if self._held.get(shard, 0) >= MAX_HELD_PER_SHARD:
                 return False
             self._held[shard] = self._held.get(shard, 0) + 1
+            metrics.GATEWAY_HELD.labels(shard=str(shard)).set(self._held[shard])
             return True
 
     def _call(
@@ -96,11 +98,20 @@ class Forwarder:
                     time.sleep(min(delay_s, max(0.0, deadline - time.monotonic())))
                     timeout = deadline - time.monotonic()
                 stub = self._stub(service, route.endpoint)
-                return getattr(stub, method)(
-                    request,
-                    timeout=min(timeout, ATTEMPT_TIMEOUT_S),
-                    metadata=(("bank-shard-epoch", str(route.epoch)), *self.metadata),
-                )
+                started = time.perf_counter()
+                try:
+                    answer = getattr(stub, method)(
+                        request,
+                        timeout=min(timeout, ATTEMPT_TIMEOUT_S),
+                        metadata=(("bank-shard-epoch", str(route.epoch)), *self.metadata),
+                    )
+                except grpc.RpcError as err:
+                    metrics.observe_client_call(
+                        service, method, err.code().name, time.perf_counter() - started
+                    )
+                    raise
+                metrics.observe_client_call(service, method, "OK", time.perf_counter() - started)
+                return answer
             except grpc.RpcError as err:
                 code = err.code()
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED and deadline - time.monotonic() > 0.1:
@@ -111,6 +122,7 @@ class Forwarder:
                         context.set_trailing_metadata(tuple((m.key, m.value) for m in metadata))
                     context.abort(code, err.details() or code.name)
                 last_error = f"{code.name}: {err.details()}"
+                metrics.GATEWAY_RETRIES.labels(shard=str(shard), code=code.name).inc()
             except Exception as err:  # no route yet (the table is loading): as retry-able
                 if not getattr(err, "retryable", False):
                     raise

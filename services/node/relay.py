@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -19,11 +20,12 @@ from bank.v1 import shard_pb2, shard_pb2_grpc
 from services.common.errors import BankError
 from services.node.shards import ShardDirectory, ShardHandlers
 from services.routing.client import RoutingClient
-from services.rpc import tls
+from services.rpc import metrics, tls
 from services.rpc.auth import bearer
 from services.storage.ledger_store import Delivery
 
 log = logging.getLogger(__name__)
+SHARD_SERVICE = "bank.v1.ShardService"
 CALL_TIMEOUT_S = 3.0
 
 
@@ -128,9 +130,19 @@ class OutboxRelay:
         if delay_s:
             self._stopping.wait(delay_s)
         stub = shard_pb2_grpc.ShardServiceStub(self._channel(route.endpoint))
-        answer: shard_pb2.ApplyCreditResponse = stub.ApplyCredit(
-            request, timeout=CALL_TIMEOUT_S, metadata=(("bank-shard-epoch", str(route.epoch)), *self.metadata)
-        )
+        started = time.perf_counter()
+        try:
+            answer: shard_pb2.ApplyCreditResponse = stub.ApplyCredit(
+                request,
+                timeout=CALL_TIMEOUT_S,
+                metadata=(("bank-shard-epoch", str(route.epoch)), *self.metadata),
+            )
+        except grpc.RpcError as err:
+            metrics.observe_client_call(
+                SHARD_SERVICE, "ApplyCredit", err.code().name, time.perf_counter() - started
+            )
+            raise
+        metrics.observe_client_call(SHARD_SERVICE, "ApplyCredit", "OK", time.perf_counter() - started)
         return answer
 
     def _channel(self, endpoint: str) -> grpc.Channel:

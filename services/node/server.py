@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from prometheus_client import REGISTRY
 
 from bank.v1 import account_pb2, account_pb2_grpc, ledger_pb2, ledger_pb2_grpc, shard_pb2, shard_pb2_grpc
 from services.account.handler import AccountHandler
@@ -20,11 +21,13 @@ from services.coordinator.agent import NodeCoordinator
 from services.coordinator.view import ClusterView
 from services.ledger.handler import LedgerHandler
 from services.ledger.servicer import LedgerServicer
+from services.node.metrics import NodeCollector
 from services.node.relay import OutboxRelay
 from services.node.shard_servicer import ShardServicer
 from services.node.shards import ShardDirectory, ShardHandlers, SlotRange
 from services.routing.client import RoutingClient
 from services.rpc.auth import PEER, AuthInterceptor, TokenStore
+from services.rpc.metrics import serve_metrics
 from services.rpc.server import Registration, RunningServer, start_server
 from services.rpc.tls import read
 from services.storage.ledger_store import LedgerStore
@@ -51,6 +54,7 @@ class NodeConfig:
     peer_token: str = ""
     tokens_file: str = ""
     tls: dict[str, str] | None = None  # {"cert", "key", "ca"}: serve TLS, verify peers with the CA
+    metrics_listen: str = ""  # host:port of the Prometheus endpoint; none for a lone node
 
     @classmethod
     def single(
@@ -77,6 +81,7 @@ class NodeConfig:
             "peer_token": self.peer_token,
             "tokens_file": self.tokens_file,
             "tls": self.tls,
+            "metrics_listen": self.metrics_listen,
         }
 
     @classmethod
@@ -93,6 +98,7 @@ class NodeConfig:
             peer_token=str(data.get("peer_token", "")),
             tokens_file=str(data.get("tokens_file", "")),
             tls=data.get("tls"),
+            metrics_listen=str(data.get("metrics_listen", "")),
         )
 
 
@@ -170,6 +176,11 @@ class BankNode:
             interceptors=self._interceptors(),
             tls=self.config.tls,
         )
+        if self.config.metrics_listen:
+            host, port = self.config.metrics_listen.rsplit(":", 1)
+            known = sorted({s for _, _, s in self.config.slot_ranges})
+            REGISTRY.register(NodeCollector(self.shards, known))
+            serve_metrics(host, int(port))
         if self.routing is not None and self.relay is not None:
             self.routing.start()
             self.relay.start()

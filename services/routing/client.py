@@ -17,6 +17,7 @@ from kazoo.handlers.threading import KazooTimeoutError
 from services.common.errors import Unavailable
 from services.routing import redis_mirror, zk_routes
 from services.routing.table import RoutingTable, ShardRoute
+from services.rpc.metrics import ROUTING_VERSION
 
 log = logging.getLogger(__name__)
 LISTEN_TICK_S = 0.5  # how soon the listener notices it should stop
@@ -106,6 +107,7 @@ class RoutingClient:
             if table.version > self._table.version:
                 log.info("event=routing_updated version=%s previous=%s", table.version, self._table.version)
                 self._table = table
+                ROUTING_VERSION.set(table.version)
 
     def _read_zookeeper(self) -> RoutingTable | None:
         try:

@@ -11,6 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.rpc.metrics import ServerMetrics
 from services.rpc.tls import add_port
 
 # Requests of the bank are small; anything near this is an abuse, refused by gRPC itself
@@ -56,7 +57,7 @@ def start_server(
     """Binds `address` (host:port, port 0 for any free one) and starts serving."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        interceptors=list(interceptors),
+        interceptors=[ServerMetrics(), *interceptors],  # metrics outermost: refusals count too
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", 4 * MAX_MESSAGE_BYTES),

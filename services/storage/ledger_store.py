@@ -361,6 +361,26 @@ class DeliveryTx:
         self.conn.execute(SQL_POSTPONE_DELIVERY, (error[:500], delay_s, transfer_id))
 
 
+# What the node's metrics ask the primary at each scrape: the outbox's depth and age, and
+# how far behind each standby is (bytes of WAL not yet replayed, and the time that took).
+SQL_OUTBOX_FIGURES = """
+SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
+FROM outbox WHERE status = 'PENDING'
+"""
+SQL_REPLICATION_LAG = """
+SELECT application_name, coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0)::float8,
+       coalesce(extract(epoch FROM replay_lag), 0)::float8
+FROM pg_stat_replication
+"""
+
+
+@dataclass(frozen=True)
+class ShardFigures:
+    outbox_pending: int
+    outbox_oldest_age_s: float
+    lag_by_standby: dict[str, tuple[float, float]]  # application name -> (bytes, seconds)
+
+
 class LedgerReader:
     """Reads that need no transaction of their own."""
 
@@ -386,6 +406,12 @@ class LedgerReader:
     def due_deliveries(self, limit: int) -> list[Delivery]:
         cur = self.conn.cursor(row_factory=class_row(Delivery))
         return cur.execute(SQL_DUE_DELIVERIES, (limit,)).fetchall()
+
+    def figures(self) -> ShardFigures:
+        row = self.conn.execute(SQL_OUTBOX_FIGURES).fetchone()
+        pending, age = (int(row[0]), float(row[1])) if row else (0, 0.0)
+        lag = {str(n): (float(b), float(s)) for n, b, s in self.conn.execute(SQL_REPLICATION_LAG)}
+        return ShardFigures(pending, age, lag)
 
     def accounts_with_expired_holds(self, limit: int) -> list[str]:
         return [row[0] for row in self.conn.execute(SQL_EXPIRED_HOLD_ACCOUNTS, (limit,))]
