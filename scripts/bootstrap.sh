@@ -21,6 +21,7 @@ command -v nft >/dev/null 2>&1 || missing_debs+=(nftables)
 command -v ip >/dev/null 2>&1 || missing_debs+=(iproute2)
 command -v runuser >/dev/null 2>&1 || missing_debs+=(util-linux)
 command -v prometheus >/dev/null 2>&1 || missing_debs+=(prometheus)  # bankctl up --with-prometheus
+command -v docker-compose >/dev/null 2>&1 || missing_debs+=(docker-compose)  # validates deploy/ (no engine needed)
 
 if [ ${#missing_debs[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
