@@ -7,7 +7,7 @@ PROTOS := $(wildcard proto/bank/v1/*.proto)
 PYTEST_ARGS ?=
 
 
-.PHONY: setup run tour test test-unit test-integration lint format proto chaos clean
+.PHONY: setup run tour test test-unit test-integration lint format proto chaos deploy-files clean
 
 setup: $(STAMP)
 
@@ -51,6 +51,11 @@ format: setup
 chaos: setup
 	@echo "[chaos] bankctl chaos run over seeds $${SEEDS:-1-10}, $${MINUTES:-5} minutes each"
 	@$(PY) scripts/chaos_soak.py --seeds $${SEEDS:-1-10} --minutes $${MINUTES:-5}
+
+## Renders the compose file, Prometheus config and Kubernetes manifests from the topology.
+deploy-files: setup
+	@echo "[deploy-files] rendering deploy/ from services/cluster/topology.py"
+	@$(PY) -m services.cluster.deploy_render
 
 ## Regenerates the committed gRPC stubs under gen/ from proto/.
 proto: setup
