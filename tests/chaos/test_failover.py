@@ -30,13 +30,6 @@ from tests.integration.cluster_helpers import Cluster, bankctl, peer_metadata
 from tests.integration.conftest import report
 
 
-def test_kill_dc_then_restart(cluster: Cluster, accounts: list[str], pytestconfig: pytest.Config) -> None:
-    dc = leader_of(cluster, 0)
-    entry = run_fault(cluster, accounts, pytestconfig, ["kill-dc", dc], ["restart-dc", dc])
-    assert "0" in entry["shards"]  # type: ignore[operator]
-    assert leader_of(cluster, 0) != dc  # no automatic failback: the restarted DC follows
-
-
 def test_isolate_dc_then_heal(cluster: Cluster, accounts: list[str], pytestconfig: pytest.Config) -> None:
     dc = leader_of(cluster, 1)
     entry = run_fault(cluster, accounts, pytestconfig, ["isolate-dc", dc], ["heal"])
