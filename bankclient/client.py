@@ -192,6 +192,25 @@ class BankClient:
         )  # fmt: skip
         return self.call("ledger", "Transfer", request, deadline_s)
 
+    def create_transfers(
+        self, transfers: Sequence[tuple[str, str, int, str, str]], deadline_s: float | None = None
+    ) -> list[Any]:
+        """A batch of (source, target, amount, currency, request id); one result per transfer,
+        in order (`code` "OK" with its `transfer_id`, or the status it alone would have got)."""
+        request = ledger_pb2.CreateTransfersRequest(
+            transfers=[
+                ledger_pb2.TransferRequest(
+                    request_id=request_id,
+                    from_account=source,
+                    to_account=target,
+                    amount=amount,
+                    currency=currency,
+                )
+                for source, target, amount, currency, request_id in transfers
+            ]
+        )
+        return list(self.call("ledger", "CreateTransfers", request, deadline_s).results)
+
     def get_transfer(self, transfer_id: str) -> Any:
         return self.call(
             "ledger", "GetTransfer", ledger_pb2.GetTransferRequest(transfer_id=transfer_id)

@@ -14,6 +14,7 @@ MAX_REFERENCE = 140  # as long as a SEPA remittance line
 MAX_REASON = 200
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+MAX_BATCH_TRANSFERS = 4096  # per CreateTransfers call
 DEFAULT_HOLD_TIMEOUT_S = 600
 MAX_HOLD_TIMEOUT_S = 7 * 24 * 3600
 
@@ -84,3 +85,11 @@ def decode_page_token(token: str, field: str = "page_token") -> int:
     if prefix != "p1" or not number.isdigit():
         raise InvalidArgument(field, "is not a token this service issued")
     return int(number)
+
+
+def validate_batch_size(count: int) -> int:
+    if count == 0:
+        raise InvalidArgument("transfers", "at least one transfer is needed")
+    if count > MAX_BATCH_TRANSFERS:
+        raise InvalidArgument("transfers", f"at most {MAX_BATCH_TRANSFERS} per call, not {count}")
+    return count

@@ -51,10 +51,13 @@ class Forwarder:
         self._lock = threading.Lock()
         self._held: dict[int, int] = {}
 
-    def call(self, service: str, method: str, shard: int, request: Any, context: grpc.ServicerContext) -> Any:
+    def call(
+        self, service: str, method: str, shard: int, request: Any, context: grpc.ServicerContext,
+        attempt_timeout_s: float = ATTEMPT_TIMEOUT_S,
+    ) -> Any:  # fmt: skip
         held = [False]  # set once this request counts as waiting for the shard's leader
         try:
-            return self._call(service, method, shard, request, context, held)
+            return self._call(service, method, shard, request, context, held, attempt_timeout_s)
         finally:
             if held[0]:
                 with self._lock:
@@ -78,6 +81,7 @@ class Forwarder:
         request: Any,
         context: grpc.ServicerContext,
         held: list[bool],
+        attempt_timeout_s: float,
     ) -> Any:
         remaining = context.time_remaining()
         budget = DEFAULT_DEADLINE_S if remaining is None or remaining > 1e6 else remaining
@@ -102,7 +106,7 @@ class Forwarder:
                 try:
                     answer = getattr(stub, method)(
                         request,
-                        timeout=min(timeout, ATTEMPT_TIMEOUT_S),
+                        timeout=min(timeout, attempt_timeout_s),
                         metadata=(("bank-shard-epoch", str(route.epoch)), *self.metadata),
                     )
                 except grpc.RpcError as err:

@@ -8,6 +8,7 @@ for good; the source then marks the transfer COMMITTED, or refunds the debit and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.common.account_rules import (
@@ -19,7 +20,7 @@ from services.common.account_rules import (
 )
 from services.common.errors import BankError
 from services.common.model import COMMITTED, FAILED, PENDING, TRANSFER, MoneyMovement, Transfer
-from services.storage.idempotency import run_once
+from services.storage.idempotency import once
 from services.storage.ledger_store import Delivery, LedgerStore, LedgerTx, system_account
 
 TRANSIT = "TRANSIT"
@@ -40,6 +41,11 @@ class CrossShardLedger:
 
     def debit(self, transfer: Transfer, target_shard: int, payload: dict[str, object]) -> MoneyMovement:
         """The source's half: debit, transit and outbox in one transaction (once per request id)."""
+        return self.store.run_grouped(self.debit_unit(transfer, target_shard, payload))
+
+    def debit_unit(
+        self, transfer: Transfer, target_shard: int, payload: dict[str, object]
+    ) -> Callable[[LedgerTx], MoneyMovement]:
         source, currency, amount = transfer.from_account, transfer.currency, transfer.amount
 
         def work(tx: LedgerTx) -> MoneyMovement:
@@ -61,7 +67,7 @@ class CrossShardLedger:
             return MoneyMovement(stored, balance)
 
         assert transfer.status == PENDING
-        return run_once(self.store, "Transfer", transfer.request_id, payload, work)
+        return once("Transfer", transfer.request_id, payload, work, accounts=(source,))
 
     def apply_credit(self, transfer: Transfer) -> CreditOutcome:
         """The target's half, at most once per transfer id; a refusal is remembered too."""

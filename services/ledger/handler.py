@@ -7,6 +7,7 @@ request id (see `services.storage.idempotency`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -53,7 +54,8 @@ from services.common.validation import (
     validate_request_id,
 )
 from services.ledger.cross_shard import CrossShardLedger
-from services.storage.idempotency import run_once
+from services.storage.group_commit import run_all
+from services.storage.idempotency import once, run_once
 from services.storage.ledger_store import LedgerReader, LedgerStore, LedgerTx, system_account
 
 CASH = "CASH"
@@ -106,7 +108,7 @@ class LedgerHandler:
             return MoneyMovement(transfer, balance)
 
         payload = {"account": account, "amount": amount, "currency": currency, "ref": reference}
-        return run_once(self.store, "Deposit", request_id, payload, work)
+        return run_once(self.store, "Deposit", request_id, payload, work, accounts=(account,))
 
     def withdraw(
         self, request_id: str, account: str, amount: int, currency: str, reference: str = ""
@@ -130,12 +132,20 @@ class LedgerHandler:
             return MoneyMovement(transfer, balance)
 
         payload = {"account": account, "amount": amount, "currency": currency, "ref": reference}
-        return run_once(self.store, "Withdraw", request_id, payload, work)
+        return run_once(self.store, "Withdraw", request_id, payload, work, accounts=(account,))
 
     def transfer(
         self, request_id: str, source: str, target: str, amount: int, currency: str, reference: str = ""
     ) -> MoneyMovement:
         """Moves money between two accounts of this shard; the balance returned is the source's."""
+        return self.store.run_grouped(
+            self.transfer_unit(request_id, source, target, amount, currency, reference)
+        )
+
+    def transfer_unit(
+        self, request_id: str, source: str, target: str, amount: int, currency: str, reference: str = ""
+    ) -> Callable[[LedgerTx], MoneyMovement]:
+        """The checked request as a unit of work (at most once per request id), not yet run."""
         self._check_movement(request_id, amount, currency, reference)
         parse_account_number(source, "from_account")
         parse_account_number(target, "to_account")
@@ -164,7 +174,13 @@ class LedgerHandler:
             return MoneyMovement(transfer, debit_balance)
 
         payload = {"from": source, "to": target, "amount": amount, "currency": currency, "ref": reference}
-        return run_once(self.store, "Transfer", request_id, payload, work)
+        return once("Transfer", request_id, payload, work, accounts=(source, target))
+
+    def run_batch(
+        self, units: Sequence[Callable[[LedgerTx], MoneyMovement]]
+    ) -> list[MoneyMovement | BaseException]:
+        """Checked transfers of one batch request, booked a few hundred per transaction."""
+        return run_all(self.store, units)
 
     def transfer_out(
         self,
@@ -177,6 +193,14 @@ class LedgerHandler:
         reference: str = "",
     ) -> MoneyMovement:
         """A transfer to an account of another shard: the debit now, the credit by the relay."""
+        return self.store.run_grouped(
+            self.transfer_out_unit(request_id, source, target, target_shard, amount, currency, reference)
+        )
+
+    def transfer_out_unit(
+        self, request_id: str, source: str, target: str, target_shard: int, amount: int, currency: str,
+        reference: str = "",
+    ) -> Callable[[LedgerTx], MoneyMovement]:  # fmt: skip
         self._check_movement(request_id, amount, currency, reference)
         parse_account_number(source, "from_account")
         parse_account_number(target, "to_account")
@@ -185,7 +209,7 @@ class LedgerHandler:
             status=PENDING,
         )
         payload = {"from": source, "to": target, "amount": amount, "currency": currency, "ref": reference}
-        return self.cross_shard.debit(pending, target_shard, payload)
+        return self.cross_shard.debit_unit(pending, target_shard, payload)
 
     def get_transfer(self, transfer_id: str) -> Transfer:
         parse_transfer_id(transfer_id)

@@ -7,11 +7,15 @@ from collections.abc import Callable
 import grpc
 
 from bank.v1 import ledger_pb2, ledger_pb2_grpc
-from services.node.shards import ShardDirectory
+from services.common.errors import BankError
+from services.common.model import MoneyMovement
+from services.common.validation import validate_batch_size
+from services.node.shards import ShardDirectory, ShardHandlers
 from services.rpc.convert import (
     amount_of,
     hold_to_proto,
     posting_to_proto,
+    transfer_result,
     transfer_status,
     transfer_to_proto,
 )
@@ -86,6 +90,45 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             transfer_id=moved.transfer.transfer_id,
             status=transfer_status(moved.transfer.status),
             transfer=transfer_to_proto(moved.transfer),
+        )
+
+    @rpc_method
+    def CreateTransfers(
+        self, request: ledger_pb2.CreateTransfersRequest, context: grpc.ServicerContext
+    ) -> ledger_pb2.CreateTransfersResponse:
+        """A batch: each transfer checked and answered alone; a shard's part booked in a few
+        transactions. A shard not led here refuses the whole call (the gateway re-routes it)."""
+        validate_batch_size(len(request.transfers))
+        outcomes: dict[int, MoneyMovement | BaseException] = {}
+        by_shard: dict[int, tuple[ShardHandlers, list[tuple[int, Callable[..., MoneyMovement]]]]] = {}
+        crossing: set[int] = set()
+        for index, item in enumerate(request.transfers):
+            try:
+                handlers, target_shard = self.shards.for_pair(
+                    item.from_account, item.to_account, "from_account", "to_account"
+                )
+                amount = amount_of(item)
+                args = (item.request_id, item.from_account, item.to_account)
+                if target_shard == handlers.shard:
+                    unit = handlers.ledger.transfer_unit(*args, amount, item.currency, item.reference)
+                else:
+                    unit = handlers.ledger.transfer_out_unit(
+                        *args, target_shard, amount, item.currency, item.reference
+                    )
+                    crossing.add(handlers.shard)
+            except BankError as err:
+                if err.retryable:
+                    raise  # not led here (or fenced): the whole call goes elsewhere
+                outcomes[index] = err
+                continue
+            by_shard.setdefault(handlers.shard, (handlers, []))[1].append((index, unit))
+        for shard, (handlers, units) in by_shard.items():
+            results = handlers.ledger.run_batch([unit for _, unit in units])
+            outcomes.update({index: result for (index, _), result in zip(units, results, strict=True)})
+            if shard in crossing:
+                self.on_outbox(shard)
+        return ledger_pb2.CreateTransfersResponse(
+            results=[transfer_result(index, outcomes[index]) for index in range(len(request.transfers))]
         )
 
     @rpc_method

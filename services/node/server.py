@@ -55,6 +55,10 @@ class NodeConfig:
     tokens_file: str = ""
     tls: dict[str, str] | None = None  # {"cert", "key", "ca"}: serve TLS, verify peers with the CA
     metrics_listen: str = ""  # host:port of the Prometheus endpoint; none for a lone node
+    # Group commit: concurrent writes of a shard share one transaction (see storage/group_commit).
+    group_commit: bool = True
+    group_max_batch: int = 64
+    group_wait_ms: float = 2.0
 
     @classmethod
     def single(
@@ -82,6 +86,9 @@ class NodeConfig:
             "tokens_file": self.tokens_file,
             "tls": self.tls,
             "metrics_listen": self.metrics_listen,
+            "group_commit": self.group_commit,
+            "group_max_batch": self.group_max_batch,
+            "group_wait_ms": self.group_wait_ms,
         }
 
     @classmethod
@@ -99,6 +106,9 @@ class NodeConfig:
             tokens_file=str(data.get("tokens_file", "")),
             tls=data.get("tls"),
             metrics_listen=str(data.get("metrics_listen", "")),
+            group_commit=bool(data.get("group_commit", True)),
+            group_max_batch=int(data.get("group_max_batch", 64)),
+            group_wait_ms=float(data.get("group_wait_ms", 2.0)),
         )
 
 
@@ -109,7 +119,7 @@ class BankNode:
         self.config = config
         local = {}
         for shard, conninfo in config.shards.items():
-            store = LedgerStore(conninfo, max_size=config.pool_max)
+            store = self._store(conninfo)
             local[shard] = ShardHandlers(shard, store, AccountHandler(store), LedgerHandler(store))
         self.shards = ShardDirectory(config.slot_ranges, local)
         self.routing: RoutingClient | None = None
@@ -136,6 +146,12 @@ class BankNode:
         self._server: RunningServer | None = None
         self._stopping = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_holds, name="hold-sweeper", daemon=True)
+
+    def _store(self, conninfo: str) -> LedgerStore:
+        store = LedgerStore(conninfo, max_size=self.config.pool_max)
+        if self.config.group_commit:
+            store.enable_group_commit(self.config.group_max_batch, self.config.group_wait_ms / 1000)
+        return store
 
     def _interceptors(self) -> list[grpc.ServerInterceptor]:
         if not self.config.tokens_file:
@@ -198,7 +214,7 @@ class BankNode:
             return
         conninfo = self.view.conninfo(shard, self.view.dc, f"node-{self.view.dc}")
         apply_migrations(conninfo, shard)
-        store = LedgerStore(conninfo, max_size=self.config.pool_max)
+        store = self._store(conninfo)
         store.open(wait_s=10)
         self.shards.serve(ShardHandlers(shard, store, AccountHandler(store), LedgerHandler(store)), epoch)
         log.info("event=serving shard=%s epoch=%s", shard, epoch)
@@ -209,7 +225,7 @@ class BankNode:
         if handlers is not None:
             log.warning("event=stopped_serving shard=%s", shard)
             # A commit stuck waiting for a standby must not hold the coordinator up.
-            threading.Thread(target=handlers.store.pool.close, kwargs={"timeout": 2}, daemon=True).start()
+            threading.Thread(target=handlers.store.close, kwargs={"timeout_s": 2}, daemon=True).start()
 
     def _fence(self, fenced: bool) -> None:
         if fenced != self.shards.fenced:

@@ -8,8 +8,8 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bank.v1 import account_pb2, ledger_pb2
-from services.common.errors import InvalidArgument
-from services.common.model import Account, Hold, Posting, Transfer
+from services.common.errors import BankError, InvalidArgument
+from services.common.model import Account, Hold, MoneyMovement, Posting, Transfer
 from services.common.money import parse_decimal_amount, validate_amount_minor, validate_currency
 
 
@@ -60,6 +60,22 @@ def transfer_to_proto(transfer: Transfer) -> ledger_pb2.Transfer:
         failure_reason=transfer.failure_reason,
         hold_id=transfer.hold_id,
         created_at=timestamp(transfer.created_at),
+    )
+
+
+def transfer_result(index: int, outcome: MoneyMovement | BaseException) -> ledger_pb2.TransferResult:
+    """One transfer's line in a batch answer: its transfer, or the status it alone would get."""
+    if isinstance(outcome, MoneyMovement):
+        return ledger_pb2.TransferResult(
+            index=index, code="OK", transfer_id=outcome.transfer.transfer_id,
+            status=transfer_status(outcome.transfer.status),
+        )  # fmt: skip
+    if isinstance(outcome, BankError):
+        return ledger_pb2.TransferResult(
+            index=index, code=outcome.status, reason=outcome.reason, message=outcome.message
+        )
+    return ledger_pb2.TransferResult(
+        index=index, code="INTERNAL", message="internal error; see the node's log"
     )
 
 

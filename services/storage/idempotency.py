@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from services.common.errors import RequestIdReused
 from services.common.model import record_from_json, record_to_json
@@ -26,8 +26,32 @@ def run_once(
     request_id: str,
     payload: dict[str, Any],
     work: Callable[[LedgerTx], R],
+    accounts: tuple[str, ...] = (),
 ) -> R:
-    """Does `work` unless `request_id` was already acknowledged, in one transaction.
+    """Does `work` unless `request_id` was already acknowledged, in one transaction (shared with
+    concurrent requests when the store commits in groups; the outcome is this request's own)."""
+    return store.run_grouped(once(operation, request_id, payload, work, accounts))
+
+
+class OnceWork(Generic[R]):
+    """A unit of work and the accounts it will lock (a batch locks them all first, in order)."""
+
+    def __init__(self, attempt: Callable[[LedgerTx], R], accounts: tuple[str, ...]) -> None:
+        self.attempt = attempt
+        self.accounts = accounts
+
+    def __call__(self, tx: LedgerTx) -> R:
+        return self.attempt(tx)
+
+
+def once(
+    operation: str,
+    request_id: str,
+    payload: dict[str, Any],
+    work: Callable[[LedgerTx], R],
+    accounts: tuple[str, ...] = (),
+) -> OnceWork[R]:
+    """`work` as a unit of work that runs at most once per request id, inside any transaction.
 
     The same id with the same payload returns the stored first result; with another payload
     (or for another operation) it is refused. A request that fails stores nothing, so it may be
@@ -49,4 +73,4 @@ def run_once(
         tx.save_request_result(request_id, record_to_json(record))
         return record
 
-    return store.run(attempt)
+    return OnceWork(attempt, accounts)

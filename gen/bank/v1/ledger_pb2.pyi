@@ -428,6 +428,95 @@ class TransferResponse(_message.Message):
 Global___TransferResponse: _TypeAlias = TransferResponse  # noqa: Y015
 
 @_typing.final
+class CreateTransfersRequest(_message.Message):
+    """A batch of transfers (like TigerBeetle's batches): each is checked, routed and answered on
+    its own, exactly as if sent alone (same request ids, same idempotency, same refusals), but a
+    shard books its part of the batch in a few transactions instead of one per transfer.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSFERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def transfers(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransferRequest]:
+        """At most 4,096 transfers."""
+
+    def __init__(
+        self,
+        *,
+        transfers: _abc.Iterable[Global___TransferRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["transfers", b"transfers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateTransfersRequest: _TypeAlias = CreateTransfersRequest  # noqa: Y015
+
+@_typing.final
+class TransferResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """Position of the transfer in the request."""
+    code: _builtins.str
+    """"OK", or the name of the gRPC status code this transfer alone would have got
+    (INVALID_ARGUMENT, FAILED_PRECONDITION, UNAVAILABLE, ...): only UNAVAILABLE and ABORTED
+    are worth retrying, under the same request id.
+    """
+    reason: _builtins.str
+    """The stable reason word of a refusal (INSUFFICIENT_FUNDS, ...), and its message."""
+    message: _builtins.str
+    transfer_id: _builtins.str
+    status: Global___TransferStatus.ValueType
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        code: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+        transfer_id: _builtins.str = ...,
+        status: Global___TransferStatus.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "index", b"index", "message", b"message", "reason", b"reason", "status", b"status", "transfer_id", b"transfer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransferResult: _TypeAlias = TransferResult  # noqa: Y015
+
+@_typing.final
+class CreateTransfersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransferResult]:
+        """One result per transfer, in the order of the request."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___TransferResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateTransfersResponse: _TypeAlias = CreateTransfersResponse  # noqa: Y015
+
+@_typing.final
 class GetTransferRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -49,6 +49,11 @@ class LedgerServiceStub:
                 request_serializer=bank_dot_v1_dot_ledger__pb2.TransferRequest.SerializeToString,
                 response_deserializer=bank_dot_v1_dot_ledger__pb2.TransferResponse.FromString,
                 _registered_method=True)
+        self.CreateTransfers = channel.unary_unary(
+                '/bank.v1.LedgerService/CreateTransfers',
+                request_serializer=bank_dot_v1_dot_ledger__pb2.CreateTransfersRequest.SerializeToString,
+                response_deserializer=bank_dot_v1_dot_ledger__pb2.CreateTransfersResponse.FromString,
+                _registered_method=True)
         self.GetTransfer = channel.unary_unary(
                 '/bank.v1.LedgerService/GetTransfer',
                 request_serializer=bank_dot_v1_dot_ledger__pb2.GetTransferRequest.SerializeToString,
@@ -97,6 +102,12 @@ class LedgerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Transfer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateTransfers(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -155,6 +166,11 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.Transfer,
                     request_deserializer=bank_dot_v1_dot_ledger__pb2.TransferRequest.FromString,
                     response_serializer=bank_dot_v1_dot_ledger__pb2.TransferResponse.SerializeToString,
+            ),
+            'CreateTransfers': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTransfers,
+                    request_deserializer=bank_dot_v1_dot_ledger__pb2.CreateTransfersRequest.FromString,
+                    response_serializer=bank_dot_v1_dot_ledger__pb2.CreateTransfersResponse.SerializeToString,
             ),
             'GetTransfer': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTransfer,
@@ -268,6 +284,33 @@ class LedgerService:
             '/bank.v1.LedgerService/Transfer',
             bank_dot_v1_dot_ledger__pb2.TransferRequest.SerializeToString,
             bank_dot_v1_dot_ledger__pb2.TransferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTransfers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bank.v1.LedgerService/CreateTransfers',
+            bank_dot_v1_dot_ledger__pb2.CreateTransfersRequest.SerializeToString,
+            bank_dot_v1_dot_ledger__pb2.CreateTransfersResponse.FromString,
             options,
             channel_credentials,
             insecure,

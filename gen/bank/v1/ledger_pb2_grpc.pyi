@@ -34,6 +34,7 @@ class LedgerServiceStub:
     Deposit: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.DepositRequest, _ledger_pb2.DepositResponse]
     Withdraw: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.WithdrawRequest, _ledger_pb2.WithdrawResponse]
     Transfer: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.TransferRequest, _ledger_pb2.TransferResponse]
+    CreateTransfers: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.CreateTransfersRequest, _ledger_pb2.CreateTransfersResponse]
     GetTransfer: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.GetTransferRequest, _ledger_pb2.GetTransferResponse]
     ListPostings: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.ListPostingsRequest, _ledger_pb2.ListPostingsResponse]
     CreateHold: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.CreateHoldRequest, _ledger_pb2.CreateHoldResponse]
@@ -47,6 +48,7 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     Deposit: _aio.UnaryUnaryMultiCallable[_ledger_pb2.DepositRequest, _ledger_pb2.DepositResponse]  # type: ignore[assignment]
     Withdraw: _aio.UnaryUnaryMultiCallable[_ledger_pb2.WithdrawRequest, _ledger_pb2.WithdrawResponse]  # type: ignore[assignment]
     Transfer: _aio.UnaryUnaryMultiCallable[_ledger_pb2.TransferRequest, _ledger_pb2.TransferResponse]  # type: ignore[assignment]
+    CreateTransfers: _aio.UnaryUnaryMultiCallable[_ledger_pb2.CreateTransfersRequest, _ledger_pb2.CreateTransfersResponse]  # type: ignore[assignment]
     GetTransfer: _aio.UnaryUnaryMultiCallable[_ledger_pb2.GetTransferRequest, _ledger_pb2.GetTransferResponse]  # type: ignore[assignment]
     ListPostings: _aio.UnaryUnaryMultiCallable[_ledger_pb2.ListPostingsRequest, _ledger_pb2.ListPostingsResponse]  # type: ignore[assignment]
     CreateHold: _aio.UnaryUnaryMultiCallable[_ledger_pb2.CreateHoldRequest, _ledger_pb2.CreateHoldResponse]  # type: ignore[assignment]
@@ -75,6 +77,13 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _ledger_pb2.TransferRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ledger_pb2.TransferResponse, _abc.Awaitable[_ledger_pb2.TransferResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateTransfers(
+        self,
+        request: _ledger_pb2.CreateTransfersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_pb2.CreateTransfersResponse, _abc.Awaitable[_ledger_pb2.CreateTransfersResponse]]: ...
 
     @_abc_1.abstractmethod
     def GetTransfer(

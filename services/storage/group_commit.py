@@ -1,0 +1,173 @@
+"""Group commit: units of work submitted concurrently to one shard run in one transaction, each
+inside its own savepoint, with one COMMIT for all of them.
+
+A COMMIT is where a shard's write waits: the WAL flush and, with `ANY 1` synchronous
+replication, a standby's acknowledgement. Gathering the work of concurrent requests pays that
+wait once per batch instead of once per request. Each unit keeps its own result: a refusal (or a
+lost deadlock) rolls back to its savepoint and fails that unit alone; the others commit. A unit
+that lost a deadlock runs again in a later batch, a bounded number of times.
+
+Bounds: at most `max_batch` units per transaction, and a unit waits at most `max_wait_s` for
+others to join before its batch starts. One worker per shard by default: two batches in flight
+on the same hot accounts would lock each other and wait for PostgreSQL's deadlock detector.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from psycopg import errors as pg_errors
+
+from services.common.errors import Aborted, BankError, Unavailable
+from services.storage.ledger_store import MAX_ATTEMPTS, LedgerStore, LedgerTx
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+CONFLICTS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.LockNotAvailable)
+
+
+@dataclass
+class Unit:
+    work: Callable[[LedgerTx], Any]
+    future: Future[Any] = field(default_factory=Future)
+    attempts: int = 0
+
+
+def run_units(store: LedgerStore, units: Sequence[Unit]) -> list[Unit]:
+    """Runs every unit in one transaction, a savepoint each; settles the futures of those that
+    are done and returns those that lost a conflict (to be run again)."""
+    outcomes: list[tuple[Unit, bool, Any]] = []
+    again: list[Unit] = []
+    try:
+        with store.transaction() as conn:
+            # Every account any unit will lock, locked first in the one global order: two batches
+            # on the same hot accounts then queue behind each other instead of deadlocking.
+            try:
+                with conn.transaction():
+                    LedgerTx(conn).lock_rows(a for unit in units for a in getattr(unit.work, "accounts", ()))
+            except CONFLICTS:
+                return list(units)  # nothing ran: all again, in a later transaction
+            for unit in units:
+                unit.attempts += 1
+                try:
+                    with conn.transaction():  # a savepoint: a failure rolls back this unit only
+                        outcomes.append((unit, True, unit.work(LedgerTx(conn))))
+                except BankError as refusal:
+                    outcomes.append((unit, False, refusal))
+                except CONFLICTS as conflict:
+                    if unit.attempts >= MAX_ATTEMPTS:
+                        outcomes.append(
+                            (unit, False, Aborted(f"lost {unit.attempts} conflicts in a row; retry"))
+                        )
+                    else:
+                        log.info("event=group_unit_conflict error=%s", type(conflict).__name__)
+                        again.append(unit)
+    except BankError as err:  # the connection or the COMMIT failed: no unit's outcome is known
+        for unit in units:
+            if not unit.future.done():
+                unit.future.set_exception(err)
+        return []
+    except Exception as err:  # a bug must not leave callers waiting forever
+        for unit in units:
+            if not unit.future.done():
+                unit.future.set_exception(err)
+        raise
+    for unit, ok, value in outcomes:  # only now: nothing is acknowledged before its COMMIT
+        if ok:
+            unit.future.set_result(value)
+        else:
+            unit.future.set_exception(value)
+    return again
+
+
+def run_all(
+    store: LedgerStore, works: Sequence[Callable[[LedgerTx], T]], chunk: int = 256
+) -> list[T | BaseException]:
+    """A batch request's units: `chunk` per transaction, in order; each outcome its own (a value,
+    or the error that unit alone got). Units that lost a conflict run again, boundedly."""
+    units = [Unit(work) for work in works]
+    for start in range(0, len(units), chunk):
+        pending = units[start : start + chunk]
+        while pending:
+            pending = run_units(store, pending)
+    outcomes: list[T | BaseException] = []
+    for unit in units:
+        error = unit.future.exception()
+        outcomes.append(error if error is not None else unit.future.result())
+    return outcomes
+
+
+class GroupCommitter:
+    def __init__(
+        self, store: LedgerStore, max_batch: int = 64, max_wait_s: float = 0.002, workers: int = 1
+    ) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self._queue: queue.Queue[Unit | None] = queue.Queue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"group-commit-{i}", daemon=True) for i in range(workers)
+        ]
+        self._stopped = threading.Event()
+        self.batches = 0
+        self.units = 0
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, work: Callable[[LedgerTx], T], timeout_s: float = 30.0) -> T:
+        if self._stopped.is_set():
+            raise Unavailable("the shard is closing; retry")
+        unit = Unit(work)
+        self._queue.put(unit)
+        result: T = unit.future.result(timeout=timeout_s)
+        return result
+
+    def stop(self) -> None:
+        self._stopped.set()
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        while True:  # whatever was still queued is answered, never dropped silently
+            try:
+                unit = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if unit is not None and not unit.future.done():
+                unit.future.set_exception(Unavailable("the shard closed before the request ran; retry"))
+
+    def _gather(self, first: Unit) -> list[Unit]:
+        batch = [first]
+        deadline = time.monotonic() + self.max_wait_s
+        while len(batch) < self.max_batch:
+            remaining = deadline - time.monotonic()
+            try:
+                unit = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if unit is None:  # stop: put the sentinel back for this thread's loop
+                self._queue.put(None)
+                break
+            batch.append(unit)
+        return batch
+
+    def _work(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = self._gather(first)
+            self.batches += 1
+            self.units += len(batch)
+            try:
+                for unit in run_units(self.store, batch):
+                    self._queue.put(unit)
+            except Exception:
+                log.exception("event=group_commit_failed units=%s", len(batch))

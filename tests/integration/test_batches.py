@@ -1,0 +1,213 @@
+"""Group commit and the batch API (`CreateTransfers`): each transfer keeps its own outcome and
+its idempotency; a failing one fails alone; money is conserved on hot accounts; a batch through
+a gateway is split by shard and every cross-shard credit lands."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import grpc
+import pytest
+
+from bank.v1 import ledger_pb2
+from services.common.errors import InsufficientFunds
+from services.storage.group_commit import Unit, run_units
+from services.storage.ledger_store import LedgerTx
+from tests.integration.cluster_helpers import Cluster
+from tests.integration.conftest import Bank, rid
+
+
+def transfer(
+    source: str, target: str, amount: int, request_id: str | None = None, currency: str = "CNY"
+) -> Any:
+    return ledger_pb2.TransferRequest(
+        request_id=rid() if request_id is None else request_id,
+        from_account=source,
+        to_account=target,
+        amount=amount,
+        currency=currency,
+    )
+
+
+def batch(bank: Bank, transfers: list[Any]) -> list[Any]:
+    answer = bank.ledger.CreateTransfers(ledger_pb2.CreateTransfersRequest(transfers=transfers), timeout=60)
+    return list(answer.results)
+
+
+def books(bank: Bank, accounts: list[str]) -> dict[str, int]:
+    rows = bank.sql(
+        "SELECT account_number, balance FROM accounts WHERE account_number = ANY(%s)", (accounts,)
+    )
+    return {str(a): int(b) for a, b in rows}  # type: ignore[call-overload]
+
+
+def booked(bank: Bank, request_ids: list[str]) -> Counter[str]:
+    rows = bank.sql("SELECT request_id FROM transfers WHERE request_id = ANY(%s)", (request_ids,))
+    return Counter(str(r[0]) for r in rows)
+
+
+def test_mixed_valid_and_invalid_transfers_each_get_their_own_answer(bank: Bank) -> None:
+    a, b, c = bank.open("batch-a"), bank.open("batch-b"), bank.open("batch-c")
+    usd = bank.open("batch-usd", currency="USD")
+    bank.deposit(a, 1_000)
+    items = [
+        transfer(a, b, 100),
+        transfer(a, b, 0),  # no amount
+        transfer(a, "0001000000000000", 5),  # not an account number (Luhn)
+        transfer(a, b, 10**9),  # more than a holds
+        transfer(a, a, 5),  # to itself
+        transfer(a, c, 50),
+        transfer(a, usd, 5),  # currency mismatch
+        transfer(a, b, 25, request_id=""),  # no request id
+    ]
+    results = batch(bank, items)
+    assert [r.index for r in results] == list(range(len(items)))
+    assert [r.code for r in results] == [
+        "OK", "INVALID_ARGUMENT", "INVALID_ARGUMENT", "FAILED_PRECONDITION", "INVALID_ARGUMENT", "OK",
+        "FAILED_PRECONDITION", "INVALID_ARGUMENT",
+    ]  # fmt: skip
+    assert results[3].reason == "INSUFFICIENT_FUNDS" and "amount" in results[3].message
+    assert results[0].transfer_id and results[0].status == ledger_pb2.TRANSFER_STATUS_COMMITTED
+    assert books(bank, [a, b, c]) == {a: 850, b: 100, c: 50}
+    # Only the two acknowledged transfers were written, each once; the refused left no trace.
+    written = booked(bank, [item.request_id for item in items])
+    assert written == Counter({items[0].request_id: 1, items[5].request_id: 1})
+
+
+def test_duplicates_in_one_batch_and_a_replayed_batch_change_nothing(bank: Bank) -> None:
+    a, b = bank.open("dup-a"), bank.open("dup-b")
+    bank.deposit(a, 1_000)
+    same = rid()
+    items = [transfer(a, b, 10, same), transfer(a, b, 10, same), transfer(a, b, 11, same), transfer(a, b, 7)]
+    first = batch(bank, items)
+    assert [r.code for r in first] == ["OK", "OK", "FAILED_PRECONDITION", "OK"]
+    assert first[0].transfer_id == first[1].transfer_id  # the same request answered twice
+    assert first[2].reason == "REQUEST_ID_REUSED"
+    assert books(bank, [a, b]) == {a: 983, b: 17}
+    again = batch(bank, items)  # the whole batch retried under the same ids
+    assert [(r.code, r.transfer_id) for r in again] == [(r.code, r.transfer_id) for r in first]
+    assert books(bank, [a, b]) == {a: 983, b: 17}
+
+
+def test_hot_accounts_under_a_batch_and_concurrent_single_transfers(bank: Bank) -> None:
+    hot = [bank.open(f"hot-batch-{i}") for i in range(4)]
+    for account in hot:
+        bank.deposit(account, 5_000)
+    rng = random.Random(7)
+    pairs = [rng.sample(hot, 2) for _ in range(2_000)]
+    items = [transfer(source, target, rng.randint(1, 400)) for source, target in pairs]
+    singles: dict[str, str] = {}  # request id -> outcome code
+    lock = threading.Lock()
+
+    def single_transfers(seed: int) -> None:
+        local = random.Random(seed)
+        for _ in range(60):
+            source, target = local.sample(hot, 2)
+            item = transfer(source, target, local.randint(1, 400))
+            try:
+                bank.ledger.Transfer(item, timeout=30)
+                code = "OK"
+            except grpc.RpcError as err:
+                code = err.code().name
+            with lock:
+                singles[item.request_id] = code
+
+    threads = [threading.Thread(target=single_transfers, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    results = batch(bank, items)
+    for thread in threads:
+        thread.join(timeout=120)
+    codes = Counter(r.code for r in results)
+    assert set(codes) <= {"OK", "FAILED_PRECONDITION"} and codes["OK"] > 1_000, codes
+    assert set(singles.values()) <= {"OK", "FAILED_PRECONDITION"}, Counter(singles.values())
+    balances = books(bank, hot)
+    assert sum(balances.values()) == 4 * 5_000 and min(balances.values()) >= 0
+    acknowledged = [i.request_id for i, r in zip(items, results, strict=True) if r.code == "OK"]
+    acknowledged += [r for r, code in singles.items() if code == "OK"]
+    written = booked(bank, [i.request_id for i in items] + list(singles))
+    assert written == Counter({r: 1 for r in acknowledged})
+    for account in hot:  # each balance is its postings' sum, and its last balance_after
+        rows = bank.sql(
+            "SELECT sum(amount), (array_agg(balance_after ORDER BY sequence DESC))[1] FROM postings"
+            " WHERE account_number = %s",
+            (account,),
+        )
+        assert rows[0] == (balances[account], balances[account])
+    committer = bank.node.shards.local[0].store._committer
+    assert committer is not None and committer.batches < committer.units  # concurrent writes were grouped
+
+
+def test_a_failing_unit_rolls_back_alone_and_the_others_commit(bank: Bank) -> None:
+    store = bank.node.shards.local[0].store
+    marker = f"unit-{time.time_ns()}"
+
+    def write(tag: str, fail: bool) -> Any:
+        def work(tx: LedgerTx) -> str:
+            tx.conn.execute(
+                "INSERT INTO requests (request_id, operation, fingerprint, result)"
+                " VALUES (%s, 'test', '', '{}')",
+                (f"{marker}-{tag}",),
+            )
+            if fail:
+                raise InsufficientFunds(f"amount: unit {tag} refused after writing")
+            return tag
+
+        return work
+
+    units = [Unit(write("1", False)), Unit(write("2", True)), Unit(write("3", False))]
+    assert run_units(store, units) == []
+    assert units[0].future.result() == "1" and units[2].future.result() == "3"
+    with pytest.raises(InsufficientFunds):
+        units[1].future.result()
+    rows = bank.sql("SELECT request_id FROM requests WHERE request_id LIKE %s ORDER BY 1", (f"{marker}-%",))
+    assert [r[0] for r in rows] == [f"{marker}-1", f"{marker}-3"]
+
+
+def test_batch_limits_are_refused_whole(bank: Bank) -> None:
+    a, b = bank.open("limit-a"), bank.open("limit-b")
+    for transfers, word in (([], "at least one"), ([transfer(a, b, 1)] * 4_097, "at most 4096")):
+        with pytest.raises(grpc.RpcError) as refused:
+            batch(bank, transfers)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and word in (
+            refused.value.details() or ""
+        )
+
+
+def test_a_batch_through_a_gateway_is_split_by_shard(bank_cluster: Cluster) -> None:
+    with bank_cluster.client(deadline_s=30) as client:
+        accounts = []
+        for i in range(12):
+            account = client.open_account(f"batch-gw-{i}", "CNY").account_number
+            client.deposit(account, 10_000, "CNY")
+            accounts.append(account)
+        shards = {bank_cluster_shard(a) for a in accounts}
+        assert len(shards) == 3, accounts
+        rng = random.Random(3)
+        items = [(*rng.sample(accounts, 2), rng.randint(1, 50), "CNY", rid()) for _ in range(600)]
+        items.append((accounts[0], "0001000000000000", 5, "CNY", rid()))  # refused at the gateway
+        results = client.create_transfers(items)
+        assert [r.index for r in results] == list(range(len(items)))
+        assert Counter(r.code for r in results) == Counter({"OK": 600, "INVALID_ARGUMENT": 1})
+        crossing = [r.transfer_id for (s, t, *_), r in zip(items, results, strict=True) if r.code == "OK"
+                    and bank_cluster_shard(s) != bank_cluster_shard(t)]  # fmt: skip
+        assert crossing
+        deadline = time.monotonic() + 30
+        while any(
+            client.get_transfer(t).status != ledger_pb2.TRANSFER_STATUS_COMMITTED for t in crossing[:50]
+        ):
+            assert time.monotonic() < deadline, "cross-shard credits of the batch were not delivered"
+            time.sleep(0.2)
+        checked = bank_cluster.check(wait_s=30)
+        assert checked["reconciled"] and checked["pending_transfers"] == 0, checked
+        assert sum(client.get_account(a).balance for a in accounts) == 12 * 10_000  # all credits landed
+
+
+def bank_cluster_shard(account: str) -> int:
+    from services.cluster.topology import ClusterSpec
+
+    return ClusterSpec().shard_of_slot(int(account[:4]))
