@@ -7,7 +7,7 @@ PROTOS := $(wildcard proto/bank/v1/*.proto)
 PYTEST_ARGS ?=
 
 
-.PHONY: setup run tour test test-unit test-integration lint format proto chaos deploy-files clean
+.PHONY: setup run tour test test-unit test-integration lint format proto chaos bench deploy-files clean
 
 setup: $(STAMP)
 
@@ -51,6 +51,11 @@ format: setup
 chaos: setup
 	@echo "[chaos] bankctl chaos run over seeds $${SEEDS:-1-10}, $${MINUTES:-5} minutes each"
 	@$(PY) scripts/chaos_soak.py --seeds $${SEEDS:-1-10} --minutes $${MINUTES:-5}
+
+## The benchmark: pgbench on a shard's primary vs the full path and the batch API, same run.
+bench: setup
+	@echo "[bench] bankctl bench: fresh cluster, pgbench, single transfers, batches (about 3 minutes)"
+	@$(VENV)/bin/bankctl --home .bank bench --profile
 
 ## Renders the compose file, Prometheus config and Kubernetes manifests from the topology.
 deploy-files: setup

@@ -89,6 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
             run.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default,
                              help=f"cost model (default {default})")  # fmt: skip
 
+    bench = commands.add_parser(
+        "bench", help="pgbench against the full path and the batch API on a fresh cluster (make bench)"
+    )
+    bench.add_argument("--seconds", type=float, default=15.0, help="per phase (default 15)")
+    bench.add_argument(
+        "--concurrency", type=lambda text: [int(x) for x in text.split(",")], default=[8, 32, 64],
+        help="client threads of the single-transfer phases (default 8,32,64)",
+    )  # fmt: skip
+    bench.add_argument("--accounts", type=int, default=30_000, help="accounts loaded first (default 30,000)")
+    bench.add_argument("--net", choices=["auto", "netns", "loopback"], default="auto")
+    bench.add_argument("--no-group-commit", action="store_true", help="bank-nodes commit each write alone")
+    bench.add_argument("--profile", action="store_true", help="py-spy the shard-0 leader and a gateway")
+    bench.add_argument(
+        "--reports", type=Path, default=Path("reports"), help="where bench/<timestamp>.json goes"
+    )
+
     switch = commands.add_parser("switchover", help="move a shard's leader to another DC, losing no request")
     switch.add_argument("shard", type=int)
     switch.add_argument("--to", required=True, dest="to_dc", metavar="DC")
@@ -151,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
             from services.cli import cluster_commands
 
             return int(cluster_commands.run(args))
+        if args.command == "bench":
+            from services.cli import bench
+            from services.cli.cluster_commands import say
+
+            return bench.run(args, say)
         if args.command in ("scenario", "demo"):
             from services.cli import demo
 

@@ -250,6 +250,7 @@ def _start_nodes(state: ClusterState, say: Say) -> None:
             tokens_file=str(tokens_file(state.home)),
             tls=server_tls(state, dc),
             metrics_listen=f"{spec.address(dc)}:{NODE_METRICS_PORT}",
+            group_commit=spec.group_commit,
         )
         name = f"node-{dc}"
         log_file = state.home / "logs" / f"{name}.log"

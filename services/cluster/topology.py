@@ -35,6 +35,7 @@ class ClusterSpec:
     name: str = "bank"
     octet: int = 0
     tls: bool = False  # gateways and bank-nodes serve TLS only, with certificates `up` makes
+    group_commit: bool = True  # bank-nodes gather concurrent writes of a shard into one transaction
 
     def __post_init__(self) -> None:
         if not 3 <= self.dcs <= 9:

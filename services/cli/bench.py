@@ -1,0 +1,352 @@
+"""`bankctl bench` (`make bench`): our transfers/s against the database's own limit, on a fresh
+cluster, in the same run.
+
+1. pgbench on shard 0's primary (synchronous standby, `ANY 1`): one transfer per transaction
+   (two balance updates and a journal insert), 8 clients.
+2. The full path (client -> gateway -> leader -> PostgreSQL with its sync standby), one
+   `Transfer` per call, at increasing concurrency, between accounts of shard 0 (comparable with
+   pgbench), then over all shards (scaling).
+3. The batch API (`CreateTransfers`, 1,000 per call), shard 0 then all shards.
+
+Printed and written to reports/bench/<timestamp>.json and reports/bench/latest.json; CPU
+seconds are summed over every process of the cluster (PostgreSQL's backends included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psutil
+
+from bankclient import BankClient, GatewayUnavailable
+from services.cluster import launcher
+from services.cluster.bulk_load import bulk_load
+from services.cluster.check import check, current_primaries
+from services.cluster.netns import choose_net
+from services.cluster.pg_group import member_instance
+from services.cluster.postgres import postgres_bin_dir
+from services.cluster.state import ClusterState
+from services.cluster.topology import ClusterSpec
+
+Say = Callable[[str], None]
+PGBENCH_ACCOUNTS = 100_000
+PGBENCH_CLIENTS = 8
+BATCH_SIZE = 1_000
+PGBENCH_SCRIPT = """\\set a random(1, {n})
+\\set b random(1, {n})
+\\set amount random(1, 100)
+BEGIN;
+UPDATE bench_accounts SET balance = balance - :amount WHERE id = :a;
+UPDATE bench_accounts SET balance = balance + :amount WHERE id = :b;
+INSERT INTO bench_journal (source, target, amount) VALUES (:a, :b, :amount);
+END;
+"""
+PGBENCH_SETUP = f"""
+DROP TABLE IF EXISTS bench_accounts, bench_journal;
+CREATE TABLE bench_accounts (id integer PRIMARY KEY, balance bigint NOT NULL);
+INSERT INTO bench_accounts SELECT g, 1000000 FROM generate_series(1, {PGBENCH_ACCOUNTS}) g;
+CREATE TABLE bench_journal (id bigserial PRIMARY KEY, source integer, target integer, amount bigint,
+                            at timestamptz DEFAULT now());
+"""
+
+
+def cluster_cpu_s(state: ClusterState) -> float:
+    """User + system CPU seconds of every process of the cluster and all their children."""
+    total = 0.0
+    for component in state.components:
+        if not component.pid:
+            continue
+        try:
+            process = psutil.Process(component.pid)
+            for each in [process, *process.children(recursive=True)]:
+                times = each.cpu_times()
+                total += times.user + times.system
+        except psutil.Error:
+            continue
+    return total
+
+
+def pgbench(state: ClusterState, seconds: float, say: Say) -> dict[str, Any]:
+    primary = member_instance(state, 0, current_primaries(state)[0])
+    with_password = {"PGPASSWORD": state.secrets["pg_password"]}
+    psql = [
+        str(postgres_bin_dir() / "psql"),
+        "-h",
+        primary.host,
+        "-p",
+        str(primary.port),
+        "-U",
+        "bank",
+        "-d",
+        "bank",
+    ]
+    subprocess.run([*psql, "-q", "-v", "ON_ERROR_STOP=1", "-c", PGBENCH_SETUP], env=with_password, check=True,
+                   capture_output=True)  # fmt: skip
+    script = state.home / "bench-transfer.sql"
+    script.write_text(PGBENCH_SCRIPT.format(n=PGBENCH_ACCOUNTS), encoding="utf-8")
+    say(
+        f"pgbench: {PGBENCH_CLIENTS} clients, {seconds:.0f} s, on shard 0's primary "
+        f"({primary.host}:{primary.port})"
+    )
+    cpu_before = cluster_cpu_s(state)
+    done = subprocess.run(
+        [str(postgres_bin_dir() / "pgbench"), "-n", "-f", str(script), "-c", str(PGBENCH_CLIENTS), "-j", "2",
+         "-T", str(int(seconds)), "-r", "-h", primary.host, "-p", str(primary.port), "-U", "bank", "bank"],
+        env=with_password, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    cpu_s = cluster_cpu_s(state) - cpu_before
+    tps = float(re.search(r"tps = ([\d.]+) \(without initial", done.stdout).group(1))  # type: ignore[union-attr]
+    latency = float(re.search(r"latency average = ([\d.]+) ms", done.stdout).group(1))  # type: ignore[union-attr]
+    count = int(re.search(r"number of transactions actually processed: (\d+)", done.stdout).group(1))  # type: ignore[union-attr]
+    subprocess.run([*psql, "-q", "-c", "DROP TABLE bench_accounts, bench_journal"], env=with_password,
+                   check=False, capture_output=True)  # fmt: skip
+    return {"tps": round(tps, 1), "latency_avg_ms": latency, "transfers": count,
+            "cpu_s_per_1000_transfers": round(1000 * cpu_s / max(count, 1), 3)}  # fmt: skip
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
+
+
+class Phase:
+    """Transfers from `threads` threads for `seconds`; counts, latencies (ms), refusals."""
+
+    def __init__(
+        self, state: ClusterState, client: BankClient, accounts: list[str], threads: int, seconds: float
+    ):
+        self.state, self.client, self.accounts = state, client, accounts
+        self.threads, self.seconds = threads, seconds
+        self.latencies_ms: list[float] = []
+        self.transfers = 0
+        self.failed = 0
+        self._lock = threading.Lock()
+
+    def run(self, step: Callable[[random.Random], tuple[int, int, float]]) -> dict[str, Any]:
+        cpu_before = cluster_cpu_s(self.state)
+        started = time.monotonic()
+        end = started + self.seconds
+
+        def worker(index: int) -> None:
+            rng = random.Random(index)
+            while time.monotonic() < end:
+                ok, failed, latency_ms = step(rng)
+                with self._lock:
+                    self.transfers += ok
+                    self.failed += failed
+                    self.latencies_ms.append(latency_ms)
+
+        with ThreadPoolExecutor(max_workers=self.threads) as pool:
+            list(pool.map(worker, range(self.threads)))
+        elapsed = time.monotonic() - started
+        cpu_s = cluster_cpu_s(self.state) - cpu_before
+        return {
+            "threads": self.threads, "transfers": self.transfers, "failed": self.failed,
+            "tps": round(self.transfers / elapsed, 1),
+            "p50_ms": round(_percentile(self.latencies_ms, 0.50), 2),
+            "p99_ms": round(_percentile(self.latencies_ms, 0.99), 2),
+            "cpu_s_per_1000_transfers": round(1000 * cpu_s / max(self.transfers, 1), 3),
+        }  # fmt: skip
+
+
+def single_step(client: BankClient, accounts: list[str]) -> Callable[[random.Random], tuple[int, int, float]]:
+    def step(rng: random.Random) -> tuple[int, int, float]:
+        source, target = rng.sample(accounts, 2)
+        started = time.perf_counter()
+        try:
+            client.transfer(source, target, rng.randint(1, 100), "CNY", request_id=f"bench-{uuid.uuid4()}")
+            ok = 1
+        except (grpc.RpcError, GatewayUnavailable):
+            ok = 0
+        return ok, 1 - ok, 1000 * (time.perf_counter() - started)
+
+    return step
+
+
+def batch_step(client: BankClient, accounts: list[str]) -> Callable[[random.Random], tuple[int, int, float]]:
+    def step(rng: random.Random) -> tuple[int, int, float]:
+        items = []
+        for _ in range(BATCH_SIZE):
+            source, target = rng.sample(accounts, 2)
+            items.append((source, target, rng.randint(1, 100), "CNY", f"bench-{uuid.uuid4()}"))
+        started = time.perf_counter()
+        try:
+            results = client.create_transfers(items, deadline_s=60)
+            ok = sum(1 for r in results if r.code == "OK")
+        except (grpc.RpcError, GatewayUnavailable):
+            ok = 0
+        return ok, BATCH_SIZE - ok, 1000 * (time.perf_counter() - started)
+
+    return step
+
+
+def accounts_by_shard(state: ClusterState, path: Path) -> dict[int, list[str]]:
+    shards: dict[int, list[str]] = {}
+    for line in path.read_text(encoding="ascii").splitlines():
+        number, shard, _ = line.split(",")
+        shards.setdefault(int(shard), []).append(number)
+    return shards
+
+
+def measure(state: ClusterState, args: argparse.Namespace, say: Say) -> dict[str, Any]:
+    path = bulk_load(state, args.accounts, 10_000_000, "CNY", lambda m: None)
+    shards = accounts_by_shard(state, path)
+    everyone = [a for accounts in shards.values() for a in accounts]
+    report: dict[str, Any] = {"pgbench": pgbench(state, args.seconds, say), "single": [], "batch": {}}
+    with BankClient.from_home(state.home, deadline_s=10) as client:
+        for threads in args.concurrency:
+            say(f"full path, one transfer per call, shard 0, {threads} threads, {args.seconds:.0f} s")
+            phase = Phase(state, client, shards[0], threads, args.seconds)
+            report["single"].append(phase.run(single_step(client, shards[0])))
+            say(f"  {report['single'][-1]}")
+        best = max(report["single"], key=lambda r: r["tps"])
+        say(f"full path, one transfer per call, all shards, {best['threads']} threads")
+        report["single_all_shards"] = Phase(state, client, everyone, best["threads"], args.seconds).run(
+            single_step(client, everyone)
+        )
+        for name, accounts in (("shard0", shards[0]), ("all_shards", everyone)):
+            say(f"batch API, {BATCH_SIZE} per call, {name}, 4 threads")
+            report["batch"][name] = Phase(state, client, accounts, 4, args.seconds).run(
+                batch_step(client, accounts)
+            )
+        if args.profile:
+            report["profile"] = profile(state, client, shards[0], best["threads"], args, say)
+    books = check(state, wait_s=60)
+    report["books_reconcile"] = books["reconciled"] and books["pending_transfers"] == 0
+    return report
+
+
+def profile(
+    state: ClusterState,
+    client: BankClient,
+    accounts: list[str],
+    threads: int,
+    args: argparse.Namespace,
+    say: Say,
+) -> dict[str, Any]:
+    """py-spy on shard 0's leader node and on a gateway during one more single-transfer phase:
+    the functions where they spend their CPU (leaf frames, share of samples)."""
+    leader_dc = current_primaries(state)[0]
+    targets = {kind: next(c for c in state.components if c.kind == kind and c.dc == leader_dc)
+               for kind in ("node", "gateway")}  # fmt: skip
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    folder = args.reports / "bench"
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {kind: folder / f"profile-{kind}-{time.strftime('%Y%m%d-%H%M%S')}.txt" for kind in targets}
+    say(f"py-spy on node-{leader_dc} and gateway-{leader_dc} for {args.seconds:.0f} s of single transfers")
+    # 20 samples a second: a node has ~100 threads, and sampling them all costs CPU of its own.
+    with open(folder / "py-spy.log", "ab") as log:
+        spies = [
+            subprocess.Popen(
+                [spy, "record", "-p", str(c.pid), "-d", str(int(args.seconds)), "-r", "20", "-f", "raw",
+                 "-o", str(files[kind]), "--nonblocking"],
+                stdout=log, stderr=log,
+            )
+            for kind, c in targets.items()
+        ]  # fmt: skip
+        phase = Phase(state, client, accounts, threads, args.seconds).run(single_step(client, accounts))
+        for process in spies:
+            try:
+                process.wait(timeout=3 * args.seconds + 60)
+            except subprocess.TimeoutExpired:
+                process.kill()  # bounded: a profile that cannot finish is left out, not waited for
+    return {
+        "phase": phase,
+        **{kind: {"file": str(path), "top": top_frames(path)} for kind, path in files.items()},
+    }
+
+
+def top_frames(path: Path, count: int = 12) -> list[list[Any]]:
+    """[frame, % of samples] for the frames running when sampled (self time), most first."""
+    if not path.exists():
+        return []
+    frames: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stack, _, samples = line.rpartition(" ")
+        if not samples.isdigit():
+            continue
+        total += int(samples)
+        frames[stack.split(";")[-1]] += int(samples)
+    return [[frame, round(100 * n / max(total, 1), 1)] for frame, n in frames.most_common(count)]
+
+
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    pg = report["pgbench"]["tps"]
+    best = max(report["single"], key=lambda r: r["tps"])
+    batch = report["batch"]["shard0"]
+    return {
+        "pgbench_tps": pg, "single_tps": best["tps"], "single_ratio": round(best["tps"] / pg, 3),
+        "batch_tps": batch["tps"], "batch_ratio": round(batch["tps"] / pg, 3),
+        "p50_ms": best["p50_ms"], "p99_ms": best["p99_ms"],
+        "cpu_s_per_1000_transfers": best["cpu_s_per_1000_transfers"],
+        "single_all_shards_tps": report["single_all_shards"]["tps"],
+        "batch_all_shards_tps": report["batch"]["all_shards"]["tps"],
+        "scaling_single_all_vs_one": round(report["single_all_shards"]["tps"] / best["tps"], 3),
+        "scaling_batch_all_vs_one": round(report["batch"]["all_shards"]["tps"] / batch["tps"], 3),
+    }  # fmt: skip
+
+
+def render(report: dict[str, Any], figures: dict[str, Any]) -> str:
+    lines = [f"{'what':<44}{'transfers/s':>12}{'vs pgbench':>11}{'p50 ms':>9}{'p99 ms':>9}{'CPU s/1k':>10}"]
+    pg = report["pgbench"]
+    lines.append(f"{'pgbench, 8 clients, shard 0 primary':<44}{pg['tps']:>12,.0f}{1:>11.2f}x"
+                 f"{pg['latency_avg_ms']:>8.1f}*{'':>9}{pg['cpu_s_per_1000_transfers']:>10.2f}")  # fmt: skip
+    rows = [(f"full path, 1/call, shard 0, {r['threads']} threads", r) for r in report["single"]]
+    rows.append((f"full path, 1/call, all shards, {report['single_all_shards']['threads']} threads",
+                 report["single_all_shards"]))  # fmt: skip
+    rows += [
+        (f"batch API, {BATCH_SIZE}/call, {name.replace('_', ' ')}", r) for name, r in report["batch"].items()
+    ]
+    for label, r in rows:
+        lines.append(f"{label:<44}{r['tps']:>12,.0f}{r['tps'] / pg['tps']:>11.2f}x{r['p50_ms']:>9.1f}"
+                     f"{r['p99_ms']:>9.1f}{r['cpu_s_per_1000_transfers']:>10.2f}")  # fmt: skip
+    lines.append("* pgbench reports the average latency; batch latencies are per call of 1,000 transfers")
+    lines.append(f"single path {figures['single_ratio']:.2f}x pgbench, "
+                 f"batch API {figures['batch_ratio']:.2f}x; "
+                 f"books reconcile: {'yes' if report['books_reconcile'] else 'NO'}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, say: Say) -> int:
+    home = args.home / "bench"
+    spec = ClusterSpec(
+        net=choose_net(args.net), name="bench", octet=88, group_commit=not args.no_group_commit
+    )
+    started = time.monotonic()
+    (home / "accounts.csv").unlink(missing_ok=True)  # account numbers of an earlier run's cluster
+    state = launcher.up(home, spec, say)
+    try:
+        report = measure(state, args, say)
+    finally:
+        launcher.down(home, say)
+    figures = summary(report)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = {"at": stamp, "seconds": round(time.monotonic() - started, 1),
+           "group_commit": not args.no_group_commit,
+           **figures, "phases": report}  # fmt: skip
+    folder = args.reports / "bench"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in (f"{stamp}.json", "latest.json"):
+        (folder / name).write_text(json.dumps(out, indent=2), encoding="utf-8")
+    print(render(report, figures))
+    for kind, spied in report.get("profile", {}).items():
+        if kind != "phase":
+            print(f"py-spy {kind} (self time): " + "; ".join(f"{f} {p}%" for f, p in spied["top"][:6]))
+    say(f"written to {folder / (stamp + '.json')} and {folder / 'latest.json'}")
+    return 0 if report["books_reconcile"] else 1
