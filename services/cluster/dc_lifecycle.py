@@ -96,7 +96,13 @@ def restart_dc(state: ClusterState, dc: str, say: Say) -> None:
         assert component.shard is not None
         instance = member_instance(state, component.shard, dc)
         if instance.pid() is None:
-            pid = instance.start()
+            try:
+                pid = instance.start()
+            except LaunchError as err:
+                # E.g. a pg_rewind that the power cut interrupted: the data directory cannot be
+                # trusted. The DC's bank-node, started below, rewinds or re-clones the member.
+                say(f"{dc}: {instance.name} did not start ({err}); its bank-node will rebuild it")
+                continue
             state.add(Component(**{**component.__dict__, "pid": pid}))
     say(f"{dc}: postgres members started; the node puts them back in line")
     for kind, module in (("node", "services.node"), ("gateway", "services.gateway")):

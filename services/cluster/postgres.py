@@ -200,7 +200,9 @@ class PostgresInstance:
         """Brings a former primary (or a standby of one) back as a standby of `primary`.
 
         pg_rewind takes back what diverged (it recovers a crashed target first); when it cannot,
-        a fresh base backup replaces the data. Returns what was done.
+        or the rewound member does not start (a rewind cut short by a crash leaves a data
+        directory that cannot be trusted), a fresh base backup replaces the data. Returns what
+        was done.
         """
         self.stop()
         primary.execute("CHECKPOINT")  # else pg_rewind may see no divergence and skip silently
@@ -224,15 +226,16 @@ class PostgresInstance:
             )
             if "no rewind required" in output:
                 how = "repointed"
+            self._write_standby_config(primary, slot)
+            self.write_settings()  # pg_rewind copied the source's configuration files
+            self._append_hba()
+            self.start()
         except LaunchError:
+            self.stop()
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self.clone_from(primary, slot)
             self.start()
             return "recloned"
-        self._write_standby_config(primary, slot)
-        self.write_settings()  # pg_rewind copied the source's configuration files
-        self._append_hba()
-        self.start()
         return how
 
     def _write_standby_config(self, primary: PostgresInstance, slot: str) -> None:

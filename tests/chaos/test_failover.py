@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import grpc
@@ -124,3 +125,31 @@ def test_kill_node_then_heal_keeps_the_new_node_in_the_record(cluster: Cluster) 
         if any(f"node-{dc}.json" in part and str(cluster.home) in part for part in p.info["cmdline"] or [])
     ]  # fmt: skip
     assert running == [node["pid"]]
+
+
+def test_a_member_that_cannot_start_after_a_power_cut_is_rebuilt_by_its_node(cluster: Cluster) -> None:
+    """A power cut can interrupt a pg_rewind and leave a data directory PostgreSQL refuses; the
+    restart must still bring the DC back, and the DC's node re-clones the member."""
+    from services.cluster.pg_group import member_instance
+    from services.cluster.state import ClusterState
+
+    dc = next(d for d in ("dc1", "dc2", "dc3") if d != leader_of(cluster, 0))
+    assert bankctl(cluster.home, "chaos", "kill-dc", dc, timeout_s=180).returncode == 0
+    state = ClusterState.load(cluster.home)
+    assert state is not None
+    broken = member_instance(state, 0, dc)
+    (broken.data_dir / "global" / "pg_control").unlink()  # what no PostgreSQL can start from
+    restarted = bankctl(cluster.home, "chaos", "restart-dc", dc, timeout_s=240)
+    assert restarted.returncode == 0, restarted.stdout[-2000:] + restarted.stderr[-2000:]
+    assert f"{broken.name} did not start" in restarted.stdout
+    deadline = time.monotonic() + 90
+    while True:
+        shard = next(s for s in cluster.status()["shards"] if s["shard"] == 0)
+        member = next(m for m in shard["standbys"] if m["dc"] == dc)
+        if member["state"] == "streaming":
+            break
+        assert time.monotonic() < deadline, f"{broken.name} was not rebuilt: {shard}"
+        time.sleep(1)
+    assert (broken.data_dir / "global" / "pg_control").exists()
+    books = cluster.check(wait_s=60)
+    assert books["reconciled"] and books["pending_transfers"] == 0, books
