@@ -115,12 +115,15 @@ class BankClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def call(self, service: str, method: str, request: Any, deadline_s: float | None = None) -> Any:
+    def call(
+        self, service: str, method: str, request: Any, deadline_s: float | None = None, patient: bool = False
+    ) -> Any:
         """Sends `request`; fails over to the next gateway when one is unreachable or does not answer
-        within its share of the deadline, until the deadline."""
+        within its share of the deadline, until the deadline. A `patient` call (a batch, which
+        takes long by nature) gives its first attempt the whole deadline."""
         budget = deadline_s or self.deadline_s
         deadline = time.monotonic() + budget
-        attempt_cap = max(MIN_ATTEMPT_S, min(MAX_ATTEMPT_S, budget * ATTEMPT_SHARE))
+        attempt_cap = budget if patient else max(MIN_ATTEMPT_S, min(MAX_ATTEMPT_S, budget * ATTEMPT_SHARE))
         index = self._current
         last: grpc.RpcError | None = None
         for attempt in range(4 * len(self.gateways)):  # bounded: a few rounds over every DC
@@ -209,7 +212,7 @@ class BankClient:
                 for source, target, amount, currency, request_id in transfers
             ]
         )
-        return list(self.call("ledger", "CreateTransfers", request, deadline_s).results)
+        return list(self.call("ledger", "CreateTransfers", request, deadline_s, patient=True).results)
 
     def get_transfer(self, transfer_id: str) -> Any:
         return self.call(

@@ -14,7 +14,9 @@ import grpc
 import pytest
 
 from bank.v1 import ledger_pb2
+from services.cluster.topology import ClusterSpec
 from services.common.errors import InsufficientFunds
+from services.common.identifiers import slot_of_customer
 from services.storage.group_commit import Unit, run_units
 from services.storage.ledger_store import LedgerTx
 from tests.integration.cluster_helpers import Cluster
@@ -180,13 +182,18 @@ def test_batch_limits_are_refused_whole(bank: Bank) -> None:
 
 def test_a_batch_through_a_gateway_is_split_by_shard(bank_cluster: Cluster) -> None:
     with bank_cluster.client(deadline_s=30) as client:
-        accounts = []
-        for i in range(12):
-            account = client.open_account(f"batch-gw-{i}", "CNY").account_number
+        accounts: list[str] = []
+        for i in range(200):  # four accounts on every shard
+            if len(accounts) == 12:
+                break
+            customer = f"batch-gw-{i}"
+            shard = ClusterSpec().shard_of_slot(slot_of_customer(customer))
+            if sum(1 for a in accounts if bank_cluster_shard(a) == shard) == 4:
+                continue
+            account = client.open_account(customer, "CNY").account_number
             client.deposit(account, 10_000, "CNY")
             accounts.append(account)
-        shards = {bank_cluster_shard(a) for a in accounts}
-        assert len(shards) == 3, accounts
+        assert {bank_cluster_shard(a) for a in accounts} == {0, 1, 2}, accounts
         rng = random.Random(3)
         items = [(*rng.sample(accounts, 2), rng.randint(1, 50), "CNY", rid()) for _ in range(600)]
         items.append((accounts[0], "0001000000000000", 5, "CNY", rid()))  # refused at the gateway
@@ -208,6 +215,4 @@ def test_a_batch_through_a_gateway_is_split_by_shard(bank_cluster: Cluster) -> N
 
 
 def bank_cluster_shard(account: str) -> int:
-    from services.cluster.topology import ClusterSpec
-
     return ClusterSpec().shard_of_slot(int(account[:4]))
