@@ -30,6 +30,10 @@ from services.storage.ledger_store import MAX_ATTEMPTS, LedgerStore, LedgerTx
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Beyond 64 subtransactions, PostgreSQL's per-backend cache of them overflows and every snapshot
+# taken meanwhile (on the primary and on hot standbys) must look them up in pg_subtrans: a
+# transaction keeps to 64 savepoints, a batch is cut into transactions of that many.
+MAX_SAVEPOINTS = 64
 CONFLICTS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.LockNotAvailable)
 
 
@@ -88,10 +92,11 @@ def run_units(store: LedgerStore, units: Sequence[Unit]) -> list[Unit]:
 
 
 def run_all(
-    store: LedgerStore, works: Sequence[Callable[[LedgerTx], T]], chunk: int = 256
+    store: LedgerStore, works: Sequence[Callable[[LedgerTx], T]], chunk: int = MAX_SAVEPOINTS
 ) -> list[T | BaseException]:
-    """A batch request's units: `chunk` per transaction, in order; each outcome its own (a value,
-    or the error that unit alone got). Units that lost a conflict run again, boundedly."""
+    """A batch request's units: `chunk` per transaction (one savepoint each), in order; each
+    outcome its own (a value, or the error that unit alone got). Units that lost a conflict run
+    again, boundedly."""
     units = [Unit(work) for work in works]
     for start in range(0, len(units), chunk):
         pending = units[start : start + chunk]
