@@ -13,6 +13,7 @@ from pathlib import Path
 
 import redis
 
+from services.cluster.bulk_load import ACCOUNTS_FILE
 from services.cluster.credentials import DEFAULT_CLIENT_RATE_PER_S, tokens_file, write_credentials
 from services.cluster.netns import create_network, delete_network, in_dc, probe_netem
 from services.cluster.pg_group import member_instance, start_shard_group
@@ -62,6 +63,7 @@ def up(
             return existing
         say("found the record of a cluster that is not fully running; cleaning it up first")
         down(home, say)
+    forget_accounts(home)  # left by a cluster that was never brought down
     state = ClusterState.new(spec, home)
     state.started_at = time.time()
     state.save()
@@ -372,8 +374,16 @@ def _remove_data(state: ClusterState, keep_logs: bool) -> None:
     remove_data_root(state.home, "pg")
     for folder in ("zookeeper", "redis", "sentinel", "run", "prometheus"):
         shutil.rmtree(state.home / folder, ignore_errors=True)
+    forget_accounts(state.home)
     if not keep_logs:
         shutil.rmtree(state.home / "logs", ignore_errors=True)
+
+
+def forget_accounts(home: Path) -> None:
+    """The account numbers and acknowledged-transfer logs of a cluster die with it: a later
+    cluster in the same home must not send its load to accounts that no longer exist."""
+    (home / ACCOUNTS_FILE).unlink(missing_ok=True)
+    shutil.rmtree(home / "acked", ignore_errors=True)
 
 
 def require_state(home: Path) -> ClusterState:

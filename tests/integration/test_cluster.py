@@ -208,9 +208,14 @@ def test_down_leaves_nothing_running(tmp_path: Path) -> None:
         status = json.loads(bankctl(home, "status", "--json").stdout)
         pids = cluster_pids(status)
         assert len(pids) > 12
+        loaded = bankctl(home, "load-accounts", "--count", "50")
+        assert loaded.returncode == 0 and (home / "accounts.csv").exists(), loaded.stderr
+        (home / "acked").mkdir()
     finally:
         down = bankctl(home, "down")
     assert down.returncode == 0, down.stderr
+    # The accounts of a cluster die with it: a later cluster's load must not ask for them.
+    assert not (home / "accounts.csv").exists() and not (home / "acked").exists()
     left = [
         pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     ]
