@@ -28,10 +28,8 @@ from services.cluster.processes import LaunchError, pid_alive
 from services.cluster.state import ClusterState
 from services.cluster.topology import NETNS
 from services.cluster.zookeeper import zk_mode
-from services.routing import redis_mirror
 
 Say = Callable[[str], None]
-LINKS_KEY = redis_mirror.LINKS_KEY
 
 
 def admin_client(state: ClusterState) -> BankClient:

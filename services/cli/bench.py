@@ -329,7 +329,6 @@ def run(args: argparse.Namespace, say: Say) -> int:
         net=choose_net(args.net), name="bench", octet=88, group_commit=not args.no_group_commit
     )
     started = time.monotonic()
-    (home / "accounts.csv").unlink(missing_ok=True)  # account numbers of an earlier run's cluster
     state = launcher.up(home, spec, say)
     try:
         report = measure(state, args, say)

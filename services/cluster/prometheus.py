@@ -9,7 +9,6 @@ import shutil
 import urllib.error
 import urllib.parse
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 from services.cluster.processes import LaunchError, free_port, wait_until
@@ -79,7 +78,3 @@ def query(host: str, port: int, promql: str, timeout_s: float = 5.0) -> list[dic
     if body.get("status") != "success":
         raise ValueError(f"Prometheus refused {promql!r}: {body.get('error')}")
     return list(body["data"]["result"])
-
-
-def data_dir(home: Path) -> Path:
-    return home / "prometheus"
