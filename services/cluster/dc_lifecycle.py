@@ -53,7 +53,15 @@ def kill_dc(state: ClusterState, dc: str) -> list[int]:
     return killed
 
 
+def _running(state: ClusterState, kind: str, dc: str) -> bool:
+    """Whether the DC's recorded process of `kind` lives: two faults of one step may both ask for
+    it back (kill-dc and kill-redis-primary of the same DC), and a second copy must not start."""
+    return any(pid_alive(c.pid or 0) for c in state.find(kind, dc=dc))
+
+
 def restart_zookeeper(state: ClusterState, dc: str) -> None:
+    if _running(state, "zookeeper", dc):
+        return
     start_zookeeper(state, dc)
     wait_until(lambda: zk_mode(state.spec.address(dc)) in ("leader", "follower"), 60, f"ZooKeeper of {dc}")
 
@@ -71,6 +79,8 @@ def current_redis_primary(state: ClusterState, exclude_dc: str | None = None) ->
 
 def restart_redis(state: ClusterState, dc: str) -> None:
     """An old primary always comes back as a replica of whatever Sentinel names now."""
+    if _running(state, "redis", dc):
+        return
     primary = current_redis_primary(state, exclude_dc=dc)
     address = state.spec.address(dc)
     start_redis(state, dc, None if primary == address else primary)

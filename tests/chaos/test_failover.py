@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -153,3 +154,37 @@ def test_a_member_that_cannot_start_after_a_power_cut_is_rebuilt_by_its_node(clu
     assert (broken.data_dir / "global" / "pg_control").exists()
     books = cluster.check(wait_s=60)
     assert books["reconciled"] and books["pending_transfers"] == 0, books
+
+
+def test_two_faults_on_one_dc_heal_into_one_copy_of_each_process(cluster: Cluster) -> None:
+    """kill-redis-primary, then kill-dc of that DC: the heal restarts the DC (its Redis with it),
+    and the Redis fault's undo must then find Redis running rather than start a second one."""
+    from services.cluster.state import ClusterState
+
+    dc = next(c["dc"] for c in cluster.components("redis") if c["role"] == "primary")
+    for fault in (["kill-redis-primary"], ["kill-dc", dc]):
+        done = bankctl(cluster.home, "chaos", *fault, timeout_s=180)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    healed = bankctl(cluster.home, "chaos", "heal", timeout_s=240)
+    assert healed.returncode == 0, healed.stdout[-2000:] + healed.stderr[-2000:]
+    state = ClusterState.load(cluster.home)
+    assert state is not None
+    recorded = {c.pid for c in state.find("redis", dc=dc)}
+    spec = state.spec
+    from services.cluster.netns import in_dc
+
+    listing = subprocess.run(in_dc(spec, dc, ["ss", "-Hltnp"]), capture_output=True, text=True, check=True)
+    owners = {
+        int(p)
+        for line in listing.stdout.splitlines()
+        if ":6379 " in line
+        for p in re.findall(r"pid=(\d+)", line)
+    }
+    assert owners == recorded, (owners, recorded)
+    deadline = time.monotonic() + 90  # the DC's members rejoin in the background
+    while True:
+        unhealthy = [c for c in cluster.status()["components"] if not c["healthy"]]
+        if not unhealthy:
+            break
+        assert time.monotonic() < deadline, unhealthy
+        time.sleep(1)
