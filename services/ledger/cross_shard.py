@@ -8,7 +8,6 @@ for good; the source then marks the transfer COMMITTED, or refunds the debit and
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.common.account_rules import (
@@ -16,11 +15,9 @@ from services.common.account_rules import (
     require_account,
     require_active,
     require_currency,
-    require_funds,
 )
 from services.common.errors import BankError
-from services.common.model import COMMITTED, FAILED, PENDING, TRANSFER, MoneyMovement, Transfer
-from services.storage.idempotency import once
+from services.common.model import COMMITTED, FAILED, TRANSFER, Transfer
 from services.storage.ledger_store import Delivery, LedgerStore, LedgerTx, system_account
 
 TRANSIT = "TRANSIT"
@@ -38,36 +35,6 @@ class CreditOutcome:
 class CrossShardLedger:
     def __init__(self, store: LedgerStore) -> None:
         self.store = store
-
-    def debit(self, transfer: Transfer, target_shard: int, payload: dict[str, object]) -> MoneyMovement:
-        """The source's half: debit, transit and outbox in one transaction (once per request id)."""
-        return self.store.run_grouped(self.debit_unit(transfer, target_shard, payload))
-
-    def debit_unit(
-        self, transfer: Transfer, target_shard: int, payload: dict[str, object]
-    ) -> Callable[[LedgerTx], MoneyMovement]:
-        source, currency, amount = transfer.from_account, transfer.currency, transfer.amount
-
-        def work(tx: LedgerTx) -> MoneyMovement:
-            debit = require_account(tx.lock_accounts([source]), source, "from_account")
-            require_active(debit, "from_account")
-            require_currency(debit, currency, "from_account")
-            require_funds(debit, amount, "amount")
-            balance = debit.balance - amount
-            stored = tx.insert_transfer(transfer)
-            tx.update_money(source, balance, debit.held)
-            tx.insert_postings(
-                stored,
-                [
-                    (source, -amount, balance, transfer.to_account),
-                    (system_account(TRANSIT, currency), amount, None, transfer.to_account),
-                ],
-            )
-            tx.outbox.insert(stored, target_shard)
-            return MoneyMovement(stored, balance)
-
-        assert transfer.status == PENDING
-        return once("Transfer", transfer.request_id, payload, work, accounts=(source,))
 
     def apply_credit(self, transfer: Transfer) -> CreditOutcome:
         """The target's half, at most once per transfer id; a refusal is remembered too."""

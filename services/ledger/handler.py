@@ -53,9 +53,10 @@ from services.common.validation import (
     validate_page_size,
     validate_request_id,
 )
+from services.ledger.booking import TransferOrder, transfer_work
 from services.ledger.cross_shard import CrossShardLedger
 from services.storage.group_commit import run_all
-from services.storage.idempotency import once, run_once
+from services.storage.idempotency import fingerprint, run_once
 from services.storage.ledger_store import LedgerReader, LedgerStore, LedgerTx, system_account
 
 CASH = "CASH"
@@ -152,29 +153,9 @@ class LedgerHandler:
         if source == target:
             raise InvalidArgument("to_account", "must differ from from_account")
 
-        def work(tx: LedgerTx) -> MoneyMovement:
-            locked = tx.lock_accounts([source, target])
-            debit = require_account(locked, source, "from_account")
-            credit = require_account(locked, target, "to_account")
-            for account, field in ((debit, "from_account"), (credit, "to_account")):
-                require_active(account, field)
-                require_currency(account, currency, field)
-            require_funds(debit, amount, "amount")
-            credit_balance = credited_balance(credit, amount, "amount")
-            debit_balance = debit.balance - amount
-            transfer = tx.insert_transfer(
-                _new_transfer(request_id, TRANSFER, source, target, amount, currency, reference=reference)
-            )
-            tx.update_money(source, debit_balance, debit.held)
-            tx.update_money(target, credit_balance, credit.held)
-            tx.insert_postings(
-                transfer,
-                [(source, -amount, debit_balance, target), (target, amount, credit_balance, source)],
-            )
-            return MoneyMovement(transfer, debit_balance)
-
+        transfer = _new_transfer(request_id, TRANSFER, source, target, amount, currency, reference=reference)
         payload = {"from": source, "to": target, "amount": amount, "currency": currency, "ref": reference}
-        return once("Transfer", request_id, payload, work, accounts=(source, target))
+        return transfer_work(TransferOrder(transfer, fingerprint("Transfer", payload)))
 
     def run_batch(
         self, units: Sequence[Callable[[LedgerTx], MoneyMovement]]
@@ -209,7 +190,7 @@ class LedgerHandler:
             status=PENDING,
         )
         payload = {"from": source, "to": target, "amount": amount, "currency": currency, "ref": reference}
-        return self.cross_shard.debit_unit(pending, target_shard, payload)
+        return transfer_work(TransferOrder(pending, fingerprint("Transfer", payload), target_shard))
 
     def get_transfer(self, transfer_id: str) -> Transfer:
         parse_transfer_id(transfer_id)

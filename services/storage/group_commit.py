@@ -21,8 +21,9 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+import psycopg
 from psycopg import errors as pg_errors
 
 from services.common.errors import Aborted, BankError, Unavailable
@@ -37,16 +38,27 @@ MAX_SAVEPOINTS = 64
 CONFLICTS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.LockNotAvailable)
 
 
+# A set runner books many units' items together: per item (ok, value or error), or None for an
+# item it leaves to run alone (its unit's own work, in a savepoint).
+SetRunner = Callable[[LedgerTx, list[Any]], list[tuple[bool, Any] | None]]
+# A batch request's units are offered to their set runner this many per transaction.
+MAX_SET = 1024
+
+
 @dataclass
 class Unit:
     work: Callable[[LedgerTx], Any]
     future: Future[Any] = field(default_factory=Future)
     attempts: int = 0
+    offered: bool = False  # to its set runner already: it runs alone from now on
 
 
 def run_units(store: LedgerStore, units: Sequence[Unit]) -> list[Unit]:
-    """Runs every unit in one transaction, a savepoint each; settles the futures of those that
-    are done and returns those that lost a conflict (to be run again)."""
+    """Runs the units in one transaction and settles the futures of those that are done; returns
+    those to run again in a later one (lost a conflict, or beyond the savepoints one may hold).
+
+    Units whose work names a set runner (`set_runner`, `set_item`) are first booked together by
+    it, a few statements for all of them; the rest run alone, a savepoint each."""
     outcomes: list[tuple[Unit, bool, Any]] = []
     again: list[Unit] = []
     try:
@@ -58,7 +70,9 @@ def run_units(store: LedgerStore, units: Sequence[Unit]) -> list[Unit]:
                     LedgerTx(conn).lock_rows(a for unit in units for a in getattr(unit.work, "accounts", ()))
             except CONFLICTS:
                 return list(units)  # nothing ran: all again, in a later transaction
-            for unit in units:
+            alone = _run_sets(conn, units, outcomes)
+            again.extend(alone[MAX_SAVEPOINTS:])
+            for unit in alone[:MAX_SAVEPOINTS]:
                 unit.attempts += 1
                 try:
                     with conn.transaction():  # a savepoint: a failure rolls back this unit only
@@ -91,12 +105,46 @@ def run_units(store: LedgerStore, units: Sequence[Unit]) -> list[Unit]:
     return again
 
 
+def _run_sets(
+    conn: psycopg.Connection[Any], units: Sequence[Unit], outcomes: list[tuple[Unit, bool, Any]]
+) -> list[Unit]:
+    """Offers the units that have a set runner to it (one savepoint per runner) and returns the
+    units left to run alone: those without one, those it left, and all of a set that failed."""
+    alone: list[Unit] = []
+    sets: dict[SetRunner, list[Unit]] = {}
+    for unit in units:
+        runner = None if unit.offered else getattr(unit.work, "set_runner", None)
+        if runner is None:
+            alone.append(unit)
+        else:
+            sets.setdefault(runner, []).append(unit)
+    for runner, members in sets.items():
+        for unit in members:
+            unit.offered = True
+        try:
+            with conn.transaction():
+                answers = runner(LedgerTx(conn), [cast(Any, unit.work).set_item for unit in members])
+        except psycopg.OperationalError:
+            raise  # the connection is gone: no unit's outcome is known
+        except (*CONFLICTS, psycopg.Error) as err:
+            # Rolled back to the savepoint: nothing of the set was written; each runs alone.
+            log.warning("event=set_booking_fell_back units=%s error=%s", len(members), type(err).__name__)
+            alone.extend(members)
+            continue
+        for unit, answer in zip(members, answers, strict=True):
+            if answer is None:
+                alone.append(unit)
+            else:
+                unit.attempts += 1
+                outcomes.append((unit, *answer))
+    return alone
+
+
 def run_all(
-    store: LedgerStore, works: Sequence[Callable[[LedgerTx], T]], chunk: int = MAX_SAVEPOINTS
+    store: LedgerStore, works: Sequence[Callable[[LedgerTx], T]], chunk: int = MAX_SET
 ) -> list[T | BaseException]:
-    """A batch request's units: `chunk` per transaction (one savepoint each), in order; each
-    outcome its own (a value, or the error that unit alone got). Units that lost a conflict run
-    again, boundedly."""
+    """A batch request's units: `chunk` per transaction, in order; each outcome its own (a
+    value, or the error that unit alone got). Units that lost a conflict run again, boundedly."""
     units = [Unit(work) for work in works]
     for start in range(0, len(units), chunk):
         pending = units[start : start + chunk]

@@ -9,7 +9,7 @@ from typing import Any, Generic, TypeVar
 
 from services.common.errors import RequestIdReused
 from services.common.model import record_from_json, record_to_json
-from services.storage.ledger_store import LedgerStore, LedgerTx
+from services.storage.ledger_store import LedgerStore, LedgerTx, PriorRequest
 
 R = TypeVar("R")
 
@@ -34,14 +34,29 @@ def run_once(
 
 
 class OnceWork(Generic[R]):
-    """A unit of work and the accounts it will lock (a batch locks them all first, in order)."""
+    """A unit of work and the accounts it will lock (a batch locks them all first, in order).
+
+    A group commit may book it together with others of its kind: then `set_runner` is the
+    function that books such units' `set_item`s at once (see `services.storage.group_commit`)."""
 
     def __init__(self, attempt: Callable[[LedgerTx], R], accounts: tuple[str, ...]) -> None:
         self.attempt = attempt
         self.accounts = accounts
+        self.set_runner: Callable[[LedgerTx, list[Any]], list[Any]] | None = None
+        self.set_item: Any = None
 
     def __call__(self, tx: LedgerTx) -> R:
         return self.attempt(tx)
+
+
+def replay(prior: PriorRequest, request_id: str, operation: str, digest: str) -> Any:
+    """The first result of a request id already acknowledged, if this is the same request."""
+    if prior.operation != operation or prior.fingerprint != digest:
+        raise RequestIdReused(
+            f"request_id {request_id} was already used for another request"
+            f" ({prior.operation}); choose a new id for a new request"
+        )
+    return record_from_json(prior.result)
 
 
 def once(
@@ -62,12 +77,7 @@ def once(
     def attempt(tx: LedgerTx) -> R:
         prior = tx.claim_request(request_id, operation, digest)
         if prior is not None:
-            if prior.operation != operation or prior.fingerprint != digest:
-                raise RequestIdReused(
-                    f"request_id {request_id} was already used for another request"
-                    f" ({prior.operation}); choose a new id for a new request"
-                )
-            result: R = record_from_json(prior.result)
+            result: R = replay(prior, request_id, operation, digest)
             return result
         record = work(tx)
         tx.save_request_result(request_id, record_to_json(record))

@@ -13,7 +13,8 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 import psycopg
@@ -157,6 +158,45 @@ UPDATE transfers SET status = %s, failure_reason = %s WHERE transfer_id = %s
 RETURNING {TRANSFER_COLUMNS}
 """
 SQL_LOCK_TRANSFER = f"SELECT {TRANSFER_COLUMNS} FROM transfers WHERE transfer_id = %s FOR UPDATE"
+# Set-based booking (`LedgerTx.claim_requests`, `prior_requests`, `book`): a few statements for a
+# whole group of transfers instead of about ten per transfer.
+SQL_CLAIM_REQUESTS = """
+WITH claimed AS (
+    INSERT INTO requests (request_id, operation, fingerprint, result)
+    SELECT id, op, fp, '{}'::jsonb FROM unnest(%s::text[], %s::text[], %s::text[]) AS c(id, op, fp)
+    ON CONFLICT (request_id) DO NOTHING
+    RETURNING request_id
+)
+SELECT now(), coalesce((SELECT array_agg(request_id) FROM claimed), '{}'::text[])
+"""
+SQL_PRIOR_REQUESTS = """
+SELECT request_id, operation, fingerprint, result FROM requests WHERE request_id = ANY(%s)
+"""
+SQL_BOOK = """
+WITH t AS (
+    INSERT INTO transfers (transfer_id, request_id, kind, from_account, to_account, amount,
+                           currency, status, reference, failure_reason, hold_id)
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[],
+                         %s::text[], %s::text[], %s::text[], %s::text[], %s::text[])
+), p AS (
+    INSERT INTO postings (transfer_id, account_number, amount, currency, balance_after, counterparty)
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::bigint[], %s::text[])
+), o AS (
+    INSERT INTO outbox (transfer_id, target_shard, from_account, to_account, amount, currency, status)
+    SELECT *, 'PENDING' FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[], %s::bigint[], %s::text[])
+), a AS (
+    UPDATE accounts SET balance = v.balance, held = v.held, version = accounts.version + v.bump
+    FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::bigint[]) AS v(number, balance, held, bump)
+    WHERE accounts.account_number = v.number
+), r AS (
+    UPDATE requests SET result = v.result::jsonb
+    FROM unnest(%s::text[], %s::text[]) AS v(id, result)
+    WHERE requests.request_id = v.id
+), d AS (
+    DELETE FROM requests WHERE request_id = ANY(%s::text[])
+)
+SELECT 1
+"""
 SQL_EXPIRED_HOLD_ACCOUNTS = """
 SELECT DISTINCT account_number FROM holds
 WHERE status = 'ACTIVE' AND expires_at <= now()
@@ -176,6 +216,45 @@ class PriorRequest:
     result: dict[str, Any]
 
 
+@dataclass
+class Booking:
+    """The rows a group of movements writes, gathered column by column (see `LedgerTx.book`)."""
+
+    transfers: list[Transfer] = field(default_factory=list)
+    postings: list[tuple[str, str, int, str, int | None, str]] = field(default_factory=list)
+    outbox: list[tuple[str, int, str, str, int, str]] = field(default_factory=list)
+    balances: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # number -> balance, held, bump
+    results: list[tuple[str, str]] = field(default_factory=list)  # request id, result as JSON text
+    refused: list[str] = field(default_factory=list)  # request ids whose claims are given back
+
+    def post(self, transfer: Transfer, lines: list[tuple[str, int, int | None, str]]) -> None:
+        """A transfer and its lines (account, signed amount, balance after, counterparty)."""
+        assert sum(amount for _, amount, _, _ in lines) == 0, lines
+        self.transfers.append(transfer)
+        self.postings.extend(
+            (transfer.transfer_id, account, amount, transfer.currency, after, other)
+            for account, amount, after, other in lines
+        )
+
+    def parameters(self) -> list[Any]:
+        t = self.transfers
+        columns: list[Any] = [
+            [x.transfer_id for x in t], [x.request_id for x in t], [x.kind for x in t],
+            [x.from_account for x in t], [x.to_account for x in t], [x.amount for x in t],
+            [x.currency for x in t], [x.status for x in t], [x.reference for x in t],
+            [x.failure_reason for x in t], [x.hold_id for x in t],
+        ]  # fmt: skip
+        for rows, width in ((self.postings, 6), (self.outbox, 6)):
+            columns.extend([list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(width)])
+        numbers = sorted(self.balances)
+        columns.append(numbers)
+        columns.extend([[self.balances[n][i] for n in numbers] for i in range(3)])
+        columns.append([r[0] for r in self.results])
+        columns.append([r[1] for r in self.results])
+        columns.append(self.refused)
+        return columns
+
+
 class LedgerTx:
     """One open transaction on the shard's primary."""
 
@@ -192,6 +271,24 @@ class LedgerTx:
         row = self.conn.execute(SQL_PRIOR_REQUEST, (request_id,)).fetchone()
         assert row is not None, f"request {request_id} conflicted but is not there"
         return PriorRequest(operation=row[0], fingerprint=row[1], result=row[2])
+
+    def claim_requests(self, claims: list[tuple[str, str, str]]) -> tuple[datetime, set[str]]:
+        """Reserves many request ids (id, operation, fingerprint) at once: the transaction's time
+        and the ids this transaction now holds (the others were already taken)."""
+        ordered = sorted(claims)  # one order for every claimer: no deadlock on shared ids
+        ids, operations, digests = [[c[i] for c in ordered] for i in range(3)]
+        row = self.conn.execute(SQL_CLAIM_REQUESTS, (ids, operations, digests)).fetchone()
+        assert row is not None
+        return row[0], set(row[1])
+
+    def prior_requests(self, request_ids: list[str]) -> dict[str, PriorRequest]:
+        rows = self.conn.execute(SQL_PRIOR_REQUESTS, (request_ids,))
+        return {r[0]: PriorRequest(operation=r[1], fingerprint=r[2], result=r[3]) for r in rows}
+
+    def book(self, booking: Booking) -> None:
+        """Writes a group's transfers, postings, outbox rows, new balances and request results in
+        one statement, and forgets the claims of the refused requests."""
+        self.conn.execute(SQL_BOOK, booking.parameters())
 
     def save_request_result(self, request_id: str, result: dict[str, Any]) -> None:
         self.conn.execute(SQL_SAVE_RESULT, (Jsonb(result), request_id))
