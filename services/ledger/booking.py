@@ -14,7 +14,6 @@ set is left to run alone after the set (it then finds the first one's result).
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -107,7 +106,7 @@ def book_transfers(tx: LedgerTx, orders: list[TransferOrder]) -> list[Answer]:
             answers[index] = (False, refusal)
             continue
         moves.update(order.accounts)
-        booking.results.append((order.transfer.request_id, json.dumps(record_to_json(movement))))
+        booking.results.append((order.transfer.request_id, record_to_json(movement)))
         answers[index] = (True, movement)
     booking.balances = {n: (live[n].balance, live[n].held, count) for n, count in moves.items()}
     tx.book(booking)

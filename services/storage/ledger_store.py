@@ -8,6 +8,7 @@ movements over the same accounts serialize without deadlocking.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -62,18 +63,20 @@ INSERT INTO accounts (account_number, slot, customer_id, currency, status, overd
 VALUES (%s, %s, %s, %s, 'ACTIVE', %s)
 RETURNING {ACCOUNT_COLUMNS}
 """
-SQL_LOCK_ROWS = """
-SELECT account_number FROM accounts WHERE account_number = ANY(%s) ORDER BY account_number FOR UPDATE
+# Lists of account numbers travel as JSON arrays too (see SQL_BOOK).
+ANY_OF_JSON = "ANY(ARRAY(SELECT json_array_elements_text(%s::json)))"
+SQL_LOCK_ROWS = f"""
+SELECT account_number FROM accounts WHERE account_number = {ANY_OF_JSON} ORDER BY account_number FOR UPDATE
 """
 SQL_LOCK_ACCOUNTS = f"""
 SELECT {ACCOUNT_COLUMNS} FROM accounts
-WHERE account_number = ANY(%s)
+WHERE account_number = {ANY_OF_JSON}
 ORDER BY account_number
 FOR UPDATE
 """
-SQL_EXPIRE_HOLDS = """
+SQL_EXPIRE_HOLDS = f"""
 UPDATE holds SET status = 'EXPIRED'
-WHERE account_number = ANY(%s) AND status = 'ACTIVE' AND expires_at <= now()
+WHERE account_number = {ANY_OF_JSON} AND status = 'ACTIVE' AND expires_at <= now()
 RETURNING account_number, amount
 """
 SQL_RELEASE_HELD = f"""
@@ -159,41 +162,47 @@ RETURNING {TRANSFER_COLUMNS}
 """
 SQL_LOCK_TRANSFER = f"SELECT {TRANSFER_COLUMNS} FROM transfers WHERE transfer_id = %s FOR UPDATE"
 # Set-based booking (`LedgerTx.claim_requests`, `prior_requests`, `book`): a few statements for a
-# whole group of transfers instead of about ten per transfer.
+# whole group of transfers instead of about ten per transfer. The rows travel as one JSON array
+# per table: psycopg adapts Python lists to PostgreSQL arrays element by element in Python,
+# which cost the node half its time on a batch of 1,000; `json.dumps` is C.
 SQL_CLAIM_REQUESTS = """
 WITH claimed AS (
     INSERT INTO requests (request_id, operation, fingerprint, result)
-    SELECT id, op, fp, '{}'::jsonb FROM unnest(%s::text[], %s::text[], %s::text[]) AS c(id, op, fp)
+    SELECT r->>0, r->>1, r->>2, '{}'::jsonb FROM json_array_elements(%s::json) AS r
     ON CONFLICT (request_id) DO NOTHING
     RETURNING request_id
 )
 SELECT now(), coalesce((SELECT array_agg(request_id) FROM claimed), '{}'::text[])
 """
 SQL_PRIOR_REQUESTS = """
-SELECT request_id, operation, fingerprint, result FROM requests WHERE request_id = ANY(%s)
+SELECT request_id, operation, fingerprint, result FROM requests
+WHERE request_id = ANY(ARRAY(SELECT json_array_elements_text(%s::json)))
 """
 SQL_BOOK = """
 WITH t AS (
     INSERT INTO transfers (transfer_id, request_id, kind, from_account, to_account, amount,
                            currency, status, reference, failure_reason, hold_id)
-    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[],
-                         %s::text[], %s::text[], %s::text[], %s::text[], %s::text[])
+    SELECT r->>0, r->>1, r->>2, r->>3, r->>4, (r->>5)::bigint, r->>6, r->>7, r->>8, r->>9, r->>10
+    FROM json_array_elements(%s::json) AS r
 ), p AS (
     INSERT INTO postings (transfer_id, account_number, amount, currency, balance_after, counterparty)
-    SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::bigint[], %s::text[])
+    SELECT r->>0, r->>1, (r->>2)::bigint, r->>3, (r->>4)::bigint, r->>5
+    FROM json_array_elements(%s::json) AS r
 ), o AS (
     INSERT INTO outbox (transfer_id, target_shard, from_account, to_account, amount, currency, status)
-    SELECT *, 'PENDING' FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[], %s::bigint[], %s::text[])
+    SELECT r->>0, (r->>1)::int, r->>2, r->>3, (r->>4)::bigint, r->>5, 'PENDING'
+    FROM json_array_elements(%s::json) AS r
 ), a AS (
-    UPDATE accounts SET balance = v.balance, held = v.held, version = accounts.version + v.bump
-    FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::bigint[]) AS v(number, balance, held, bump)
-    WHERE accounts.account_number = v.number
-), r AS (
-    UPDATE requests SET result = v.result::jsonb
-    FROM unnest(%s::text[], %s::text[]) AS v(id, result)
-    WHERE requests.request_id = v.id
+    UPDATE accounts SET balance = (r->>1)::bigint, held = (r->>2)::bigint,
+                        version = accounts.version + (r->>3)::bigint
+    FROM json_array_elements(%s::json) AS r
+    WHERE accounts.account_number = r->>0
+), q AS (
+    UPDATE requests SET result = r->1
+    FROM jsonb_array_elements(%s::jsonb) AS r
+    WHERE requests.request_id = r->>0
 ), d AS (
-    DELETE FROM requests WHERE request_id = ANY(%s::text[])
+    DELETE FROM requests WHERE request_id = ANY(ARRAY(SELECT json_array_elements_text(%s::json)))
 )
 SELECT 1
 """
@@ -224,7 +233,7 @@ class Booking:
     postings: list[tuple[str, str, int, str, int | None, str]] = field(default_factory=list)
     outbox: list[tuple[str, int, str, str, int, str]] = field(default_factory=list)
     balances: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # number -> balance, held, bump
-    results: list[tuple[str, str]] = field(default_factory=list)  # request id, result as JSON text
+    results: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # request id, result
     refused: list[str] = field(default_factory=list)  # request ids whose claims are given back
 
     def post(self, transfer: Transfer, lines: list[tuple[str, int, int | None, str]]) -> None:
@@ -236,23 +245,16 @@ class Booking:
             for account, amount, after, other in lines
         )
 
-    def parameters(self) -> list[Any]:
-        t = self.transfers
-        columns: list[Any] = [
-            [x.transfer_id for x in t], [x.request_id for x in t], [x.kind for x in t],
-            [x.from_account for x in t], [x.to_account for x in t], [x.amount for x in t],
-            [x.currency for x in t], [x.status for x in t], [x.reference for x in t],
-            [x.failure_reason for x in t], [x.hold_id for x in t],
+    def parameters(self) -> list[str]:
+        """The statement's parameters: one JSON array of rows per table."""
+        transfers = [
+            (t.transfer_id, t.request_id, t.kind, t.from_account, t.to_account, t.amount, t.currency,
+             t.status, t.reference, t.failure_reason, t.hold_id)
+            for t in self.transfers
         ]  # fmt: skip
-        for rows, width in ((self.postings, 6), (self.outbox, 6)):
-            columns.extend([list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(width)])
-        numbers = sorted(self.balances)
-        columns.append(numbers)
-        columns.extend([[self.balances[n][i] for n in numbers] for i in range(3)])
-        columns.append([r[0] for r in self.results])
-        columns.append([r[1] for r in self.results])
-        columns.append(self.refused)
-        return columns
+        balances = [(n, *figures) for n, figures in sorted(self.balances.items())]
+        tables = (transfers, self.postings, self.outbox, balances, self.results, self.refused)
+        return [json.dumps(rows) for rows in tables]
 
 
 class LedgerTx:
@@ -276,13 +278,12 @@ class LedgerTx:
         """Reserves many request ids (id, operation, fingerprint) at once: the transaction's time
         and the ids this transaction now holds (the others were already taken)."""
         ordered = sorted(claims)  # one order for every claimer: no deadlock on shared ids
-        ids, operations, digests = [[c[i] for c in ordered] for i in range(3)]
-        row = self.conn.execute(SQL_CLAIM_REQUESTS, (ids, operations, digests)).fetchone()
+        row = self.conn.execute(SQL_CLAIM_REQUESTS, (json.dumps(ordered),)).fetchone()
         assert row is not None
         return row[0], set(row[1])
 
     def prior_requests(self, request_ids: list[str]) -> dict[str, PriorRequest]:
-        rows = self.conn.execute(SQL_PRIOR_REQUESTS, (request_ids,))
+        rows = self.conn.execute(SQL_PRIOR_REQUESTS, (json.dumps(request_ids),))
         return {r[0]: PriorRequest(operation=r[1], fingerprint=r[2], result=r[3]) for r in rows}
 
     def book(self, booking: Booking) -> None:
@@ -310,20 +311,20 @@ class LedgerTx:
 
     def lock_rows(self, numbers: Iterable[str]) -> None:
         """Locks accounts in the one order every transaction uses (a batch, before its units)."""
-        self.conn.execute(SQL_LOCK_ROWS, (sorted(set(numbers)),))
+        self.conn.execute(SQL_LOCK_ROWS, (json.dumps(sorted(set(numbers))),))
 
     def lock_accounts(self, numbers: Iterable[str]) -> dict[str, Account]:
         """Locks the named accounts in a fixed order and releases their expired holds."""
         wanted = sorted(set(numbers))
         cur = self.conn.cursor(row_factory=class_row(Account))
-        locked = {a.account_number: a for a in cur.execute(SQL_LOCK_ACCOUNTS, (wanted,))}
+        locked = {a.account_number: a for a in cur.execute(SQL_LOCK_ACCOUNTS, (json.dumps(wanted),))}
         if locked:
             locked.update(self._release_expired_holds(list(locked)))
         return locked
 
     def _release_expired_holds(self, numbers: list[str]) -> dict[str, Account]:
         released: dict[str, int] = {}
-        for number, amount in self.conn.execute(SQL_EXPIRE_HOLDS, (numbers,)):
+        for number, amount in self.conn.execute(SQL_EXPIRE_HOLDS, (json.dumps(numbers),)):
             released[number] = released.get(number, 0) + amount
         cur = self.conn.cursor(row_factory=class_row(Account))
         updated: dict[str, Account] = {}
