@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -14,6 +15,7 @@ from bank.v1 import account_pb2_grpc, ledger_pb2_grpc
 from services.routing.client import RoutingClient
 from services.rpc import metrics, tls
 from services.rpc.auth import bearer
+from services.rpc.status import REASON_KEY
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,28 @@ STUBS = {
     "bank.v1.AccountService": account_pb2_grpc.AccountServiceStub,
     "bank.v1.LedgerService": ledger_pb2_grpc.LedgerServiceStub,
 }
+
+
+class SubCallFailed(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code, self.details = code, details
+
+
+class SubCall:
+    """A caller's context as the forwarder sees it for a call made on behalf of others (one
+    shard's part of a batch, or transfers sent together): a deadline, and a failure raised (to
+    be answered per transfer) instead of ending a gRPC call."""
+
+    def __init__(self, time_remaining: Callable[[], float | None]) -> None:
+        self.time_remaining = time_remaining
+        self.reason = ""
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise SubCallFailed(code, details)
+
+    def set_trailing_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.reason = dict(metadata).get(REASON_KEY, "")
 
 
 class Forwarder:

@@ -18,7 +18,8 @@ from services.common.identifiers import (
     slot_of_customer,
 )
 from services.common.validation import validate_batch_size, validate_customer_id, validate_request_id
-from services.gateway.forwarder import Forwarder
+from services.gateway.coalescer import TransferCoalescer
+from services.gateway.forwarder import Forwarder, SubCall, SubCallFailed
 from services.rpc.convert import amount_of, transfer_result
 from services.rpc.status import REASON_KEY, rpc_method
 
@@ -79,34 +80,11 @@ class GatewayAccountServicer(account_pb2_grpc.AccountServiceServicer):
         )
 
 
-class SubCallFailed(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code, self.details = code, details
-
-
-class SubCall:
-    """The caller's context as the forwarder sees it for one shard's part of a batch: the same
-    deadline, but a failure is raised (and answered per transfer) instead of ending the call."""
-
-    def __init__(self, context: grpc.ServicerContext) -> None:
-        self.context = context
-        self.reason = ""
-
-    def time_remaining(self) -> float | None:
-        remaining: float | None = self.context.time_remaining()
-        return remaining
-
-    def abort(self, code: grpc.StatusCode, details: str) -> None:
-        raise SubCallFailed(code, details)
-
-    def set_trailing_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
-        self.reason = dict(metadata).get(REASON_KEY, "")
-
-
 class GatewayLedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, coalescer: TransferCoalescer | None = None) -> None:
         self.router = router
+        # Single transfers to one shard travel to its leader together (see gateway/coalescer).
+        self.coalescer = coalescer or TransferCoalescer(router.forwarder)
 
     @rpc_method
     def CreateTransfers(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -127,7 +105,7 @@ class GatewayLedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
 
         def send(shard: int, indexes: list[int]) -> None:
             part = ledger_pb2.CreateTransfersRequest(transfers=[request.transfers[i] for i in indexes])
-            sub = SubCall(context)
+            sub = SubCall(context.time_remaining)
             # A part's attempt may take the rest of the caller's deadline: cutting it short and
             # sending the same part again would only make two copies wait on each other's locks.
             try:
@@ -169,7 +147,14 @@ class GatewayLedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         _mutation(request)
         parse_account_number(request.to_account, "to_account")
         slot = parse_account_number(request.from_account, "from_account")
-        return self.router.send(LEDGER, "Transfer", slot, request, context)
+        result = self.coalescer.transfer(self.router.shard(slot), request, context)
+        if result.code != "OK":
+            if result.reason:
+                context.set_trailing_metadata(((REASON_KEY, result.reason),))
+            context.abort(getattr(grpc.StatusCode, result.code, grpc.StatusCode.UNKNOWN), result.message)
+        return ledger_pb2.TransferResponse(
+            transfer_id=result.transfer_id, status=result.status, transfer=result.transfer
+        )
 
     @rpc_method
     def GetTransfer(self, request: Any, context: grpc.ServicerContext) -> Any:

@@ -2,11 +2,13 @@
 statements for a whole group.
 
 A group commit (or a batch request) hands over many transfers of one shard. They are booked
-together: their request ids claimed in one statement, their accounts locked and read in one,
+together: their request ids looked up in one statement, their accounts locked and read in one,
 the rules applied in order in memory (each transfer sees the balances the earlier ones left),
 and every row the accepted ones write (transfers, postings, outbox rows, balances, request
-results) written in one. A refused transfer writes nothing and gives its request id back. The
-same function books a single transfer, so one rule book serves both paths.
+results) written in one. A refused transfer writes nothing. The same function books a single
+transfer, so one rule book serves both paths. Two transactions booking the same new request id
+at once cannot both write it: the second fails on its key (UniqueViolation), is rolled back,
+and runs again, when it finds the first one's answer.
 
 A retry of an acknowledged request id gets its first result; a request id seen twice in one
 set is left to run alone after the set (it then finds the first one's result).
@@ -58,8 +60,8 @@ def transfer_work(order: TransferOrder) -> OnceWork[MoneyMovement]:
 
     def alone(tx: LedgerTx) -> MoneyMovement:
         answer = book_transfers(tx, [order])[0]
-        if answer is None:  # its claim neither held nor found: let the caller retry
-            raise Aborted(f"request_id {order.transfer.request_id} is being claimed concurrently; retry")
+        if answer is None:  # its request id is being answered in this transaction: retry later
+            raise Aborted(f"request_id {order.transfer.request_id} is being booked concurrently; retry")
         ok, value = answer
         if not ok:
             raise value
@@ -79,18 +81,16 @@ def book_transfers(tx: LedgerTx, orders: list[TransferOrder]) -> list[Answer]:
     first: dict[str, int] = {}
     for index, order in enumerate(orders):
         first.setdefault(order.transfer.request_id, index)
-    now, claimed = tx.claim_requests([(rid, OPERATION, orders[i].digest) for rid, i in first.items()])
-    taken = [rid for rid in first if rid not in claimed]
-    if taken:
-        for rid, prior in tx.prior_requests(taken).items():
-            order = orders[first[rid]]
-            if not prior.result:  # claimed in this very transaction, not yet answered: alone, later
-                continue
-            try:
-                answers[first[rid]] = (True, replay(prior, rid, OPERATION, order.digest))
-            except BankError as refusal:
-                answers[first[rid]] = (False, refusal)
-    mine = [i for rid, i in first.items() if rid in claimed]
+    now, priors = tx.prior_requests(list(first))
+    for rid, prior in priors.items():
+        order = orders[first[rid]]
+        if not prior.result:  # claimed in this very transaction, not yet answered: alone, later
+            continue
+        try:
+            answers[first[rid]] = (True, replay(prior, rid, OPERATION, order.digest))
+        except BankError as refusal:
+            answers[first[rid]] = (False, refusal)
+    mine = [i for rid, i in first.items() if rid not in priors]
     if not mine:
         return answers
     locked = tx.lock_accounts(a for i in mine for a in orders[i].accounts)
@@ -101,12 +101,12 @@ def book_transfers(tx: LedgerTx, orders: list[TransferOrder]) -> list[Answer]:
         order = orders[index]
         try:
             movement = _book(order, live, now, booking)
-        except BankError as refusal:
-            booking.refused.append(order.transfer.request_id)
+        except BankError as refusal:  # it writes nothing, not even its request id
             answers[index] = (False, refusal)
             continue
         moves.update(order.accounts)
-        booking.results.append((order.transfer.request_id, record_to_json(movement)))
+        answered = record_to_json(movement)
+        booking.requests.append((order.transfer.request_id, OPERATION, order.digest, answered))
         answers[index] = (True, movement)
     booking.balances = {n: (live[n].balance, live[n].held, count) for n, count in moves.items()}
     tx.book(booking)

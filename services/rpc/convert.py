@@ -68,7 +68,7 @@ def transfer_result(index: int, outcome: MoneyMovement | BaseException) -> ledge
     if isinstance(outcome, MoneyMovement):
         return ledger_pb2.TransferResult(
             index=index, code="OK", transfer_id=outcome.transfer.transfer_id,
-            status=transfer_status(outcome.transfer.status),
+            status=transfer_status(outcome.transfer.status), transfer=transfer_to_proto(outcome.transfer),
         )  # fmt: skip
     if isinstance(outcome, BankError):
         return ledger_pb2.TransferResult(

@@ -22,8 +22,11 @@ SELECT account_number, balance, held, overdraft_limit FROM accounts
 WHERE balance - held < -overdraft_limit OR (balance < 0 AND overdraft_limit = 0)
 ORDER BY account_number LIMIT 100
 """
+# A posting whose transfer is missing counts as unbalanced too (no foreign key checks it).
 SQL_UNBALANCED = """
-SELECT transfer_id, sum(amount)::bigint FROM postings GROUP BY transfer_id HAVING sum(amount) <> 0 LIMIT 100
+SELECT p.transfer_id, sum(p.amount)::bigint FROM postings p GROUP BY p.transfer_id
+HAVING sum(p.amount) <> 0 OR NOT EXISTS (SELECT 1 FROM transfers t WHERE t.transfer_id = p.transfer_id)
+LIMIT 100
 """
 SQL_TRANSFER_STATUS = "SELECT status, count(*) FROM transfers GROUP BY status"
 

@@ -27,7 +27,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from services.common.errors import Aborted, BankError, Unavailable
-from services.storage.ledger_store import MAX_ATTEMPTS, LedgerStore, LedgerTx
+from services.storage.ledger_store import MAX_ATTEMPTS, RETRIED, LedgerStore, LedgerTx
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -35,7 +35,7 @@ T = TypeVar("T")
 # taken meanwhile (on the primary and on hot standbys) must look them up in pg_subtrans: a
 # transaction keeps to 64 savepoints, a batch is cut into transactions of that many.
 MAX_SAVEPOINTS = 64
-CONFLICTS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.LockNotAvailable)
+CONFLICTS = (*RETRIED, pg_errors.LockNotAvailable)  # lost races: the unit runs again
 
 
 # A set runner books many units' items together: per item (ok, value or error), or None for an

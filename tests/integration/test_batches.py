@@ -17,6 +17,7 @@ from bank.v1 import ledger_pb2
 from services.cluster.topology import ClusterSpec
 from services.common.errors import InsufficientFunds
 from services.common.identifiers import slot_of_customer
+from services.ledger.booking import book_transfers
 from services.storage.group_commit import Unit, run_units
 from services.storage.ledger_store import LedgerTx
 from tests.integration.cluster_helpers import Cluster
@@ -168,6 +169,33 @@ def test_a_failing_unit_rolls_back_alone_and_the_others_commit(bank: Bank) -> No
         units[1].future.result()
     rows = bank.sql("SELECT request_id FROM requests WHERE request_id LIKE %s ORDER BY 1", (f"{marker}-%",))
     assert [r[0] for r in rows] == [f"{marker}-1", f"{marker}-3"]
+
+
+def test_one_request_id_booked_by_two_transactions_at_once_is_written_once(bank: Bank) -> None:
+    """The second transaction cannot see the first one's request until it commits; it then fails
+    on the request's key, runs again, and answers the first one's transfer."""
+    a, b = bank.open("race-a"), bank.open("race-b")
+    bank.deposit(a, 1_000)
+    shard = bank.node.shards.local[0]
+    request_id = rid()
+    second: list[Any] = []
+    with shard.store.transaction() as conn:
+        unit: Any = shard.ledger.transfer_unit(request_id, a, b, 10, "CNY")
+        first = book_transfers(LedgerTx(conn), [unit.set_item])[0]
+        assert first is not None and first[0]
+        again = shard.ledger.transfer_unit(request_id, a, b, 10, "CNY")
+        racer = threading.Thread(target=lambda: second.append(shard.store.run(again)))
+        racer.start()
+        deadline = time.monotonic() + 10
+        while not bank.sql(
+            "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        ):
+            assert time.monotonic() < deadline, "the second transaction never waited for the first"
+            time.sleep(0.01)
+    racer.join(10)
+    assert second and second[0].transfer.transfer_id == first[1].transfer.transfer_id
+    assert booked(bank, [request_id]) == Counter({request_id: 1})
+    assert books(bank, [a, b]) == {a: 990, b: 10}
 
 
 def test_batch_limits_are_refused_whole(bank: Bank) -> None:

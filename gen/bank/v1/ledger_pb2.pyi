@@ -464,6 +464,7 @@ class TransferResult(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     TRANSFER_ID_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    TRANSFER_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """Position of the transfer in the request."""
     code: _builtins.str
@@ -476,6 +477,10 @@ class TransferResult(_message.Message):
     message: _builtins.str
     transfer_id: _builtins.str
     status: Global___TransferStatus.ValueType
+    @_builtins.property
+    def transfer(self) -> Global___Transfer:
+        """The transfer as booked (when code is "OK"): what a single Transfer call would answer."""
+
     def __init__(
         self,
         *,
@@ -485,10 +490,11 @@ class TransferResult(_message.Message):
         message: _builtins.str = ...,
         transfer_id: _builtins.str = ...,
         status: Global___TransferStatus.ValueType = ...,
+        transfer: Global___Transfer | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["transfer", b"transfer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "index", b"index", "message", b"message", "reason", b"reason", "status", b"status", "transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "index", b"index", "message", b"message", "reason", b"reason", "status", b"status", "transfer", b"transfer", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
