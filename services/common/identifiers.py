@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 import zlib
@@ -23,6 +24,7 @@ def slot_of_customer(customer_id: str) -> int:
     return zlib.crc32(customer_id.encode("utf-8")) % NUM_SLOTS
 
 
+@functools.lru_cache(maxsize=1 << 17)  # a transfer checks its two numbers about six times on its way
 def luhn_check_digit(digits: str) -> int:
     """The Luhn digit that makes `digits + digit` pass the Luhn test."""
     total = 0

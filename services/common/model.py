@@ -94,17 +94,24 @@ _RECORDS: dict[str, type] = {
 }
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def record_to_json(record: Any) -> dict[str, Any]:
     """A JSON-able form of a record, kept to answer a retried request with its first result."""
-    out: dict[str, Any] = {"type": type(record).__name__}
-    for field in dataclasses.fields(record):
-        value = getattr(record, field.name)
-        if dataclasses.is_dataclass(value):
-            out[field.name] = record_to_json(value)
-        elif isinstance(value, datetime):
-            out[field.name] = {"datetime": value.isoformat()}
+    cls = type(record)
+    names = _FIELD_NAMES.get(cls)
+    if names is None:  # once per class: dataclasses.fields is slow, and this runs per transfer
+        names = _FIELD_NAMES[cls] = tuple(field.name for field in dataclasses.fields(record))
+    out: dict[str, Any] = {"type": cls.__name__}
+    for name in names:
+        value = getattr(record, name)
+        if isinstance(value, datetime):
+            out[name] = {"datetime": value.isoformat()}
+        elif hasattr(type(value), "__dataclass_fields__"):
+            out[name] = record_to_json(value)
         else:
-            out[field.name] = value
+            out[name] = value
     return out
 
 
