@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kazoo.client import KazooClient, KazooState
-from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, NoNodeError
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
 from services.cluster.postgres import PostgresInstance
@@ -246,7 +246,21 @@ class ShardAgent:
             )
             self.serving_epoch = None
             self.c.unserve(self.shard)
+        self._release_leader_znode()
         self._follow(route.leader_dc, local)
+
+    def _release_leader_znode(self) -> None:
+        """The route names another DC: a leader znode this session still holds would keep that DC
+        from ever leading (seen when a restarted node took the lead again just as a failover
+        moved the shard away: the new leader waited for the znode forever)."""
+        path = failover.leader_path(self.shard)
+        try:
+            _data, stat = self.zk.get(path)
+            if stat.ephemeralOwner == self.zk.client_id[0]:
+                self.zk.delete(path, version=stat.version)
+                log.warning("event=leader_znode_released shard=%s", self.shard)
+        except (NoNodeError, BadVersionError):
+            pass  # gone already, or changed hands meanwhile
 
     def _lead(self, epoch: int) -> None:
         if self.serving_epoch == epoch:

@@ -30,11 +30,11 @@ from services.common.account_rules import (
 )
 from services.common.errors import Aborted, BankError
 from services.common.model import Account, MoneyMovement, Transfer, record_to_json
+from services.ledger.cross_shard import TRANSIT
 from services.storage.idempotency import OnceWork, replay
 from services.storage.ledger_store import Booking, LedgerTx, system_account
 
 OPERATION = "Transfer"
-TRANSIT = "TRANSIT"  # the system account holding money between two shards (see cross_shard)
 Answer = tuple[bool, Any] | None
 
 

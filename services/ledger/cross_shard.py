@@ -8,7 +8,8 @@ for good; the source then marks the transfer COMMITTED, or refunds the debit and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 
 from services.common.account_rules import (
     credited_balance,
@@ -18,7 +19,7 @@ from services.common.account_rules import (
 )
 from services.common.errors import BankError
 from services.common.model import COMMITTED, FAILED, TRANSFER, Transfer
-from services.storage.ledger_store import Delivery, LedgerStore, LedgerTx, system_account
+from services.storage.ledger_store import Booking, Delivery, LedgerStore, LedgerTx, system_account
 
 TRANSIT = "TRANSIT"
 DELIVERED, REFUNDED = "DELIVERED", "REFUNDED"
@@ -38,43 +39,19 @@ class CrossShardLedger:
 
     def apply_credit(self, transfer: Transfer) -> CreditOutcome:
         """The target's half, at most once per transfer id; a refusal is remembered too."""
-        target = transfer.to_account
+        return self.apply_credits([transfer])[0]
 
-        def work(tx: LedgerTx) -> CreditOutcome:
-            known = tx.lock_transfer(transfer.transfer_id)
-            if known is not None:
-                return CreditOutcome(known.status == COMMITTED, known.failure_reason, "already delivered")
-            locked = tx.lock_accounts([target])
-            try:
-                credit = require_account(locked, target, "to_account")
-                require_active(credit, "to_account")
-                require_currency(credit, transfer.currency, "to_account")
-                balance = credited_balance(credit, transfer.amount, "amount")
-            except BankError as refusal:
-                if refusal.retryable:
-                    raise
-                tx.insert_transfer(_with(transfer, FAILED, refusal.reason))
-                return CreditOutcome(False, refusal.reason, refusal.message)
-            stored = tx.insert_transfer(_with(transfer, COMMITTED, ""))
-            tx.update_money(target, balance, credit.held)
-            tx.insert_postings(
-                stored,
-                [
-                    (
-                        system_account(TRANSIT, transfer.currency),
-                        -transfer.amount,
-                        None,
-                        transfer.from_account,
-                    ),
-                    (target, transfer.amount, balance, transfer.from_account),
-                ],
-            )
-            return CreditOutcome(True)
-
-        return self.store.run(work)
+    def apply_credits(self, transfers: list[Transfer]) -> list[CreditOutcome]:
+        """Many credits in one transaction, each at most once per transfer id (see book_credits)."""
+        return self.store.run(lambda tx: book_credits(tx, transfers))
 
     def due_deliveries(self, limit: int = 50) -> list[Delivery]:
         return self.store.read(lambda reader: reader.due_deliveries(limit))
+
+    def delivered_all(self, transfer_ids: list[str]) -> None:
+        """Finishes the transfers whose credits the target booked (those still pending)."""
+        if transfer_ids:
+            self.store.run(lambda tx: tx.outbox.finish_delivered(transfer_ids))
 
     def delivered(self, transfer_id: str) -> None:
         def work(tx: LedgerTx) -> None:
@@ -120,3 +97,44 @@ def _with(transfer: Transfer, status: str, reason: str) -> Transfer:
         currency=transfer.currency, status=status, reference=transfer.reference, failure_reason=reason,
         hold_id="", created_at=transfer.created_at,
     )  # fmt: skip
+
+
+def book_credits(tx: LedgerTx, transfers: list[Transfer]) -> list[CreditOutcome]:
+    """The target's half of many transfers, as one set: a credit already booked (or refused)
+    answers what it got then; the others are checked in order against the balances so far and
+    written in one statement, a refusal as a FAILED transfer. Two deliveries of one transfer
+    racing each other cannot both write it: the second fails on its key and runs again."""
+    first: dict[str, Transfer] = {}
+    for transfer in transfers:
+        first.setdefault(transfer.transfer_id, transfer)
+    outcomes = {
+        tid: CreditOutcome(status == COMMITTED, reason, "already delivered")
+        for tid, (status, reason) in tx.known_transfers(list(first)).items()
+    }
+    fresh = [t for tid, t in first.items() if tid not in outcomes]
+    if fresh:
+        live = dict(tx.lock_accounts(t.to_account for t in fresh))
+        moves: Counter[str] = Counter()
+        booking = Booking()
+        for transfer in fresh:
+            target, amount = transfer.to_account, transfer.amount
+            try:
+                credit = require_account(live, target, "to_account")
+                require_active(credit, "to_account")
+                require_currency(credit, transfer.currency, "to_account")
+                balance = credited_balance(credit, amount, "amount")
+            except BankError as refusal:
+                if refusal.retryable:
+                    raise
+                booking.transfers.append(_with(transfer, FAILED, refusal.reason))
+                outcomes[transfer.transfer_id] = CreditOutcome(False, refusal.reason, refusal.message)
+                continue
+            transit, source = system_account(TRANSIT, transfer.currency), transfer.from_account
+            lines = [(transit, -amount, None, source), (target, amount, balance, source)]
+            booking.post(_with(transfer, COMMITTED, ""), lines)
+            live[target] = replace(credit, balance=balance)
+            moves[target] += 1
+            outcomes[transfer.transfer_id] = CreditOutcome(True)
+        booking.balances = {n: (live[n].balance, live[n].held, count) for n, count in moves.items()}
+        tx.book(booking)
+    return [outcomes[t.transfer_id] for t in transfers]

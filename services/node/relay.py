@@ -18,6 +18,7 @@ import grpc
 
 from bank.v1 import shard_pb2, shard_pb2_grpc
 from services.common.errors import BankError
+from services.ledger.cross_shard import CrossShardLedger
 from services.node.shards import ShardDirectory, ShardHandlers
 from services.routing.client import RoutingClient
 from services.rpc import metrics, tls
@@ -36,7 +37,7 @@ class OutboxRelay:
         routing: RoutingClient,
         dc: str = "",
         idle_s: float = 0.5,
-        batch: int = 64,
+        batch: int = 256,
         workers: int = 8,
         token: str = "",
         root_certificates: bytes | None = None,
@@ -82,68 +83,83 @@ class OutboxRelay:
                     log.warning("event=relay_read_failed shard=%s error=%r", handlers.shard, err.message)
                     continue
                 if due:
-                    list(self._pool.map(lambda d, h=handlers: self._deliver(h, d), due))
+                    by_target: dict[int, list[Delivery]] = {}
+                    for delivery in due:
+                        by_target.setdefault(delivery.target_shard, []).append(delivery)
+                    groups = list(by_target.values())
+                    list(self._pool.map(lambda group, h=handlers: self._deliver(h, group), groups))
                     if len(due) == self.batch:
                         self._wake.set()  # more is waiting
 
-    def _deliver(self, handlers: ShardHandlers, delivery: Delivery) -> None:
+    def _deliver(self, handlers: ShardHandlers, deliveries: list[Delivery]) -> None:
+        """Delivers credits owed to one shard in one call; finishes the applied ones together."""
         ledger = handlers.ledger.cross_shard
         try:
-            answer = self._send(delivery)
+            answers = self._send(deliveries)
         except (grpc.RpcError, BankError) as err:
             error = f"{err.code().name}: {err.details()}" if isinstance(err, grpc.RpcError) else err.message
             if isinstance(err, grpc.RpcError) and err.code() == grpc.StatusCode.UNAVAILABLE:
                 self.routing.refresh(from_truth=True)
-            log.info("event=credit_postponed transfer_id=%s attempts=%s error=%r",
-                     delivery.transfer_id, delivery.attempts + 1, error)  # fmt: skip
-            try:
-                ledger.postpone(delivery, error)
-            except BankError as store_err:
-                log.warning(
-                    "event=relay_postpone_failed transfer_id=%s error=%r",
-                    delivery.transfer_id,
-                    store_err.message,
-                )
+            for delivery in deliveries:
+                self._postpone(ledger, delivery, error)
             return
+        applied = [d.transfer_id for d, a in zip(deliveries, answers, strict=True)
+                   if a.outcome == shard_pb2.CREDIT_OUTCOME_APPLIED]  # fmt: skip
         try:
-            if answer.outcome == shard_pb2.CREDIT_OUTCOME_APPLIED:
-                ledger.delivered(delivery.transfer_id)
-            else:
-                ledger.refund(delivery.transfer_id, f"{answer.reason}: {answer.message}")
-                log.info(
-                    "event=transfer_refunded transfer_id=%s reason=%s", delivery.transfer_id, answer.reason
-                )
+            ledger.delivered_all(applied)
         except BankError as err:  # the outcome is kept by the target; the next round finishes it
+            log.warning("event=relay_finish_failed transfers=%s error=%r", len(applied), err.message)
+        for delivery, answer in zip(deliveries, answers, strict=True):
+            tid = delivery.transfer_id
+            if answer.outcome == shard_pb2.CREDIT_OUTCOME_REJECTED:
+                try:
+                    ledger.refund(tid, f"{answer.reason}: {answer.message}")
+                    log.info("event=transfer_refunded transfer_id=%s reason=%s", tid, answer.reason)
+                except BankError as err:
+                    log.warning("event=relay_finish_failed transfer_id=%s error=%r", tid, err.message)
+            elif answer.outcome != shard_pb2.CREDIT_OUTCOME_APPLIED:  # not booked now: later
+                self._postpone(ledger, delivery, answer.message or "no outcome")
+
+    @staticmethod
+    def _postpone(ledger: CrossShardLedger, delivery: Delivery, error: str) -> None:
+        log.info("event=credit_postponed transfer_id=%s attempts=%s error=%r",
+                 delivery.transfer_id, delivery.attempts + 1, error)  # fmt: skip
+        try:
+            ledger.postpone(delivery, error)
+        except BankError as store_err:
             log.warning(
-                "event=relay_finish_failed transfer_id=%s error=%r", delivery.transfer_id, err.message
+                "event=relay_postpone_failed transfer_id=%s error=%r", delivery.transfer_id, store_err.message
             )
 
-    def _send(self, delivery: Delivery) -> shard_pb2.ApplyCreditResponse:
-        route = self.routing.route(delivery.target_shard)
-        source_shard = self.shards.shard_of_slot(int(delivery.from_account[:4]))
-        request = shard_pb2.ApplyCreditRequest(
-            transfer_id=delivery.transfer_id, request_id=f"credit:{delivery.transfer_id}",
-            from_account=delivery.from_account, to_account=delivery.to_account, amount=delivery.amount,
-            currency=delivery.currency, source_shard=source_shard,
-        )  # fmt: skip
+    def _send(self, deliveries: list[Delivery]) -> list[shard_pb2.ApplyCreditResponse]:
+        target_shard = deliveries[0].target_shard
+        route = self.routing.route(target_shard)
+        credits = [
+            shard_pb2.ApplyCreditRequest(
+                transfer_id=d.transfer_id, request_id=f"credit:{d.transfer_id}",
+                from_account=d.from_account, to_account=d.to_account, amount=d.amount,
+                currency=d.currency, source_shard=self.shards.shard_of_slot(int(d.from_account[:4])),
+            )
+            for d in deliveries
+        ]  # fmt: skip
         delay_s = self.routing.link_delay_s(self.dc, route.leader_dc)
         if delay_s:
             self._stopping.wait(delay_s)
         stub = shard_pb2_grpc.ShardServiceStub(self._channel(route.endpoint))
         started = time.perf_counter()
         try:
-            answer: shard_pb2.ApplyCreditResponse = stub.ApplyCredit(
-                request,
+            answer: shard_pb2.ApplyCreditsResponse = stub.ApplyCredits(
+                shard_pb2.ApplyCreditsRequest(credits=credits),
                 timeout=CALL_TIMEOUT_S,
                 metadata=(("bank-shard-epoch", str(route.epoch)), *self.metadata),
             )
         except grpc.RpcError as err:
             metrics.observe_client_call(
-                SHARD_SERVICE, "ApplyCredit", err.code().name, time.perf_counter() - started
+                SHARD_SERVICE, "ApplyCredits", err.code().name, time.perf_counter() - started
             )
             raise
-        metrics.observe_client_call(SHARD_SERVICE, "ApplyCredit", "OK", time.perf_counter() - started)
-        return answer
+        metrics.observe_client_call(SHARD_SERVICE, "ApplyCredits", "OK", time.perf_counter() - started)
+        return list(answer.outcomes)
 
     def _channel(self, endpoint: str) -> grpc.Channel:
         with self._lock:

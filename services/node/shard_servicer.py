@@ -7,12 +7,13 @@ from datetime import datetime
 import grpc
 
 from bank.v1 import shard_pb2, shard_pb2_grpc
-from services.common.errors import InvalidArgument
+from services.common.errors import BankError, InvalidArgument
 from services.common.identifiers import parse_account_number, parse_transfer_id
 from services.common.model import PENDING, TRANSFER, Transfer
 from services.common.money import validate_amount_minor, validate_currency
 from services.common.validation import validate_request_id
-from services.node.shards import ShardDirectory
+from services.ledger.cross_shard import CreditOutcome
+from services.node.shards import ShardDirectory, ShardHandlers
 from services.rpc.status import rpc_method
 
 
@@ -24,6 +25,33 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
     def ApplyCredit(
         self, request: shard_pb2.ApplyCreditRequest, context: grpc.ServicerContext
     ) -> shard_pb2.ApplyCreditResponse:
+        handlers, transfer = self._credit(request)
+        return _answer(handlers.ledger.cross_shard.apply_credit(transfer))
+
+    @rpc_method
+    def ApplyCredits(
+        self, request: shard_pb2.ApplyCreditsRequest, context: grpc.ServicerContext
+    ) -> shard_pb2.ApplyCreditsResponse:
+        """Each credit checked alone (one that is malformed is answered UNSPECIFIED, to be
+        delivered again later); those of one shard booked in one transaction. A shard not led
+        here refuses the whole call (the relay re-routes it)."""
+        answers: dict[int, shard_pb2.ApplyCreditResponse] = {}
+        by_shard: dict[int, tuple[ShardHandlers, list[tuple[int, Transfer]]]] = {}
+        for index, credit in enumerate(request.credits):
+            try:
+                handlers, transfer = self._credit(credit)
+            except BankError as err:
+                if err.retryable:
+                    raise
+                answers[index] = shard_pb2.ApplyCreditResponse(reason=err.reason, message=err.message)
+                continue
+            by_shard.setdefault(handlers.shard, (handlers, []))[1].append((index, transfer))
+        for handlers, items in by_shard.values():
+            outcomes = handlers.ledger.cross_shard.apply_credits([t for _, t in items])
+            answers.update({index: _answer(o) for (index, _), o in zip(items, outcomes, strict=True)})
+        return shard_pb2.ApplyCreditsResponse(outcomes=[answers[i] for i in range(len(request.credits))])
+
+    def _credit(self, request: shard_pb2.ApplyCreditRequest) -> tuple[ShardHandlers, Transfer]:
         parse_transfer_id(request.transfer_id)
         validate_request_id(request.request_id)
         parse_account_number(request.from_account, "from_account")
@@ -38,11 +66,9 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
             currency=request.currency, status=PENDING, reference=request.reference, failure_reason="",
             hold_id="", created_at=datetime.min,
         )  # fmt: skip
-        outcome = handlers.ledger.cross_shard.apply_credit(transfer)
-        return shard_pb2.ApplyCreditResponse(
-            outcome=shard_pb2.CREDIT_OUTCOME_APPLIED
-            if outcome.applied
-            else shard_pb2.CREDIT_OUTCOME_REJECTED,
-            reason=outcome.reason,
-            message=outcome.message,
-        )
+        return handlers, transfer
+
+
+def _answer(outcome: CreditOutcome) -> shard_pb2.ApplyCreditResponse:
+    applied = shard_pb2.CREDIT_OUTCOME_APPLIED if outcome.applied else shard_pb2.CREDIT_OUTCOME_REJECTED
+    return shard_pb2.ApplyCreditResponse(outcome=applied, reason=outcome.reason, message=outcome.message)

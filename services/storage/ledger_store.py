@@ -159,6 +159,19 @@ UPDATE outbox SET attempts = attempts + 1, last_error = %s,
        next_attempt_at = now() + make_interval(secs => %s)
 WHERE transfer_id = %s AND status = 'PENDING'
 """
+SQL_KNOWN_TRANSFERS = f"""
+SELECT transfer_id, status, failure_reason FROM transfers WHERE transfer_id = {ANY_OF_JSON}
+"""
+# Delivered credits, many at once: only rows still pending (a refund may have come first).
+SQL_FINISH_DELIVERED = f"""
+WITH done AS (
+    UPDATE outbox SET status = 'DELIVERED', finished_at = now(), last_error = '', attempts = attempts + 1
+    WHERE transfer_id = {ANY_OF_JSON} AND status = 'PENDING'
+    RETURNING transfer_id
+)
+UPDATE transfers SET status = 'COMMITTED', failure_reason = ''
+WHERE transfer_id = ANY(ARRAY(SELECT transfer_id FROM done))
+"""
 SQL_SET_TRANSFER_STATUS = f"""
 UPDATE transfers SET status = %s, failure_reason = %s WHERE transfer_id = %s
 RETURNING {TRANSFER_COLUMNS}
@@ -367,6 +380,11 @@ class LedgerTx:
     def outbox(self) -> DeliveryTx:
         return DeliveryTx(self.conn)
 
+    def known_transfers(self, transfer_ids: list[str]) -> dict[str, tuple[str, str]]:
+        """The status and failure reason of those of `transfer_ids` this shard has booked."""
+        rows = self.conn.execute(SQL_KNOWN_TRANSFERS, (json.dumps(transfer_ids),))
+        return {str(t): (str(status), str(reason)) for t, status, reason in rows}
+
     def lock_transfer(self, transfer_id: str) -> Transfer | None:
         cur = self.conn.cursor(row_factory=class_row(Transfer))
         return cur.execute(SQL_LOCK_TRANSFER, (transfer_id,)).fetchone()
@@ -453,6 +471,9 @@ class DeliveryTx:
     def lock(self, transfer_id: str) -> Delivery | None:
         cur = self.conn.cursor(row_factory=class_row(Delivery))
         return cur.execute(SQL_LOCK_DELIVERY, (transfer_id,)).fetchone()
+
+    def finish_delivered(self, transfer_ids: list[str]) -> None:
+        self.conn.execute(SQL_FINISH_DELIVERED, (json.dumps(transfer_ids),))
 
     def finish(self, transfer_id: str, status: str, error: str = "") -> None:
         self.conn.execute(SQL_FINISH_DELIVERY, (status, error, transfer_id))

@@ -8,15 +8,17 @@ import random
 import threading
 import time
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
 import grpc
 import pytest
 
-from bank.v1 import ledger_pb2
+from bank.v1 import account_pb2, ledger_pb2
 from services.cluster.topology import ClusterSpec
 from services.common.errors import InsufficientFunds
-from services.common.identifiers import slot_of_customer
+from services.common.identifiers import make_account_number, new_transfer_id, slot_of_customer
+from services.common.model import PENDING, TRANSFER, Transfer
 from services.ledger.booking import book_transfers
 from services.storage.group_commit import Unit, run_units
 from services.storage.ledger_store import LedgerTx
@@ -196,6 +198,48 @@ def test_one_request_id_booked_by_two_transactions_at_once_is_written_once(bank:
     assert second and second[0].transfer.transfer_id == first[1].transfer.transfer_id
     assert booked(bank, [request_id]) == Counter({request_id: 1})
     assert books(bank, [a, b]) == {a: 990, b: 10}
+
+
+def test_credits_delivered_together_are_booked_once_each_and_a_refusal_is_kept(bank: Bank) -> None:
+    """The target's half of cross-shard transfers, as a relay delivers them (many at once)."""
+    live, frozen = bank.open("credit-live"), bank.open("credit-frozen")
+    bank.accounts.FreezeAccount(account_pb2.FreezeAccountRequest(request_id=rid(), account_number=frozen))
+    source = make_account_number(1, 424242)  # an account of another shard: only its number travels
+
+    def credit(target: str, amount: int) -> Transfer:
+        return Transfer(
+            transfer_id=new_transfer_id(1), request_id=rid(), kind=TRANSFER, from_account=source,
+            to_account=target, amount=amount, currency="CNY", status=PENDING, reference="",
+            failure_reason="", hold_id="", created_at=datetime.min,
+        )  # fmt: skip
+
+    first, second, refused = credit(live, 700), credit(live, 50), credit(frozen, 5)
+    cross_shard = bank.node.shards.local[0].ledger.cross_shard
+    outcomes = cross_shard.apply_credits([first, second, first, refused])
+    assert [(o.applied, o.reason) for o in outcomes] == [
+        (True, ""), (True, ""), (True, ""), (False, "ACCOUNT_NOT_ACTIVE")
+    ]  # fmt: skip
+    assert books(bank, [live, frozen]) == {live: 750, frozen: 0}
+    ids = [first.transfer_id, second.transfer_id, refused.transfer_id]
+    statuses = bank.sql("SELECT transfer_id, status FROM transfers WHERE transfer_id = ANY(%s)", (ids,))
+    assert dict(statuses) == {  # type: ignore[arg-type]
+        first.transfer_id: "COMMITTED",
+        second.transfer_id: "COMMITTED",
+        refused.transfer_id: "FAILED",
+    }
+    postings = bank.sql(
+        "SELECT transfer_id, account_number, amount FROM postings WHERE transfer_id = ANY(%s)", (ids,)
+    )
+    assert sorted(postings) == sorted([  # type: ignore[type-var]
+        (first.transfer_id, "SYS:TRANSIT:CNY", -700), (first.transfer_id, live, 700),
+        (second.transfer_id, "SYS:TRANSIT:CNY", -50), (second.transfer_id, live, 50),
+    ])  # fmt: skip
+    # Delivered again (a relay that did not hear the answer): the first outcomes, nothing booked.
+    again = cross_shard.apply_credits([refused, second])
+    assert [(o.applied, o.reason, o.message) for o in again] == [
+        (False, "ACCOUNT_NOT_ACTIVE", "already delivered"), (True, "", "already delivered")
+    ]  # fmt: skip
+    assert books(bank, [live, frozen]) == {live: 750, frozen: 0}
 
 
 def test_batch_limits_are_refused_whole(bank: Bank) -> None:

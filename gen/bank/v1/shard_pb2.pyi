@@ -3,8 +3,10 @@
 isort:skip_file
 Calls between bank-nodes (the relay of cross-shard transfers); no gateway forwards them."""
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -103,3 +105,47 @@ class ApplyCreditResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApplyCreditResponse: _TypeAlias = ApplyCreditResponse  # noqa: Y015
+
+@_typing.final
+class ApplyCreditsRequest(_message.Message):
+    """Many credits for the shards of one node, booked together; one outcome per credit, in order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDITS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def credits(self) -> _containers.RepeatedCompositeFieldContainer[Global___ApplyCreditRequest]: ...
+    def __init__(
+        self,
+        *,
+        credits: _abc.Iterable[Global___ApplyCreditRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credits", b"credits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyCreditsRequest: _TypeAlias = ApplyCreditsRequest  # noqa: Y015
+
+@_typing.final
+class ApplyCreditsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ApplyCreditResponse]:
+        """CREDIT_OUTCOME_UNSPECIFIED: not booked now (the message says why); deliver it again later."""
+
+    def __init__(
+        self,
+        *,
+        outcomes: _abc.Iterable[Global___ApplyCreditResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyCreditsResponse: _TypeAlias = ApplyCreditsResponse  # noqa: Y015

@@ -39,6 +39,11 @@ class ShardServiceStub:
                 request_serializer=bank_dot_v1_dot_shard__pb2.ApplyCreditRequest.SerializeToString,
                 response_deserializer=bank_dot_v1_dot_shard__pb2.ApplyCreditResponse.FromString,
                 _registered_method=True)
+        self.ApplyCredits = channel.unary_unary(
+                '/bank.v1.ShardService/ApplyCredits',
+                request_serializer=bank_dot_v1_dot_shard__pb2.ApplyCreditsRequest.SerializeToString,
+                response_deserializer=bank_dot_v1_dot_shard__pb2.ApplyCreditsResponse.FromString,
+                _registered_method=True)
 
 
 class ShardServiceServicer:
@@ -51,6 +56,13 @@ class ShardServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApplyCredits(self, request, context):
+        """The same for many credits at once (what relays use).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -58,6 +70,11 @@ def add_ShardServiceServicer_to_server(servicer, server):
                     servicer.ApplyCredit,
                     request_deserializer=bank_dot_v1_dot_shard__pb2.ApplyCreditRequest.FromString,
                     response_serializer=bank_dot_v1_dot_shard__pb2.ApplyCreditResponse.SerializeToString,
+            ),
+            'ApplyCredits': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyCredits,
+                    request_deserializer=bank_dot_v1_dot_shard__pb2.ApplyCreditsRequest.FromString,
+                    response_serializer=bank_dot_v1_dot_shard__pb2.ApplyCreditsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +104,33 @@ class ShardService:
             '/bank.v1.ShardService/ApplyCredit',
             bank_dot_v1_dot_shard__pb2.ApplyCreditRequest.SerializeToString,
             bank_dot_v1_dot_shard__pb2.ApplyCreditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyCredits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bank.v1.ShardService/ApplyCredits',
+            bank_dot_v1_dot_shard__pb2.ApplyCreditsRequest.SerializeToString,
+            bank_dot_v1_dot_shard__pb2.ApplyCreditsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -33,12 +33,16 @@ class ShardServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ShardServiceAsyncStub: ...
     ApplyCredit: _grpc.UnaryUnaryMultiCallable[_shard_pb2.ApplyCreditRequest, _shard_pb2.ApplyCreditResponse]
     """Books the credit half of a cross-shard transfer at most once per transfer id."""
+    ApplyCredits: _grpc.UnaryUnaryMultiCallable[_shard_pb2.ApplyCreditsRequest, _shard_pb2.ApplyCreditsResponse]
+    """The same for many credits at once (what relays use)."""
 
 @_typing.type_check_only
 class ShardServiceAsyncStub(ShardServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ApplyCredit: _aio.UnaryUnaryMultiCallable[_shard_pb2.ApplyCreditRequest, _shard_pb2.ApplyCreditResponse]  # type: ignore[assignment]
     """Books the credit half of a cross-shard transfer at most once per transfer id."""
+    ApplyCredits: _aio.UnaryUnaryMultiCallable[_shard_pb2.ApplyCreditsRequest, _shard_pb2.ApplyCreditsResponse]  # type: ignore[assignment]
+    """The same for many credits at once (what relays use)."""
 
 class ShardServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -48,5 +52,13 @@ class ShardServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_shard_pb2.ApplyCreditResponse, _abc.Awaitable[_shard_pb2.ApplyCreditResponse]]:
         """Books the credit half of a cross-shard transfer at most once per transfer id."""
+
+    @_abc_1.abstractmethod
+    def ApplyCredits(
+        self,
+        request: _shard_pb2.ApplyCreditsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_shard_pb2.ApplyCreditsResponse, _abc.Awaitable[_shard_pb2.ApplyCreditsResponse]]:
+        """The same for many credits at once (what relays use)."""
 
 def add_ShardServiceServicer_to_server(servicer: ShardServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
