@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import re
+import secrets
+import time
 import uuid
 import zlib
 
@@ -62,7 +64,10 @@ def parse_account_number(text: str, field: str = "account_number") -> int:
 
 
 def new_transfer_id(slot: int) -> str:
-    return f"T{slot:04d}-{uuid.uuid4().hex}"
+    """T<slot>-<32 hex digits>: the time in ms (12 digits), then 80 random bits. Ids that grow
+    with time land at the end of the transfers' index instead of on a random page of it, which
+    kept PostgreSQL's small cache busy writing pages back."""
+    return f"T{slot:04d}-{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
 
 
 def new_hold_id(slot: int) -> str:

@@ -122,7 +122,7 @@ class TransferCoalescer:
     def _send(self, shard: int, batch: list[Waiting]) -> None:
         latest = max(w.deadline for w in batch)
         sub = SubCall(lambda: latest - time.monotonic())
-        part = ledger_pb2.CreateTransfersRequest(transfers=[w.request for w in batch])
+        part = ledger_pb2.CreateTransfersRequest(transfers=[w.request for w in batch], full_transfers=True)
         try:
             answer = self.forwarder.call(LEDGER, "CreateTransfers", shard, part, sub)
             results = list(answer.results)

@@ -104,7 +104,9 @@ class GatewayLedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             parts.setdefault(self.router.shard(slot), []).append(index)
 
         def send(shard: int, indexes: list[int]) -> None:
-            part = ledger_pb2.CreateTransfersRequest(transfers=[request.transfers[i] for i in indexes])
+            part = ledger_pb2.CreateTransfersRequest(
+                transfers=[request.transfers[i] for i in indexes], full_transfers=request.full_transfers
+            )
             sub = SubCall(context.time_remaining)
             # A part's attempt may take the rest of the caller's deadline: cutting it short and
             # sending the same part again would only make two copies wait on each other's locks.

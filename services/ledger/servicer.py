@@ -128,7 +128,10 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             if shard in crossing:
                 self.on_outbox(shard)
         return ledger_pb2.CreateTransfersResponse(
-            results=[transfer_result(index, outcomes[index]) for index in range(len(request.transfers))]
+            results=[
+                transfer_result(index, outcomes[index], request.full_transfers)
+                for index in range(len(request.transfers))
+            ]
         )
 
     @rpc_method

@@ -63,13 +63,19 @@ def transfer_to_proto(transfer: Transfer) -> ledger_pb2.Transfer:
     )
 
 
-def transfer_result(index: int, outcome: MoneyMovement | BaseException) -> ledger_pb2.TransferResult:
-    """One transfer's line in a batch answer: its transfer, or the status it alone would get."""
+def transfer_result(
+    index: int, outcome: MoneyMovement | BaseException, full: bool = False
+) -> ledger_pb2.TransferResult:
+    """One transfer's line in a batch answer: its transfer (in full if asked), or the status it
+    alone would get."""
     if isinstance(outcome, MoneyMovement):
-        return ledger_pb2.TransferResult(
+        result = ledger_pb2.TransferResult(
             index=index, code="OK", transfer_id=outcome.transfer.transfer_id,
-            status=transfer_status(outcome.transfer.status), transfer=transfer_to_proto(outcome.transfer),
+            status=transfer_status(outcome.transfer.status),
         )  # fmt: skip
+        if full:
+            result.transfer.CopyFrom(transfer_to_proto(outcome.transfer))
+        return result
     if isinstance(outcome, BankError):
         return ledger_pb2.TransferResult(
             index=index, code=outcome.status, reason=outcome.reason, message=outcome.message

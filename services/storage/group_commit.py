@@ -43,6 +43,7 @@ CONFLICTS = (*RETRIED, pg_errors.LockNotAvailable)  # lost races: the unit runs 
 SetRunner = Callable[[LedgerTx, list[Any]], list[tuple[bool, Any] | None]]
 # A batch request's units are offered to their set runner this many per transaction.
 MAX_SET = 1024
+TURN_WAIT_S = 30.0  # a shared transaction waits this long for the one before it, then refuses
 
 
 @dataclass
@@ -140,6 +141,19 @@ def _run_sets(
     return alone
 
 
+def run_in_turn(store: LedgerStore, units: Sequence[Unit]) -> list[Unit]:
+    """`run_units`, once the shard's other shared transactions are done (see LedgerStore)."""
+    if not store.sets_in_turn.acquire(timeout=TURN_WAIT_S):
+        error = Unavailable(f"the shard's writes waited {TURN_WAIT_S:.0f} s for their turn; retry")
+        for unit in units:
+            unit.future.set_exception(error)
+        return []
+    try:
+        return run_units(store, units)
+    finally:
+        store.sets_in_turn.release()
+
+
 def run_all(
     store: LedgerStore, works: Sequence[Callable[[LedgerTx], T]], chunk: int = MAX_SET
 ) -> list[T | BaseException]:
@@ -149,7 +163,7 @@ def run_all(
     for start in range(0, len(units), chunk):
         pending = units[start : start + chunk]
         while pending:
-            pending = run_units(store, pending)
+            pending = run_in_turn(store, pending)
     outcomes: list[T | BaseException] = []
     for unit in units:
         error = unit.future.exception()
@@ -220,7 +234,7 @@ class GroupCommitter:
             self.batches += 1
             self.units += len(batch)
             try:
-                for unit in run_units(self.store, batch):
+                for unit in run_in_turn(self.store, batch):
                     self._queue.put(unit)
             except Exception:
                 log.exception("event=group_commit_failed units=%s", len(batch))

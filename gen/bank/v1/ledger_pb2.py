@@ -25,19 +25,19 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x62\x61nk/v1/ledger.proto\x12\x07\x62\x61nk.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\x02\n\x08Transfer\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12#\n\x04kind\x18\x03 \x01(\x0e\x32\x15.bank.v1.TransferKind\x12\x14\n\x0c\x66rom_account\x18\x04 \x01(\t\x12\x12\n\nto_account\x18\x05 \x01(\t\x12\x0e\n\x06\x61mount\x18\x06 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12\'\n\x06status\x18\x08 \x01(\x0e\x32\x17.bank.v1.TransferStatus\x12\x11\n\treference\x18\t \x01(\t\x12\x16\n\x0e\x66\x61ilure_reason\x18\n \x01(\t\x12\x0f\n\x07hold_id\x18\x0b \x01(\t\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd3\x01\n\x07Posting\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x13\n\x0btransfer_id\x18\x02 \x01(\t\x12#\n\x04kind\x18\x03 \x01(\x0e\x32\x15.bank.v1.TransferKind\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x15\n\rbalance_after\x18\x06 \x01(\x03\x12\x14\n\x0c\x63ounterparty\x18\x07 \x01(\t\x12-\n\tposted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe8\x01\n\x04Hold\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x02 \x01(\t\x12\x12\n\nto_account\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x17\n\x0f\x63\x61ptured_amount\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12#\n\x06status\x18\x07 \x01(\x0e\x32\x13.bank.v1.HoldStatus\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btransfer_id\x18\t \x01(\t\"\x9d\x01\n\x0e\x44\x65positRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x02 \x01(\t\x12\x10\n\x06\x61mount\x18\x03 \x01(\x03H\x00\x12\x18\n\x0e\x61mount_decimal\x18\x04 \x01(\tH\x00\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x11\n\treference\x18\x06 \x01(\tB\x0e\n\x0c\x61mount_value\"M\n\x0f\x44\x65positResponse\x12#\n\x08transfer\x18\x01 \x01(\x0b\x32\x11.bank.v1.Transfer\x12\x15\n\rbalance_after\x18\x02 \x01(\x03\"\x9e\x01\n\x0fWithdrawRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x02 \x01(\t\x12\x10\n\x06\x61mount\x18\x03 \x01(\x03H\x00\x12\x18\n\x0e\x61mount_decimal\x18\x04 \x01(\tH\x00\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x11\n\treference\x18\x06 \x01(\tB\x0e\n\x0c\x61mount_value\"N\n\x10WithdrawResponse\x12#\n\x08transfer\x18\x01 \x01(\x0b\x32\x11.bank.v1.Transfer\x12\x15\n\rbalance_after\x18\x02 \x01(\x03\"\xb0\x01\n\x0fTransferRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_account\x18\x02 \x01(\t\x12\x12\n\nto_account\x18\x03 \x01(\t\x12\x10\n\x06\x61mount\x18\x04 \x01(\x03H\x00\x12\x18\n\x0e\x61mount_decimal\x18\x05 \x01(\tH\x00\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x11\n\treference\x18\x07 \x01(\tB\x0e\n\x0c\x61mount_value\"u\n\x10TransferResponse\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.bank.v1.TransferStatus\x12#\n\x08transfer\x18\x03 \x01(\x0b\x32\x11.bank.v1.Transfer\"E\n\x16\x43reateTransfersRequest\x12+\n\ttransfers\x18\x01 \x03(\x0b\x32\x18.bank.v1.TransferRequest\"\xb1\x01\n\x0eTransferResult\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x13\n\x0btransfer_id\x18\x05 \x01(\t\x12\'\n\x06status\x18\x06 \x01(\x0e\x32\x17.bank.v1.TransferStatus\x12#\n\x08transfer\x18\x07 \x01(\x0b\x32\x11.bank.v1.Transfer\"C\n\x17\x43reateTransfersResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.bank.v1.TransferResult\")\n\x12GetTransferRequest\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\":\n\x13GetTransferResponse\x12#\n\x08transfer\x18\x01 \x01(\x0b\x32\x11.bank.v1.Transfer\"T\n\x13ListPostingsRequest\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x01 \x01(\t\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\"S\n\x14ListPostingsResponse\x12\"\n\x08postings\x18\x01 \x03(\x0b\x32\x10.bank.v1.Posting\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xba\x01\n\x11\x43reateHoldRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x02 \x01(\t\x12\x12\n\nto_account\x18\x03 \x01(\t\x12\x10\n\x06\x61mount\x18\x04 \x01(\x03H\x00\x12\x18\n\x0e\x61mount_decimal\x18\x05 \x01(\tH\x00\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x07 \x01(\rB\x0e\n\x0c\x61mount_value\"1\n\x12\x43reateHoldResponse\x12\x1b\n\x04hold\x18\x01 \x01(\x0b\x32\r.bank.v1.Hold\"I\n\x12\x43\x61ptureHoldRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07hold_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\"W\n\x13\x43\x61ptureHoldResponse\x12\x1b\n\x04hold\x18\x01 \x01(\x0b\x32\r.bank.v1.Hold\x12#\n\x08transfer\x18\x02 \x01(\x0b\x32\x11.bank.v1.Transfer\"6\n\x0fVoidHoldRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07hold_id\x18\x02 \x01(\t\"/\n\x10VoidHoldResponse\x12\x1b\n\x04hold\x18\x01 \x01(\x0b\x32\r.bank.v1.Hold\"!\n\x0eGetHoldRequest\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\".\n\x0fGetHoldResponse\x12\x1b\n\x04hold\x18\x01 \x01(\x0b\x32\r.bank.v1.Hold*\xa2\x01\n\x0cTransferKind\x12\x1d\n\x19TRANSFER_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15TRANSFER_KIND_DEPOSIT\x10\x01\x12\x1c\n\x18TRANSFER_KIND_WITHDRAWAL\x10\x02\x12\x1a\n\x16TRANSFER_KIND_TRANSFER\x10\x03\x12\x1e\n\x1aTRANSFER_KIND_HOLD_CAPTURE\x10\x04*\x89\x01\n\x0eTransferStatus\x12\x1f\n\x1bTRANSFER_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19TRANSFER_STATUS_COMMITTED\x10\x01\x12\x1b\n\x17TRANSFER_STATUS_PENDING\x10\x02\x12\x1a\n\x16TRANSFER_STATUS_FAILED\x10\x03*\x8c\x01\n\nHoldStatus\x12\x1b\n\x17HOLD_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12HOLD_STATUS_ACTIVE\x10\x01\x12\x18\n\x14HOLD_STATUS_CAPTURED\x10\x02\x12\x16\n\x12HOLD_STATUS_VOIDED\x10\x03\x12\x17\n\x13HOLD_STATUS_EXPIRED\x10\x04\x32\xcc\x05\n\rLedgerService\x12<\n\x07\x44\x65posit\x12\x17.bank.v1.DepositRequest\x1a\x18.bank.v1.DepositResponse\x12?\n\x08Withdraw\x12\x18.bank.v1.WithdrawRequest\x1a\x19.bank.v1.WithdrawResponse\x12?\n\x08Transfer\x12\x18.bank.v1.TransferRequest\x1a\x19.bank.v1.TransferResponse\x12T\n\x0f\x43reateTransfers\x12\x1f.bank.v1.CreateTransfersRequest\x1a .bank.v1.CreateTransfersResponse\x12H\n\x0bGetTransfer\x12\x1b.bank.v1.GetTransferRequest\x1a\x1c.bank.v1.GetTransferResponse\x12K\n\x0cListPostings\x12\x1c.bank.v1.ListPostingsRequest\x1a\x1d.bank.v1.ListPostingsResponse\x12\x45\n\nCreateHold\x12\x1a.bank.v1.CreateHoldRequest\x1a\x1b.bank.v1.CreateHoldResponse\x12H\n\x0b\x43\x61ptureHold\x12\x1b.bank.v1.CaptureHoldRequest\x1a\x1c.bank.v1.CaptureHoldResponse\x12?\n\x08VoidHold\x12\x18.bank.v1.VoidHoldRequest\x1a\x19.bank.v1.VoidHoldResponse\x12<\n\x07GetHold\x12\x17.bank.v1.GetHoldRequest\x1a\x18.bank.v1.GetHoldResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x62\x61nk/v1/ledger.proto\x12\x07\x62\x61nk.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\x02\n\x08Transfer\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12#\n\x04kind\x18\x03 \x01(\x0e\x32\x15.bank.v1.TransferKind\x12\x14\n\x0c\x66rom_account\x18\x04 \x01(\t\x12\x12\n\nto_account\x18\x05 \x01(\t\x12\x0e\n\x06\x61mount\x18\x06 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12\'\n\x06status\x18\x08 \x01(\x0e\x32\x17.bank.v1.TransferStatus\x12\x11\n\treference\x18\t \x01(\t\x12\x16\n\x0e\x66\x61ilure_reason\x18\n \x01(\t\x12\x0f\n\x07hold_id\x18\x0b \x01(\t\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd3\x01\n\x07Posting\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x13\n\x0btransfer_id\x18\x02 \x01(\t\x12#\n\x04kind\x18\x03 \x01(\x0e\x32\x15.bank.v1.TransferKind\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x15\n\rbalance_after\x18\x06 \x01(\x03\x12\x14\n\x0c\x63ounterparty\x18\x07 \x01(\t\x12-\n\tposted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe8\x01\n\x04Hold\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x02 \x01(\t\x12\x12\n\nto_account\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x17\n\x0f\x63\x61ptured_amount\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12#\n\x06status\x18\x07 \x01(\x0e\x32\x13.bank.v1.HoldStatus\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btransfer_id\x18\t \x01(\t\"\x9d\x01\n\x0e\x44\x65positRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x02 \x01(\t\x12\x10\n\x06\x61mount\x18\x03 \x01(\x03H\x00\x12\x18\n\x0e\x61mount_decimal\x18\x04 \x01(\tH\x00\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x11\n\treference\x18\x06 \x01(\tB\x0e\n\x0c\x61mount_value\"M\n\x0f\x44\x65positResponse\x12#\n\x08transfer\x18\x01 \x01(\x0b\x32\x11.bank.v1.Transfer\x12\x15\n\rbalance_after\x18\x02 \x01(\x03\"\x9e\x01\n\x0fWithdrawRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x02 \x01(\t\x12\x10\n\x06\x61mount\x18\x03 \x01(\x03H\x00\x12\x18\n\x0e\x61mount_decimal\x18\x04 \x01(\tH\x00\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x11\n\treference\x18\x06 \x01(\tB\x0e\n\x0c\x61mount_value\"N\n\x10WithdrawResponse\x12#\n\x08transfer\x18\x01 \x01(\x0b\x32\x11.bank.v1.Transfer\x12\x15\n\rbalance_after\x18\x02 \x01(\x03\"\xb0\x01\n\x0fTransferRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_account\x18\x02 \x01(\t\x12\x12\n\nto_account\x18\x03 \x01(\t\x12\x10\n\x06\x61mount\x18\x04 \x01(\x03H\x00\x12\x18\n\x0e\x61mount_decimal\x18\x05 \x01(\tH\x00\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x11\n\treference\x18\x07 \x01(\tB\x0e\n\x0c\x61mount_value\"u\n\x10TransferResponse\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.bank.v1.TransferStatus\x12#\n\x08transfer\x18\x03 \x01(\x0b\x32\x11.bank.v1.Transfer\"]\n\x16\x43reateTransfersRequest\x12+\n\ttransfers\x18\x01 \x03(\x0b\x32\x18.bank.v1.TransferRequest\x12\x16\n\x0e\x66ull_transfers\x18\x02 \x01(\x08\"\xb1\x01\n\x0eTransferResult\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x13\n\x0btransfer_id\x18\x05 \x01(\t\x12\'\n\x06status\x18\x06 \x01(\x0e\x32\x17.bank.v1.TransferStatus\x12#\n\x08transfer\x18\x07 \x01(\x0b\x32\x11.bank.v1.Transfer\"C\n\x17\x43reateTransfersResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.bank.v1.TransferResult\")\n\x12GetTransferRequest\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\":\n\x13GetTransferResponse\x12#\n\x08transfer\x18\x01 \x01(\x0b\x32\x11.bank.v1.Transfer\"T\n\x13ListPostingsRequest\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x01 \x01(\t\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\"S\n\x14ListPostingsResponse\x12\"\n\x08postings\x18\x01 \x03(\x0b\x32\x10.bank.v1.Posting\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xba\x01\n\x11\x43reateHoldRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x02 \x01(\t\x12\x12\n\nto_account\x18\x03 \x01(\t\x12\x10\n\x06\x61mount\x18\x04 \x01(\x03H\x00\x12\x18\n\x0e\x61mount_decimal\x18\x05 \x01(\tH\x00\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x07 \x01(\rB\x0e\n\x0c\x61mount_value\"1\n\x12\x43reateHoldResponse\x12\x1b\n\x04hold\x18\x01 \x01(\x0b\x32\r.bank.v1.Hold\"I\n\x12\x43\x61ptureHoldRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07hold_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\"W\n\x13\x43\x61ptureHoldResponse\x12\x1b\n\x04hold\x18\x01 \x01(\x0b\x32\r.bank.v1.Hold\x12#\n\x08transfer\x18\x02 \x01(\x0b\x32\x11.bank.v1.Transfer\"6\n\x0fVoidHoldRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07hold_id\x18\x02 \x01(\t\"/\n\x10VoidHoldResponse\x12\x1b\n\x04hold\x18\x01 \x01(\x0b\x32\r.bank.v1.Hold\"!\n\x0eGetHoldRequest\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\".\n\x0fGetHoldResponse\x12\x1b\n\x04hold\x18\x01 \x01(\x0b\x32\r.bank.v1.Hold*\xa2\x01\n\x0cTransferKind\x12\x1d\n\x19TRANSFER_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15TRANSFER_KIND_DEPOSIT\x10\x01\x12\x1c\n\x18TRANSFER_KIND_WITHDRAWAL\x10\x02\x12\x1a\n\x16TRANSFER_KIND_TRANSFER\x10\x03\x12\x1e\n\x1aTRANSFER_KIND_HOLD_CAPTURE\x10\x04*\x89\x01\n\x0eTransferStatus\x12\x1f\n\x1bTRANSFER_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19TRANSFER_STATUS_COMMITTED\x10\x01\x12\x1b\n\x17TRANSFER_STATUS_PENDING\x10\x02\x12\x1a\n\x16TRANSFER_STATUS_FAILED\x10\x03*\x8c\x01\n\nHoldStatus\x12\x1b\n\x17HOLD_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12HOLD_STATUS_ACTIVE\x10\x01\x12\x18\n\x14HOLD_STATUS_CAPTURED\x10\x02\x12\x16\n\x12HOLD_STATUS_VOIDED\x10\x03\x12\x17\n\x13HOLD_STATUS_EXPIRED\x10\x04\x32\xcc\x05\n\rLedgerService\x12<\n\x07\x44\x65posit\x12\x17.bank.v1.DepositRequest\x1a\x18.bank.v1.DepositResponse\x12?\n\x08Withdraw\x12\x18.bank.v1.WithdrawRequest\x1a\x19.bank.v1.WithdrawResponse\x12?\n\x08Transfer\x12\x18.bank.v1.TransferRequest\x1a\x19.bank.v1.TransferResponse\x12T\n\x0f\x43reateTransfers\x12\x1f.bank.v1.CreateTransfersRequest\x1a .bank.v1.CreateTransfersResponse\x12H\n\x0bGetTransfer\x12\x1b.bank.v1.GetTransferRequest\x1a\x1c.bank.v1.GetTransferResponse\x12K\n\x0cListPostings\x12\x1c.bank.v1.ListPostingsRequest\x1a\x1d.bank.v1.ListPostingsResponse\x12\x45\n\nCreateHold\x12\x1a.bank.v1.CreateHoldRequest\x1a\x1b.bank.v1.CreateHoldResponse\x12H\n\x0b\x43\x61ptureHold\x12\x1b.bank.v1.CaptureHoldRequest\x1a\x1c.bank.v1.CaptureHoldResponse\x12?\n\x08VoidHold\x12\x18.bank.v1.VoidHoldRequest\x1a\x19.bank.v1.VoidHoldResponse\x12<\n\x07GetHold\x12\x17.bank.v1.GetHoldRequest\x1a\x18.bank.v1.GetHoldResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bank.v1.ledger_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRANSFERKIND']._serialized_start=2796
-  _globals['_TRANSFERKIND']._serialized_end=2958
-  _globals['_TRANSFERSTATUS']._serialized_start=2961
-  _globals['_TRANSFERSTATUS']._serialized_end=3098
-  _globals['_HOLDSTATUS']._serialized_start=3101
-  _globals['_HOLDSTATUS']._serialized_end=3241
+  _globals['_TRANSFERKIND']._serialized_start=2820
+  _globals['_TRANSFERKIND']._serialized_end=2982
+  _globals['_TRANSFERSTATUS']._serialized_start=2985
+  _globals['_TRANSFERSTATUS']._serialized_end=3122
+  _globals['_HOLDSTATUS']._serialized_start=3125
+  _globals['_HOLDSTATUS']._serialized_end=3265
   _globals['_TRANSFER']._serialized_start=67
   _globals['_TRANSFER']._serialized_end=380
   _globals['_POSTING']._serialized_start=383
@@ -57,35 +57,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRANSFERRESPONSE']._serialized_start=1490
   _globals['_TRANSFERRESPONSE']._serialized_end=1607
   _globals['_CREATETRANSFERSREQUEST']._serialized_start=1609
-  _globals['_CREATETRANSFERSREQUEST']._serialized_end=1678
-  _globals['_TRANSFERRESULT']._serialized_start=1681
-  _globals['_TRANSFERRESULT']._serialized_end=1858
-  _globals['_CREATETRANSFERSRESPONSE']._serialized_start=1860
-  _globals['_CREATETRANSFERSRESPONSE']._serialized_end=1927
-  _globals['_GETTRANSFERREQUEST']._serialized_start=1929
-  _globals['_GETTRANSFERREQUEST']._serialized_end=1970
-  _globals['_GETTRANSFERRESPONSE']._serialized_start=1972
-  _globals['_GETTRANSFERRESPONSE']._serialized_end=2030
-  _globals['_LISTPOSTINGSREQUEST']._serialized_start=2032
-  _globals['_LISTPOSTINGSREQUEST']._serialized_end=2116
-  _globals['_LISTPOSTINGSRESPONSE']._serialized_start=2118
-  _globals['_LISTPOSTINGSRESPONSE']._serialized_end=2201
-  _globals['_CREATEHOLDREQUEST']._serialized_start=2204
-  _globals['_CREATEHOLDREQUEST']._serialized_end=2390
-  _globals['_CREATEHOLDRESPONSE']._serialized_start=2392
-  _globals['_CREATEHOLDRESPONSE']._serialized_end=2441
-  _globals['_CAPTUREHOLDREQUEST']._serialized_start=2443
-  _globals['_CAPTUREHOLDREQUEST']._serialized_end=2516
-  _globals['_CAPTUREHOLDRESPONSE']._serialized_start=2518
-  _globals['_CAPTUREHOLDRESPONSE']._serialized_end=2605
-  _globals['_VOIDHOLDREQUEST']._serialized_start=2607
-  _globals['_VOIDHOLDREQUEST']._serialized_end=2661
-  _globals['_VOIDHOLDRESPONSE']._serialized_start=2663
-  _globals['_VOIDHOLDRESPONSE']._serialized_end=2710
-  _globals['_GETHOLDREQUEST']._serialized_start=2712
-  _globals['_GETHOLDREQUEST']._serialized_end=2745
-  _globals['_GETHOLDRESPONSE']._serialized_start=2747
-  _globals['_GETHOLDRESPONSE']._serialized_end=2793
-  _globals['_LEDGERSERVICE']._serialized_start=3244
-  _globals['_LEDGERSERVICE']._serialized_end=3960
+  _globals['_CREATETRANSFERSREQUEST']._serialized_end=1702
+  _globals['_TRANSFERRESULT']._serialized_start=1705
+  _globals['_TRANSFERRESULT']._serialized_end=1882
+  _globals['_CREATETRANSFERSRESPONSE']._serialized_start=1884
+  _globals['_CREATETRANSFERSRESPONSE']._serialized_end=1951
+  _globals['_GETTRANSFERREQUEST']._serialized_start=1953
+  _globals['_GETTRANSFERREQUEST']._serialized_end=1994
+  _globals['_GETTRANSFERRESPONSE']._serialized_start=1996
+  _globals['_GETTRANSFERRESPONSE']._serialized_end=2054
+  _globals['_LISTPOSTINGSREQUEST']._serialized_start=2056
+  _globals['_LISTPOSTINGSREQUEST']._serialized_end=2140
+  _globals['_LISTPOSTINGSRESPONSE']._serialized_start=2142
+  _globals['_LISTPOSTINGSRESPONSE']._serialized_end=2225
+  _globals['_CREATEHOLDREQUEST']._serialized_start=2228
+  _globals['_CREATEHOLDREQUEST']._serialized_end=2414
+  _globals['_CREATEHOLDRESPONSE']._serialized_start=2416
+  _globals['_CREATEHOLDRESPONSE']._serialized_end=2465
+  _globals['_CAPTUREHOLDREQUEST']._serialized_start=2467
+  _globals['_CAPTUREHOLDREQUEST']._serialized_end=2540
+  _globals['_CAPTUREHOLDRESPONSE']._serialized_start=2542
+  _globals['_CAPTUREHOLDRESPONSE']._serialized_end=2629
+  _globals['_VOIDHOLDREQUEST']._serialized_start=2631
+  _globals['_VOIDHOLDREQUEST']._serialized_end=2685
+  _globals['_VOIDHOLDRESPONSE']._serialized_start=2687
+  _globals['_VOIDHOLDRESPONSE']._serialized_end=2734
+  _globals['_GETHOLDREQUEST']._serialized_start=2736
+  _globals['_GETHOLDREQUEST']._serialized_end=2769
+  _globals['_GETHOLDRESPONSE']._serialized_start=2771
+  _globals['_GETHOLDRESPONSE']._serialized_end=2817
+  _globals['_LEDGERSERVICE']._serialized_start=3268
+  _globals['_LEDGERSERVICE']._serialized_end=3984
 # @@protoc_insertion_point(module_scope)

@@ -437,6 +437,9 @@ class CreateTransfersRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TRANSFERS_FIELD_NUMBER: _builtins.int
+    FULL_TRANSFERS_FIELD_NUMBER: _builtins.int
+    full_transfers: _builtins.bool
+    """Also answer each booked transfer in full (TransferResult.transfer), not only its id."""
     @_builtins.property
     def transfers(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransferRequest]:
         """At most 4,096 transfers."""
@@ -445,10 +448,11 @@ class CreateTransfersRequest(_message.Message):
         self,
         *,
         transfers: _abc.Iterable[Global___TransferRequest] | None = ...,
+        full_transfers: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["transfers", b"transfers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["full_transfers", b"full_transfers", "transfers", b"transfers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -479,7 +483,7 @@ class TransferResult(_message.Message):
     status: Global___TransferStatus.ValueType
     @_builtins.property
     def transfer(self) -> Global___Transfer:
-        """The transfer as booked (when code is "OK"): what a single Transfer call would answer."""
+        """The transfer as booked (when code is "OK" and full_transfers was asked for)."""
 
     def __init__(
         self,
