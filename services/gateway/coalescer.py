@@ -49,9 +49,11 @@ class Lane:
 
 
 class TransferCoalescer:
-    def __init__(self, forwarder: Forwarder, senders_per_shard: int = 2, max_batch: int = 256) -> None:
+    def __init__(self, forwarder: Forwarder, senders_per_shard: int = 1, max_batch: int = 256) -> None:
         self.forwarder = forwarder
-        # Two batches in flight per shard: one is booked while the next one gathers and travels.
+        # One batch in flight per shard and gateway (a leader books one set at a time anyway):
+        # 64 callers on one gateway, 851 transfers/s with one sender, 731/s with two, whose
+        # smaller batches cost the node and PostgreSQL more per transfer (/tmp profile runs).
         self.senders_per_shard = senders_per_shard
         self.max_batch = max_batch
         self._lanes: dict[int, Lane] = {}
