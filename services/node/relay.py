@@ -54,6 +54,7 @@ class OutboxRelay:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="relay")
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
+        self._rounds: set[int] = set()  # the stores (by id) whose round is under way
         self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
 
     def start(self) -> None:
@@ -66,30 +67,51 @@ class OutboxRelay:
         self._stopping.set()
         self._wake.set()
         self._thread.join(timeout=5)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        # A round may be stuck on a database that no longer answers: do not wait for it.
+        self._pool.shutdown(wait=False, cancel_futures=True)
         for channel in self._channels.values():
             channel.close()
 
     def _run(self) -> None:
+        """Starts a round for every shard led here whose last round is over. Rounds of different
+        shards do not wait for each other: one stuck on a database (a COMMIT waiting for a
+        standby on a member that was primary when the round began, until it is rewound) held
+        up every shard's credits for two minutes in a fault run when they shared one loop."""
         while not self._stopping.is_set():
             self._wake.wait(self.idle_s)
             self._wake.clear()
             for handlers in list(self.shards.local.values()):
                 if self._stopping.is_set():
                     return
+                key = id(handlers.store)
+                with self._lock:
+                    if key in self._rounds:
+                        continue
+                    self._rounds.add(key)
                 try:
-                    due = handlers.ledger.cross_shard.due_deliveries(self.batch)
-                except BankError as err:
-                    log.warning("event=relay_read_failed shard=%s error=%r", handlers.shard, err.message)
-                    continue
-                if due:
-                    by_target: dict[int, list[Delivery]] = {}
-                    for delivery in due:
-                        by_target.setdefault(delivery.target_shard, []).append(delivery)
-                    groups = list(by_target.values())
-                    list(self._pool.map(lambda group, h=handlers: self._deliver(h, group), groups))
-                    if len(due) == self.batch:
-                        self._wake.set()  # more is waiting
+                    self._pool.submit(self._round, handlers, key)
+                except RuntimeError:  # the pool is shut down: the relay is stopping
+                    return
+
+    def _round(self, handlers: ShardHandlers, key: int) -> None:
+        try:
+            due = handlers.ledger.cross_shard.due_deliveries(self.batch)
+            by_target: dict[int, list[Delivery]] = {}
+            for delivery in due:
+                by_target.setdefault(delivery.target_shard, []).append(delivery)
+            for group in by_target.values():
+                if self._stopping.is_set():
+                    return
+                self._deliver(handlers, group)
+            if due:
+                self._wake.set()  # more may have come meanwhile (its wake-up found this round busy)
+        except BankError as err:
+            log.warning("event=relay_read_failed shard=%s error=%r", handlers.shard, err.message)
+        except Exception:  # a bug must not stop this shard's deliveries for good
+            log.exception("event=relay_round_failed shard=%s", handlers.shard)
+        finally:
+            with self._lock:
+                self._rounds.discard(key)
 
     def _deliver(self, handlers: ShardHandlers, deliveries: list[Delivery]) -> None:
         """Delivers credits owed to one shard in one call; finishes the applied ones together."""
