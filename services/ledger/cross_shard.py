@@ -22,7 +22,7 @@ from services.common.model import COMMITTED, FAILED, TRANSFER, Transfer
 from services.storage.ledger_store import Booking, Delivery, LedgerStore, LedgerTx, system_account
 
 TRANSIT = "TRANSIT"
-DELIVERED, REFUNDED = "DELIVERED", "REFUNDED"
+REFUNDED = "REFUNDED"
 MAX_RETRY_DELAY_S = 5.0
 
 
@@ -52,15 +52,6 @@ class CrossShardLedger:
         """Finishes the transfers whose credits the target booked (those still pending)."""
         if transfer_ids:
             self.store.run(lambda tx: tx.outbox.finish_delivered(transfer_ids))
-
-    def delivered(self, transfer_id: str) -> None:
-        def work(tx: LedgerTx) -> None:
-            if tx.outbox.lock(transfer_id) is None:
-                return  # already finished by an earlier round
-            tx.set_transfer_status(transfer_id, COMMITTED)
-            tx.outbox.finish(transfer_id, DELIVERED)
-
-        self.store.run(work)
 
     def refund(self, transfer_id: str, reason: str) -> None:
         """Gives the money back to the source: the target refused the credit for good."""

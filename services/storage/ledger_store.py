@@ -177,7 +177,6 @@ SQL_SET_TRANSFER_STATUS = f"""
 UPDATE transfers SET status = %s, failure_reason = %s WHERE transfer_id = %s
 RETURNING {TRANSFER_COLUMNS}
 """
-SQL_LOCK_TRANSFER = f"SELECT {TRANSFER_COLUMNS} FROM transfers WHERE transfer_id = %s FOR UPDATE"
 # Set-based booking (`LedgerTx.claim_requests`, `prior_requests`, `book`): a few statements for a
 # whole group of transfers instead of about ten per transfer. The rows travel as one JSON array
 # per table: psycopg adapts Python lists to PostgreSQL arrays element by element in Python,
@@ -391,10 +390,6 @@ class LedgerTx:
         """The status and failure reason of those of `transfer_ids` this shard has booked."""
         rows = self.conn.execute(SQL_KNOWN_TRANSFERS, (to_json(transfer_ids),))
         return {str(t): (str(status), str(reason)) for t, status, reason in rows}
-
-    def lock_transfer(self, transfer_id: str) -> Transfer | None:
-        cur = self.conn.cursor(row_factory=class_row(Transfer))
-        return cur.execute(SQL_LOCK_TRANSFER, (transfer_id,)).fetchone()
 
     def set_transfer_status(self, transfer_id: str, status: str, reason: str = "") -> Transfer:
         cur = self.conn.cursor(row_factory=class_row(Transfer))
