@@ -1,5 +1,6 @@
-"""Group commit: units of work submitted concurrently to one shard run in one transaction, each
-inside its own savepoint, with one COMMIT for all of them.
+"""Group commit: units of work submitted concurrently to one shard run in one transaction, with
+one COMMIT for all of them. Units that can be booked as a set (transfers: see ledger/booking)
+are booked together in a few statements; the others each run inside a savepoint of their own.
 
 A COMMIT is where a shard's write waits: the WAL flush and, with `ANY 1` synchronous
 replication, a standby's acknowledgement. Gathering the work of concurrent requests pays that
@@ -8,8 +9,9 @@ lost deadlock) rolls back to its savepoint and fails that unit alone; the others
 that lost a deadlock runs again in a later batch, a bounded number of times.
 
 Bounds: at most `max_batch` units per transaction, and a unit waits at most `max_wait_s` for
-others to join before its batch starts. One worker per shard by default: two batches in flight
-on the same hot accounts would lock each other and wait for PostgreSQL's deadlock detector.
+others to join before its batch starts. A shard's shared transactions (this worker's and batch
+requests', `run_in_turn`) run one at a time: two at once on the same hot accounts wait on each
+other's row locks.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Beyond 64 subtransactions, PostgreSQL's per-backend cache of them overflows and every snapshot
 # taken meanwhile (on the primary and on hot standbys) must look them up in pg_subtrans: a
-# transaction keeps to 64 savepoints, a batch is cut into transactions of that many.
+# transaction runs at most 64 units alone (a savepoint each); the rest wait for the next one.
 MAX_SAVEPOINTS = 64
 CONFLICTS = (*RETRIED, pg_errors.LockNotAvailable)  # lost races: the unit runs again
 
