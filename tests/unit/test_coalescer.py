@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 
 from bank.v1 import ledger_pb2
+from bankclient.coalescing import Coalescer
 from services.gateway.coalescer import TransferCoalescer
 from services.gateway.forwarder import SubCall
 
@@ -95,7 +96,7 @@ def test_transfers_arriving_during_a_call_leave_together_and_each_gets_its_own_a
     first = start(coalescer, "r0", Context(), out)
     wait_until(leader.entered.is_set)  # r0 is on its way alone; the next ones queue
     others = [start(coalescer, f"r{i}", Context(), out) for i in range(1, 21)]
-    wait_until(lambda: len(coalescer._lanes[7].queue) == 20)
+    wait_until(lambda: coalescer.lanes.queued(7) == 20)
     leader.hold.set()
     for thread in [first, *others]:
         thread.join(10)
@@ -135,3 +136,40 @@ def test_a_deadline_passing_in_the_queue_means_never_sent_and_after_sending_unkn
     assert later.transfer_id == "T-later"
     assert all("queued" not in call for call in leader.calls)  # the expired one never left
     coalescer.close()
+
+
+def test_a_send_that_raises_is_raised_to_each_caller_and_the_sender_goes_on() -> None:
+    entered, release = threading.Event(), threading.Event()
+    batches: list[list[str]] = []
+
+    def send(key: Any, items: list[str], latest: float) -> list[str]:
+        batches.append(items)
+        entered.set()
+        release.wait(10)
+        if "bad" in items:
+            raise ConnectionError("the gateway went away")
+        return [f"done-{item}" for item in items]
+
+    lanes = Coalescer(send, max_batch=8)
+    out: dict[str, Any] = {}
+
+    def submit(item: str) -> None:
+        try:
+            out[item] = lanes.submit("k", item, time.monotonic() + 5)
+        except ConnectionError as err:
+            out[item] = err
+
+    first = threading.Thread(target=submit, args=("bad",))
+    first.start()
+    wait_until(entered.is_set)
+    others = [threading.Thread(target=submit, args=(f"ok{i}",)) for i in range(3)]
+    for thread in others:
+        thread.start()
+    wait_until(lambda: lanes.queued("k") == 3)
+    release.set()
+    for thread in [first, *others]:
+        thread.join(10)
+    assert isinstance(out["bad"], ConnectionError)
+    assert {k: v for k, v in out.items() if k != "bad"} == {f"ok{i}": f"done-ok{i}" for i in range(3)}
+    assert batches[0] == ["bad"] and sorted(batches[1]) == ["ok0", "ok1", "ok2"]
+    lanes.close()
