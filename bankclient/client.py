@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 
 from bank.v1 import account_pb2, account_pb2_grpc, admin_pb2, admin_pb2_grpc, ledger_pb2, ledger_pb2_grpc
+from bankclient.coalescing import Coalescer, NoAnswer, NotSent
 
 FAILOVER_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 DEFAULT_DEADLINE_S = 5.0
@@ -30,10 +31,33 @@ MAX_ATTEMPT_S = 2.0
 ROUND_BACKOFF_S = 0.1  # doubled after each round in which every gateway answered UNAVAILABLE
 AUTH_HEADER = "authorization"
 CREDENTIALS_DIR = "credentials"  # under a cluster's home: <role>.token, written by `bankctl up`
+REASON_KEY = "bank-error-reason"
+COALESCE_MAX_BATCH = 512  # of a gateway's 4,096 per CreateTransfers call
+# Batches on their way at once: two let one be booked while the next travels. 256 callers on
+# shard 0 (/tmp quick runs, 15 s each): 1,780 transfers/s with one, 1,976 with two, 2,017 with three.
+COALESCE_SENDERS = 2
 
 
 class GatewayUnavailable(Exception):
     """No gateway answered within the deadline."""
+
+
+class TransferRefused(grpc.RpcError):
+    """A coalesced transfer's own failure, raised as its own `Transfer` call would have failed:
+    `code()`, `details()` and the reason in `trailing_metadata()`."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, reason: str = "") -> None:
+        super().__init__(f"{code.name}: {details}")
+        self._code, self._details, self._reason = code, details, reason
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((REASON_KEY, self._reason),) if self._reason else ()
 
 
 def new_request_id() -> str:
@@ -66,7 +90,11 @@ class BankClient:
         interceptors: Sequence[grpc.UnaryUnaryClientInterceptor] = (),
         token: str | None = None,
         root_certificates: bytes | None = None,
+        coalesce_transfers: bool = False,
     ) -> None:
+        """`coalesce_transfers`: single `transfer()` calls made at the same time from several
+        threads travel to the gateway together, as one `CreateTransfers` call (as TigerBeetle's
+        clients batch), each caller still getting its own answer or error."""
         if not gateways:
             raise ValueError("at least one gateway address is needed")
         self.gateways = list(gateways)
@@ -90,6 +118,10 @@ class BankClient:
         }
         self._lock = threading.Lock()
         self.failovers = 0
+        self._coalescer: Coalescer | None = None
+        if coalesce_transfers:
+            send, most, senders = self._send_transfers, COALESCE_MAX_BATCH, COALESCE_SENDERS
+            self._coalescer = Coalescer(send, most, senders, "bankclient")
 
     @classmethod
     def from_home(
@@ -106,6 +138,8 @@ class BankClient:
         return cls([f"{c['host']}:{c['port']}" for c in gateways], prefer=prefer, **kwargs)
 
     def close(self) -> None:
+        if self._coalescer is not None:
+            self._coalescer.close()
         for channel in self._raw_channels:
             channel.close()
 
@@ -193,7 +227,26 @@ class BankClient:
             request_id=request_id or new_request_id(), from_account=source, to_account=target, amount=amount,
             currency=currency,
         )  # fmt: skip
-        return self.call("ledger", "Transfer", request, deadline_s)
+        if self._coalescer is None:
+            return self.call("ledger", "Transfer", request, deadline_s)
+        try:
+            result = self._coalescer.submit(None, request, time.monotonic() + (deadline_s or self.deadline_s))
+        except (NotSent, NoAnswer) as late:
+            raise TransferRefused(grpc.StatusCode.DEADLINE_EXCEEDED, str(late)) from None
+        if result.code != "OK":
+            code = getattr(grpc.StatusCode, result.code, grpc.StatusCode.UNKNOWN)
+            raise TransferRefused(code, result.message, result.reason)
+        return ledger_pb2.TransferResponse(
+            transfer_id=result.transfer_id, status=result.status, transfer=result.transfer
+        )
+
+    def _send_transfers(self, key: Any, requests: list[Any], latest: float) -> list[Any]:
+        """Coalesced transfers as one batch; a failure of the whole call is raised to each caller."""
+        remaining = latest - time.monotonic()
+        if remaining <= 0:
+            raise TransferRefused(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before sending")
+        batch = ledger_pb2.CreateTransfersRequest(transfers=requests, full_transfers=True)
+        return list(self.call("ledger", "CreateTransfers", batch, remaining).results)
 
     def create_transfers(
         self, transfers: Sequence[tuple[str, str, int, str, str]], deadline_s: float | None = None

@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from bank.v1 import account_pb2, ledger_pb2
+from bankclient import BankClient
 from services.cluster.topology import ClusterSpec
 from services.common.errors import InsufficientFunds
 from services.common.identifiers import make_account_number, new_transfer_id, slot_of_customer
@@ -288,3 +289,74 @@ def test_a_batch_through_a_gateway_is_split_by_shard(bank_cluster: Cluster) -> N
 
 def bank_cluster_shard(account: str) -> int:
     return ClusterSpec().shard_of_slot(int(account[:4]))
+
+
+def test_a_coalescing_client_answers_each_caller_as_its_own_call_would(bank_cluster: Cluster) -> None:
+    """`BankClient(coalesce_transfers=True)`: concurrent `transfer()` calls leave as shared
+    batches, and each caller gets its own result, or the very error its own `Transfer` call
+    would have raised (code, message's subject, reason), with nothing written for it."""
+    home = bank_cluster.home
+    with (
+        BankClient.from_home(home, deadline_s=30) as plain,
+        BankClient.from_home(home, deadline_s=30, coalesce_transfers=True) as coalescing,
+    ):
+        a = plain.open_account("coalesce-a", "CNY").account_number
+        # b on a's shard: every transfer is booked whole at once, no relay in between
+        shard = bank_cluster_shard(a)
+        customers = (f"coalesce-b{i}" for i in range(1000))
+        customer = next(c for c in customers if ClusterSpec().shard_of_slot(slot_of_customer(c)) == shard)
+        b = plain.open_account(customer, "CNY").account_number
+        plain.deposit(a, 1_000, "CNY")
+        replayed = rid()
+        first = plain.transfer(a, b, 10, "CNY", request_id=replayed)
+        assert coalescing._coalescer is not None
+        sizes: list[int] = []
+        send = coalescing._coalescer._send
+
+        def counted(key: Any, items: list[Any], latest: float) -> list[Any]:
+            sizes.append(len(items))
+            return send(key, items, latest)
+
+        coalescing._coalescer._send = counted
+        calls = [(a, b, 5, rid()) for _ in range(30)]  # 150 of a's 990
+        calls += [
+            (a, b, 10, replayed),  # a replay: the first transfer's answer
+            (a, b, 11, replayed),  # the same request id for another transfer
+            (a, b, 10**6, rid()),  # more than a holds
+            (a, "0001000000000000", 5, rid()),  # not an account number
+            (a, a, 5, rid()),  # to itself
+        ]
+        out: dict[int, Any] = {}
+        start = threading.Barrier(len(calls))
+
+        def call(index: int) -> None:
+            source, target, amount, request_id = calls[index]
+            start.wait(10)
+            try:
+                out[index] = coalescing.transfer(source, target, amount, "CNY", request_id=request_id)
+            except grpc.RpcError as err:
+                reason = dict(err.trailing_metadata() or ()).get("bank-error-reason", "")
+                out[index] = (err.code(), reason)
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(len(calls))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert sum(sizes) == len(calls) and len(sizes) < len(calls), sizes  # they did travel together
+        oks = [out[i] for i in range(30)]
+        assert all(r.status == ledger_pb2.TRANSFER_STATUS_COMMITTED and r.transfer_id for r in oks), oks
+        assert len({r.transfer_id for r in oks}) == 30
+        assert out[30].transfer_id == first.transfer_id
+        assert out[31] == (grpc.StatusCode.FAILED_PRECONDITION, "REQUEST_ID_REUSED")
+        assert out[32] == (grpc.StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_FUNDS")
+        # What the same refused requests get as calls of their own: the same code and reason.
+        for index in (31, 32, 33, 34):
+            source, target, amount, request_id = calls[index]
+            with pytest.raises(grpc.RpcError) as own:
+                plain.transfer(source, target, amount, "CNY", request_id=request_id)
+            reason = dict(own.value.trailing_metadata() or ()).get("bank-error-reason", "")
+            assert out[index] == (own.value.code(), reason), index
+        assert out[33][0] == out[34][0] == grpc.StatusCode.INVALID_ARGUMENT
+        assert plain.get_account(a).balance == 1_000 - 10 - 150
+        assert plain.get_account(b).balance == 10 + 150
