@@ -6,10 +6,15 @@ cluster, in the same run.
 2. The full path (client -> gateway -> leader -> PostgreSQL with its sync standby), one
    `Transfer` per call, at increasing concurrency, between accounts of shard 0 (comparable with
    pgbench), then over all shards (scaling).
-3. The batch API (`CreateTransfers`, 1,000 per call), shard 0 then all shards.
+3. The same single transfers through a client that coalesces its callers' concurrent
+   transfers into one `CreateTransfers` call (`BankClient(coalesce_transfers=True)`, as
+   TigerBeetle's clients batch): one transfer per call for the application, not on the wire.
+4. The batch API (`CreateTransfers`, 1,000 per call), shard 0 then all shards.
+5. The floor of one Python gRPC call here: `Health/Check` on the same gateway (no work behind it).
 
 Printed and written to reports/bench/<timestamp>.json and reports/bench/latest.json; CPU
-seconds are summed over every process of the cluster (PostgreSQL's backends included).
+seconds are summed over every process of the cluster (PostgreSQL's backends included); the
+client's own CPU (this process) is given apart, since it runs on the same cores.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any
 
 import grpc
 import psutil
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bankclient import BankClient, GatewayUnavailable
 from services.cluster import launcher
@@ -47,6 +53,7 @@ Say = Callable[[str], None]
 PGBENCH_ACCOUNTS = 100_000
 PGBENCH_CLIENTS = 8
 BATCH_SIZE = 1_000
+COALESCED_THREADS = (64, 256, 512)
 PGBENCH_SCRIPT = """\\set a random(1, {n})
 \\set b random(1, {n})
 \\set amount random(1, 100)
@@ -139,6 +146,7 @@ class Phase:
 
     def run(self, step: Callable[[random.Random], tuple[int, int, float]]) -> dict[str, Any]:
         cpu_before = cluster_cpu_s(self.state)
+        client_cpu_before = time.process_time()
         started = time.monotonic()
         end = started + self.seconds
 
@@ -155,12 +163,14 @@ class Phase:
             list(pool.map(worker, range(self.threads)))
         elapsed = time.monotonic() - started
         cpu_s = cluster_cpu_s(self.state) - cpu_before
+        client_cpu_s = time.process_time() - client_cpu_before
         return {
             "threads": self.threads, "transfers": self.transfers, "failed": self.failed,
             "tps": round(self.transfers / elapsed, 1),
             "p50_ms": round(_percentile(self.latencies_ms, 0.50), 2),
             "p99_ms": round(_percentile(self.latencies_ms, 0.99), 2),
             "cpu_s_per_1000_transfers": round(1000 * cpu_s / max(self.transfers, 1), 3),
+            "client_cpu_s_per_1000_transfers": round(1000 * client_cpu_s / max(self.transfers, 1), 3),
         }  # fmt: skip
 
 
@@ -195,6 +205,21 @@ def batch_step(client: BankClient, accounts: list[str]) -> Callable[[random.Rand
     return step
 
 
+def floor_step(stub: Any) -> Callable[[random.Random], tuple[int, int, float]]:
+    """One `Health/Check` on the gateway: a gRPC call with nothing behind it."""
+
+    def step(rng: random.Random) -> tuple[int, int, float]:
+        started = time.perf_counter()
+        try:
+            stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+            ok = 1
+        except grpc.RpcError:
+            ok = 0
+        return ok, 1 - ok, 1000 * (time.perf_counter() - started)
+
+    return step
+
+
 def accounts_by_shard(state: ClusterState, path: Path) -> dict[int, list[str]]:
     shards: dict[int, list[str]] = {}
     for line in path.read_text(encoding="ascii").splitlines():
@@ -219,6 +244,19 @@ def measure(state: ClusterState, args: argparse.Namespace, say: Say) -> dict[str
         report["single_all_shards"] = Phase(state, client, everyone, best["threads"], args.seconds).run(
             single_step(client, everyone)
         )
+    with BankClient.from_home(state.home, deadline_s=10, coalesce_transfers=True) as coalescing:
+        report["coalesced"] = []
+        for threads in COALESCED_THREADS:
+            say(f"full path, one transfer per call, client coalescing, shard 0, {threads} threads")
+            phase = Phase(state, coalescing, shards[0], threads, args.seconds)
+            report["coalesced"].append(phase.run(single_step(coalescing, shards[0])))
+            say(f"  {report['coalesced'][-1]}")
+        most = max(report["coalesced"], key=lambda r: r["tps"])["threads"]
+        say(f"full path, one transfer per call, client coalescing, all shards, {most} threads")
+        report["coalesced_all_shards"] = Phase(state, coalescing, everyone, most, args.seconds).run(
+            single_step(coalescing, everyone)
+        )
+    with BankClient.from_home(state.home, deadline_s=10) as client:
         for name, accounts in (("shard0", shards[0]), ("all_shards", everyone)):
             say(f"batch API, {BATCH_SIZE} per call, {name}, 4 threads")
             report["batch"][name] = Phase(state, client, accounts, 4, args.seconds).run(
@@ -226,6 +264,11 @@ def measure(state: ClusterState, args: argparse.Namespace, say: Say) -> dict[str
             )
         if args.profile:
             report["profile"] = profile(state, client, shards[0], best["threads"], args, say)
+        say(f"the floor of a gRPC call: Health/Check on a gateway, {best['threads']} threads")
+        gateway = next(c for c in state.components if c.kind == "gateway")
+        with grpc.insecure_channel(f"{gateway.host}:{gateway.port}") as channel:
+            floor = Phase(state, client, [], best["threads"], args.seconds)
+            report["grpc_floor"] = floor.run(floor_step(health_pb2_grpc.HealthStub(channel)))
     books = check(state, wait_s=60)
     report["books_reconcile"] = books["reconciled"] and books["pending_transfers"] == 0
     return report
@@ -290,6 +333,7 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
     pg = report["pgbench"]["tps"]
     best = max(report["single"], key=lambda r: r["tps"])
     batch = report["batch"]["shard0"]
+    coalesced = max(report["coalesced"], key=lambda r: r["tps"])
     return {
         "pgbench_tps": pg, "single_tps": best["tps"], "single_ratio": round(best["tps"] / pg, 3),
         "batch_tps": batch["tps"], "batch_ratio": round(batch["tps"] / pg, 3),
@@ -299,25 +343,39 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         "batch_all_shards_tps": report["batch"]["all_shards"]["tps"],
         "scaling_single_all_vs_one": round(report["single_all_shards"]["tps"] / best["tps"], 3),
         "scaling_batch_all_vs_one": round(report["batch"]["all_shards"]["tps"] / batch["tps"], 3),
+        "single_coalesced_tps": coalesced["tps"], "single_coalesced_ratio": round(coalesced["tps"] / pg, 3),
+        "single_coalesced_p50_ms": coalesced["p50_ms"], "single_coalesced_p99_ms": coalesced["p99_ms"],
+        "single_coalesced_all_shards_tps": report["coalesced_all_shards"]["tps"],
+        "grpc_floor_calls_per_s": report["grpc_floor"]["tps"],
     }  # fmt: skip
 
 
 def render(report: dict[str, Any], figures: dict[str, Any]) -> str:
-    lines = [f"{'what':<44}{'transfers/s':>12}{'vs pgbench':>11}{'p50 ms':>9}{'p99 ms':>9}{'CPU s/1k':>10}"]
+    lines = [f"{'what':<50}{'per s':>8}{'vs pgbench':>11}{'p50 ms':>9}{'p99 ms':>9}{'CPU s/1k':>10}"
+             f"{'client':>8}"]  # fmt: skip
     pg = report["pgbench"]
-    lines.append(f"{'pgbench, 8 clients, shard 0 primary':<44}{pg['tps']:>12,.0f}{1:>11.2f}x"
+    lines.append(f"{'pgbench, 8 clients, shard 0 primary':<50}{pg['tps']:>8,.0f}{1:>11.2f}x"
                  f"{pg['latency_avg_ms']:>8.1f}*{'':>9}{pg['cpu_s_per_1000_transfers']:>10.2f}")  # fmt: skip
-    rows = [(f"full path, 1/call, shard 0, {r['threads']} threads", r) for r in report["single"]]
-    rows.append((f"full path, 1/call, all shards, {report['single_all_shards']['threads']} threads",
+    rows = [(f"full path, 1 RPC/transfer, shard 0, {r['threads']} thr", r) for r in report["single"]]
+    rows.append((f"full path, 1 RPC/transfer, all shards, {report['single_all_shards']['threads']} thr",
                  report["single_all_shards"]))  # fmt: skip
+    rows += [(f"1/call, client coalescing, shard 0, {r['threads']} thr", r) for r in report["coalesced"]]
+    rows.append((f"1/call, client coalescing, all shards, {report['coalesced_all_shards']['threads']} thr",
+                 report["coalesced_all_shards"]))  # fmt: skip
     rows += [
         (f"batch API, {BATCH_SIZE}/call, {name.replace('_', ' ')}", r) for name, r in report["batch"].items()
     ]
+    rows.append((f"gRPC floor: Health/Check on a gateway, {report['grpc_floor']['threads']} thr",
+                 report["grpc_floor"]))  # fmt: skip
     for label, r in rows:
-        lines.append(f"{label:<44}{r['tps']:>12,.0f}{r['tps'] / pg['tps']:>11.2f}x{r['p50_ms']:>9.1f}"
-                     f"{r['p99_ms']:>9.1f}{r['cpu_s_per_1000_transfers']:>10.2f}")  # fmt: skip
-    lines.append("* pgbench reports the average latency; batch latencies are per call of 1,000 transfers")
-    lines.append(f"single path {figures['single_ratio']:.2f}x pgbench, "
+        lines.append(f"{label:<50}{r['tps']:>8,.0f}{r['tps'] / pg['tps']:>11.2f}x{r['p50_ms']:>9.1f}"
+                     f"{r['p99_ms']:>9.1f}{r['cpu_s_per_1000_transfers']:>10.2f}"
+                     f"{r.get('client_cpu_s_per_1000_transfers', 0):>8.2f}")  # fmt: skip
+    lines.append("* pgbench reports the average latency; batch latencies are per call of 1,000 transfers.")
+    lines.append("  CPU s/1k: all the cluster's processes; client: the benchmark's own Python client, on")
+    lines.append("  the same cores. The gRPC floor row counts calls with no work behind them, not transfers.")
+    lines.append(f"single path {figures['single_ratio']:.2f}x pgbench with one RPC per transfer, "
+                 f"{figures['single_coalesced_ratio']:.2f}x with client coalescing; "
                  f"batch API {figures['batch_ratio']:.2f}x; "
                  f"books reconcile: {'yes' if report['books_reconcile'] else 'NO'}")  # fmt: skip
     return "\n".join(lines)
