@@ -54,7 +54,7 @@ chaos: setup
 
 ## The benchmark: pgbench on a shard's primary vs the full path and the batch API, same run.
 bench: setup
-	@echo "[bench] bankctl bench: fresh cluster, pgbench, single transfers, batches (about 3 minutes)"
+	@echo "[bench] bankctl bench: fresh cluster, pgbench, single transfers, coalesced, batches (about 4 minutes)"
 	@$(VENV)/bin/bankctl --home .bank bench --profile
 
 ## Renders the compose file, Prometheus config and Kubernetes manifests from the topology.
