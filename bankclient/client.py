@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 
 from bank.v1 import account_pb2, account_pb2_grpc, admin_pb2, admin_pb2_grpc, ledger_pb2, ledger_pb2_grpc
-from bankclient.coalescing import Coalescer, NoAnswer, NotSent
+from bankclient.coalescing import Closed, Coalescer, NoAnswer, NotSent
 
 FAILOVER_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 DEFAULT_DEADLINE_S = 5.0
@@ -233,6 +233,8 @@ class BankClient:
             result = self._coalescer.submit(None, request, time.monotonic() + (deadline_s or self.deadline_s))
         except (NotSent, NoAnswer) as late:
             raise TransferRefused(grpc.StatusCode.DEADLINE_EXCEEDED, str(late)) from None
+        except Closed as closed:
+            raise TransferRefused(grpc.StatusCode.CANCELLED, str(closed)) from None
         if result.code != "OK":
             code = getattr(grpc.StatusCode, result.code, grpc.StatusCode.UNKNOWN)
             raise TransferRefused(code, result.message, result.reason)

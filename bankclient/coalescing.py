@@ -32,6 +32,10 @@ class NoAnswer(Exception):
     """The caller's deadline passed after its item was sent: its outcome is not known here."""
 
 
+class Closed(Exception):
+    """The coalescer was closed before the item was sent: it never left."""
+
+
 @dataclass(eq=False)
 class _Waiting:
     item: Any
@@ -65,11 +69,11 @@ class Coalescer:
     def submit(self, key: Hashable, item: Any, deadline: float) -> Any:
         """`item`'s answer, sent under `key` with whatever else is going; raises NotSent or NoAnswer
         when `deadline` (time.monotonic()) passes first, or what the send raised."""
-        if self._closed:
-            raise RuntimeError(f"{self.name}: closed")
         waiting = _Waiting(item, deadline)
         lane = self._lane(key)
         with lane.cond:
+            if self._closed:
+                raise Closed(f"{self.name}: closed; nothing is sent any more")
             lane.queue.append(waiting)
             lane.cond.notify()
         if not waiting.done.wait(max(0.0, deadline - time.monotonic())):
@@ -94,13 +98,19 @@ class Coalescer:
             return len(lane.queue)
 
     def close(self) -> None:
-        """Stops the senders once their current call ends; queued callers meet their deadlines."""
+        """Stops the senders once their current call ends; what is still queued is answered
+        `Closed` at once (it never left)."""
         self._closed = True
         with self._lock:
             lanes = list(self._lanes.values())
         for lane in lanes:
             with lane.cond:
+                dropped = list(lane.queue)
+                lane.queue.clear()
                 lane.cond.notify_all()
+            for waiting in dropped:
+                waiting.error = Closed(f"{self.name}: closed before it was sent")
+                waiting.done.set()
 
     def _lane(self, key: Hashable) -> _Lane:
         lane = self._lanes.get(key)

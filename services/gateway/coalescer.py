@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 
 from bank.v1 import ledger_pb2
-from bankclient.coalescing import Coalescer, NoAnswer, NotSent
+from bankclient.coalescing import Closed, Coalescer, NoAnswer, NotSent
 from services.gateway.forwarder import DEFAULT_DEADLINE_S, Forwarder, SubCall, SubCallFailed
 
 LEDGER = "bank.v1.LedgerService"
@@ -46,6 +46,9 @@ class TransferCoalescer:
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 f"shard {shard}: the transfer waited for its turn past the deadline; it was not sent",
             )
+        except Closed:
+            stopping = f"shard {shard}: the gateway is stopping; the transfer was not sent"
+            context.abort(grpc.StatusCode.UNAVAILABLE, stopping)
         except NoAnswer:
             context.abort(
                 grpc.StatusCode.UNAVAILABLE,

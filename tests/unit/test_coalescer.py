@@ -8,9 +8,10 @@ import time
 from typing import Any
 
 import grpc
+import pytest
 
 from bank.v1 import ledger_pb2
-from bankclient.coalescing import Coalescer
+from bankclient.coalescing import Closed, Coalescer
 from services.gateway.coalescer import TransferCoalescer
 from services.gateway.forwarder import SubCall
 
@@ -173,3 +174,38 @@ def test_a_send_that_raises_is_raised_to_each_caller_and_the_sender_goes_on() ->
     assert {k: v for k, v in out.items() if k != "bad"} == {f"ok{i}": f"done-ok{i}" for i in range(3)}
     assert batches[0] == ["bad"] and sorted(batches[1]) == ["ok0", "ok1", "ok2"]
     lanes.close()
+
+
+def test_closing_answers_what_is_still_queued_at_once_and_refuses_more() -> None:
+    release = threading.Event()
+    entered = threading.Event()
+
+    def send(key: Any, items: list[str], latest: float) -> list[str]:
+        entered.set()
+        release.wait(10)
+        return [f"done-{item}" for item in items]
+
+    lanes = Coalescer(send, max_batch=8)
+    out: dict[str, Any] = {}
+
+    def submit(item: str) -> None:
+        try:
+            out[item] = lanes.submit("k", item, time.monotonic() + 30)
+        except Closed as err:
+            out[item] = err
+
+    sent = threading.Thread(target=submit, args=("sent",))
+    sent.start()
+    wait_until(entered.is_set)
+    queued = threading.Thread(target=submit, args=("queued",))
+    queued.start()
+    wait_until(lambda: lanes.queued("k") == 1)
+    started = time.monotonic()
+    lanes.close()
+    queued.join(5)
+    assert isinstance(out["queued"], Closed) and time.monotonic() - started < 2  # not at its deadline
+    release.set()
+    sent.join(5)
+    assert out["sent"] == "done-sent"  # what was on its way still gets its answer
+    with pytest.raises(Closed):
+        lanes.submit("k", "late", time.monotonic() + 1)
