@@ -57,6 +57,7 @@ def main() -> int:
             row = {
                 "seed": seed, "ok": verdict["ok"], "seconds": round(time.monotonic() - started),
                 "faults": faults, "acked_transfers": verdict.get("acked_transfers"),
+                "acked_coalesced": verdict.get("acked_coalesced"),
                 "refused": verdict.get("refused_transfers"), "asked_again": verdict.get("resolved_after_run"),
                 "checkpoints": len(verdict.get("checkpoints", [])), "anomalies": verdict["anomalies"],
                 "verdict_file": verdict.get("verdict_file"), "error": verdict.get("error"),

@@ -65,10 +65,15 @@ def run(state: ClusterState, seed: int, minutes: float, say: Say, threads: int =
     started = time.monotonic()
     end = started + minutes * 60
     rto.ensure_probes(state)
-    with BankClient.from_home(state.home, deadline_s=10) as client:
+    with (
+        BankClient.from_home(state.home, deadline_s=10) as client,
+        BankClient.from_home(state.home, deadline_s=10, coalesce_transfers=True) as coalescing,
+    ):
         hot, cold = open_accounts(state, client, seed, history)
-        say(f"seed {seed}: {len(hot)} hot and {len(cold)} cold accounts; load from {threads} threads")
-        workload = Workload(client, hot, cold, history, seed, threads=threads, max_s=minutes * 60 + 60)
+        say(f"seed {seed}: {len(hot)} hot and {len(cold)} cold accounts; load from {threads} threads"
+            f" (every other one through a coalescing client)")  # fmt: skip
+        workload = Workload(client, hot, cold, history, seed, threads=threads, max_s=minutes * 60 + 60,
+                            coalescing=coalescing)  # fmt: skip
         workload.start()
         try:
             time.sleep(WARMUP_S)  # the first fault strikes a bank under load
@@ -95,6 +100,7 @@ def run(state: ClusterState, seed: int, minutes: float, say: Say, threads: int =
     verdict.update(
         schedule=[s.to_json() for s in schedule[: len(verdict["checkpoints"])]],
         acked_transfers=counts["ok"], refused_transfers=counts["fail"], unresolved_transfers=counts["info"],
+        acked_coalesced=sum(1 for o in history.ops.values() if o.outcome == "ok" and o.coalesced),
         resolved_after_run=sum(1 for o in history.ops.values() if o.resolved),
         final={k: v for k, v in final.items() if k != "anomalies"},
         seconds=round(time.monotonic() - started, 1),

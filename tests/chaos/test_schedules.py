@@ -32,6 +32,7 @@ def test_seeded_schedule_finds_no_anomaly(cluster: Cluster, seed: int, pytestcon
         pytestconfig,
         f"\n[chaos run] seed {seed}: {len(struck)} faults "
         f"({', '.join(f['fault'] for f in verdict['faults'])}), {verdict['acked_transfers']} acknowledged, "
+        f"({verdict['acked_coalesced']} through a coalescing client), "
         f"{verdict['refused_transfers']} refused, {verdict['resolved_after_run']} asked again, "
         f"{len(verdict['checkpoints'])} checkpoints, anomalies {verdict['anomalies']}",
     )
@@ -40,6 +41,7 @@ def test_seeded_schedule_finds_no_anomaly(cluster: Cluster, seed: int, pytestcon
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(struck) >= 2, verdict["faults"]
     assert verdict["acked_transfers"] >= 1000
+    assert verdict["acked_coalesced"] >= 300  # half the workers sent through a coalescing client
     assert verdict["unresolved_transfers"] == 0
     assert all(p["reconciled"] and p["pending"] == 0 for p in verdict["checkpoints"])
     history = Path(verdict["history"]).read_text(encoding="utf-8").splitlines()
