@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from json.encoder import encode_basestring_ascii as _quote  # what json.dumps quotes strings with
 from typing import Any, Generic, TypeVar
 
 from services.common.errors import RequestIdReused
@@ -16,8 +17,32 @@ R = TypeVar("R")
 
 def fingerprint(operation: str, payload: dict[str, Any]) -> str:
     """A digest of what a request asks for, after validation (so 12.34 and 1234 fen agree)."""
-    canonical = json.dumps({"operation": operation, **payload}, sort_keys=True)
+    canonical = _canonical({"operation": operation, **payload})
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _canonical(flat: dict[str, Any]) -> str:
+    """`json.dumps(flat, sort_keys=True)`, the same text (digests already stored must still
+    match), built directly for the flat payloads requests have: json.dumps was 8% of a node's
+    Python on batches. Anything else goes to json.dumps itself."""
+    parts = []
+    for key in sorted(flat):
+        value = flat[key]
+        kind = type(value)
+        if kind is str:
+            text = _quote(value)
+        elif kind is int:
+            text = int.__repr__(value)
+        elif value is None:
+            text = "null"
+        elif kind is bool:
+            text = "true" if value else "false"
+        else:
+            return json.dumps(flat, sort_keys=True)
+        if type(key) is not str:
+            return json.dumps(flat, sort_keys=True)
+        parts.append(f"{_quote(key)}: {text}")
+    return "{" + ", ".join(parts) + "}"
 
 
 def run_once(
