@@ -94,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--seconds", type=float, default=15.0, help="per phase (default 15)")
     bench.add_argument(
-        "--concurrency", type=lambda text: [int(x) for x in text.split(",")], default=[8, 32, 64],
-        help="client threads of the single-transfer phases (default 8,32,64)",
+        "--concurrency", type=lambda text: [int(x) for x in text.split(",")], default=[8, 32, 64, 128],
+        help="client threads of the single-transfer phases (default 8,32,64,128)",
     )  # fmt: skip
     bench.add_argument("--accounts", type=int, default=30_000, help="accounts loaded first (default 30,000)")
     bench.add_argument("--net", choices=["auto", "netns", "loopback"], default="auto")

@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
                 AdminServicer(config["dc"], routing, lambda: sentinels.master_for(config["sentinel_master"])),
             ),
         ],
-        max_workers=64,
+        # A handler thread per call in flight, waiting for its shard's answer: 64 capped one
+        # gateway at 64 transfers on their way (823/s at 64 callers, 1,019/s at 128 with 256).
+        max_workers=256,
         interceptors=[AuthInterceptor(tokens, roles, RateLimiter())],
         tls=tls,
     )
