@@ -67,12 +67,17 @@ def run_units(store: LedgerStore, units: Sequence[Unit]) -> list[Unit]:
     try:
         with store.transaction() as conn:
             # Every account any unit will lock, locked first in the one global order: two batches
-            # on the same hot accounts then queue behind each other instead of deadlocking.
-            try:
-                with conn.transaction():
-                    LedgerTx(conn).lock_rows(a for unit in units for a in getattr(unit.work, "accounts", ()))
-            except CONFLICTS:
-                return list(units)  # nothing ran: all again, in a later transaction
+            # on the same hot accounts then queue behind each other instead of deadlocking. A set
+            # runner locks all its accounts in that order itself, in one statement: when every
+            # unit goes to the same one, locking them twice would only cost a statement (and WAL).
+            runners = {None if u.offered else getattr(u.work, "set_runner", None) for u in units}
+            if len(runners) != 1 or None in runners:
+                try:
+                    with conn.transaction():
+                        accounts = (a for unit in units for a in getattr(unit.work, "accounts", ()))
+                        LedgerTx(conn).lock_rows(accounts)
+                except CONFLICTS:
+                    return list(units)  # nothing ran: all again, in a later transaction
             alone = _run_sets(conn, units, outcomes)
             again.extend(alone[MAX_SAVEPOINTS:])
             for unit in alone[:MAX_SAVEPOINTS]:
