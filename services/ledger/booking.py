@@ -17,7 +17,7 @@ set is left to run alone after the set (it then finds the first one's result).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -29,7 +29,7 @@ from services.common.account_rules import (
     require_funds,
 )
 from services.common.errors import Aborted, BankError
-from services.common.model import Account, MoneyMovement, Transfer, record_to_json
+from services.common.model import Account, MoneyMovement, Transfer, evolve, record_to_json
 from services.ledger.cross_shard import TRANSIT
 from services.storage.idempotency import OnceWork, replay
 from services.storage.ledger_store import Booking, LedgerTx, system_account
@@ -123,11 +123,11 @@ def _book(order: TransferOrder, live: dict[str, Account], now: datetime, booking
         require_currency(debit, currency, "from_account")
         require_funds(debit, amount, "amount")
         balance = debit.balance - amount
-        stored = replace(t, created_at=now)
+        stored = evolve(t, created_at=now)
         transit = system_account(TRANSIT, currency)
         booking.post(stored, [(source, -amount, balance, target), (transit, amount, None, target)])
         booking.outbox.append((t.transfer_id, order.target_shard, source, target, amount, currency))
-        live[source] = replace(debit, balance=balance)
+        live[source] = evolve(debit, balance=balance)
         return MoneyMovement(stored, balance)
     credit = require_account(live, target, "to_account")
     for account, field in ((debit, "from_account"), (credit, "to_account")):
@@ -136,8 +136,8 @@ def _book(order: TransferOrder, live: dict[str, Account], now: datetime, booking
     require_funds(debit, amount, "amount")
     credit_balance = credited_balance(credit, amount, "amount")
     balance = debit.balance - amount
-    stored = replace(t, created_at=now)
+    stored = evolve(t, created_at=now)
     booking.post(stored, [(source, -amount, balance, target), (target, amount, credit_balance, source)])
-    live[source] = replace(debit, balance=balance)
-    live[target] = replace(credit, balance=credit_balance)
+    live[source] = evolve(debit, balance=balance)
+    live[target] = evolve(credit, balance=credit_balance)
     return MoneyMovement(stored, balance)

@@ -9,7 +9,7 @@ for good; the source then marks the transfer COMMITTED, or refunds the debit and
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from services.common.account_rules import (
     credited_balance,
@@ -18,7 +18,7 @@ from services.common.account_rules import (
     require_currency,
 )
 from services.common.errors import BankError
-from services.common.model import COMMITTED, FAILED, TRANSFER, Transfer
+from services.common.model import COMMITTED, FAILED, TRANSFER, Transfer, evolve
 from services.storage.ledger_store import Booking, Delivery, LedgerStore, LedgerTx, system_account
 
 TRANSIT = "TRANSIT"
@@ -123,7 +123,7 @@ def book_credits(tx: LedgerTx, transfers: list[Transfer]) -> list[CreditOutcome]
             transit, source = system_account(TRANSIT, transfer.currency), transfer.from_account
             lines = [(transit, -amount, None, source), (target, amount, balance, source)]
             booking.post(_with(transfer, COMMITTED, ""), lines)
-            live[target] = replace(credit, balance=balance)
+            live[target] = evolve(credit, balance=balance)
             moves[target] += 1
             outcomes[transfer.transfer_id] = CreditOutcome(True)
         booking.balances = {n: (live[n].balance, live[n].held, count) for n, count in moves.items()}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import grpc
+import pytest
 
 from services.common import errors
 from services.common.model import (
@@ -13,6 +15,7 @@ from services.common.model import (
     HoldCapture,
     MoneyMovement,
     Transfer,
+    evolve,
     record_from_json,
     record_to_json,
 )
@@ -44,3 +47,15 @@ def test_every_domain_error_maps_to_one_grpc_status() -> None:
         assert cls.retryable == (cls.status in {"UNAVAILABLE", "ABORTED"})
     assert errors.InsufficientFunds.status == "FAILED_PRECONDITION"
     assert not errors.InsufficientFunds.retryable
+
+
+def test_evolve_is_dataclasses_replace_for_records() -> None:
+    original = Transfer("T0001-x", "r", "TRANSFER", "a", "b", 5, "CNY", "COMMITTED", "", "", "", datetime.min)
+    changed = evolve(original, created_at=datetime(2026, 1, 2), amount=7)
+    assert changed == dataclasses.replace(original, created_at=datetime(2026, 1, 2), amount=7)
+    assert hash(changed) == hash(dataclasses.replace(original, created_at=datetime(2026, 1, 2), amount=7))
+    assert original.amount == 5 and original.created_at == datetime.min  # the original is untouched
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        changed.amount = 9  # type: ignore[misc]
+    with pytest.raises(TypeError, match="balance"):
+        evolve(original, balance=1)
