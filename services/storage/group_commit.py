@@ -48,10 +48,43 @@ MAX_SET = 1024
 TURN_WAIT_S = 30.0  # a shared transaction waits this long for the one before it, then refuses
 
 
+class Outcome:
+    """What a batch request's units need of a Future, without its lock and condition (their
+    cost showed in the node's profile, a Future per transfer): one thread settles and reads it."""
+
+    __slots__ = ("_done", "_error", "_value")
+
+    def __init__(self) -> None:
+        self._done = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, value: Any) -> None:
+        self._done, self._value = True, value
+
+    def set_exception(self, error: BaseException) -> None:
+        self._done, self._error = True, error
+
+    def exception(self) -> BaseException | None:
+        return self._error
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Never waits (`timeout` is there for the Future's signature): read once settled."""
+        if not self._done:
+            raise RuntimeError("the unit has not run yet")
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 @dataclass
 class Unit:
     work: Callable[[LedgerTx], Any]
-    future: Future[Any] = field(default_factory=Future)
+    # A Future where another thread waits for the outcome (group commit), else an Outcome.
+    future: Future[Any] | Outcome = field(default_factory=Future)
     attempts: int = 0
     offered: bool = False  # to its set runner already: it runs alone from now on
 
@@ -166,7 +199,7 @@ def run_all(
 ) -> list[T | BaseException]:
     """A batch request's units: `chunk` per transaction, in order; each outcome its own (a
     value, or the error that unit alone got). Units that lost a conflict run again, boundedly."""
-    units = [Unit(work) for work in works]
+    units = [Unit(work, Outcome()) for work in works]  # settled and read on this thread only
     for start in range(0, len(units), chunk):
         pending = units[start : start + chunk]
         while pending:
