@@ -139,72 +139,68 @@ def test_a_deadline_passing_in_the_queue_means_never_sent_and_after_sending_unkn
     coalescer.close()
 
 
-def test_a_send_that_raises_is_raised_to_each_caller_and_the_sender_goes_on() -> None:
-    entered, release = threading.Event(), threading.Event()
-    batches: list[list[str]] = []
+class HeldSender:
+    """A coalescer's send that records each batch, holds it until released, and fails a batch
+    holding `failing`."""
 
-    def send(key: Any, items: list[str], latest: float) -> list[str]:
-        batches.append(items)
-        entered.set()
-        release.wait(10)
-        if "bad" in items:
+    def __init__(self, failing: str = "") -> None:
+        self.batches: list[list[str]] = []
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.failing = failing
+
+    def __call__(self, key: Any, items: list[str], latest: float) -> list[str]:
+        self.batches.append(items)
+        self.entered.set()
+        self.release.wait(10)
+        if self.failing in items:
             raise ConnectionError("the gateway went away")
         return [f"done-{item}" for item in items]
 
-    lanes = Coalescer(send, max_batch=8)
-    out: dict[str, Any] = {}
 
-    def submit(item: str) -> None:
+def submit_in_thread(lanes: Coalescer, item: str, out: dict[str, Any], deadline_s: float) -> threading.Thread:
+    """Submits `item` on a thread of its own; its answer, or what it raised, lands in `out`."""
+
+    def run() -> None:
         try:
-            out[item] = lanes.submit("k", item, time.monotonic() + 5)
-        except ConnectionError as err:
+            out[item] = lanes.submit("k", item, time.monotonic() + deadline_s)
+        except Exception as err:
             out[item] = err
 
-    first = threading.Thread(target=submit, args=("bad",))
-    first.start()
-    wait_until(entered.is_set)
-    others = [threading.Thread(target=submit, args=(f"ok{i}",)) for i in range(3)]
-    for thread in others:
-        thread.start()
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_a_send_that_raises_is_raised_to_each_caller_and_the_sender_goes_on() -> None:
+    send = HeldSender(failing="bad")
+    lanes = Coalescer(send, max_batch=8)
+    out: dict[str, Any] = {}
+    first = submit_in_thread(lanes, "bad", out, 5)
+    wait_until(send.entered.is_set)
+    others = [submit_in_thread(lanes, f"ok{i}", out, 5) for i in range(3)]
     wait_until(lambda: lanes.queued("k") == 3)
-    release.set()
+    send.release.set()
     for thread in [first, *others]:
         thread.join(10)
     assert isinstance(out["bad"], ConnectionError)
     assert {k: v for k, v in out.items() if k != "bad"} == {f"ok{i}": f"done-ok{i}" for i in range(3)}
-    assert batches[0] == ["bad"] and sorted(batches[1]) == ["ok0", "ok1", "ok2"]
+    assert send.batches[0] == ["bad"] and sorted(send.batches[1]) == ["ok0", "ok1", "ok2"]
     lanes.close()
 
 
 def test_closing_answers_what_is_still_queued_at_once_and_refuses_more() -> None:
-    release = threading.Event()
-    entered = threading.Event()
-
-    def send(key: Any, items: list[str], latest: float) -> list[str]:
-        entered.set()
-        release.wait(10)
-        return [f"done-{item}" for item in items]
-
+    send = HeldSender()
     lanes = Coalescer(send, max_batch=8)
     out: dict[str, Any] = {}
-
-    def submit(item: str) -> None:
-        try:
-            out[item] = lanes.submit("k", item, time.monotonic() + 30)
-        except Closed as err:
-            out[item] = err
-
-    sent = threading.Thread(target=submit, args=("sent",))
-    sent.start()
-    wait_until(entered.is_set)
-    queued = threading.Thread(target=submit, args=("queued",))
-    queued.start()
+    sent = submit_in_thread(lanes, "sent", out, 30)
+    wait_until(send.entered.is_set)
+    queued = submit_in_thread(lanes, "queued", out, 30)
     wait_until(lambda: lanes.queued("k") == 1)
     started = time.monotonic()
     lanes.close()
     queued.join(5)
     assert isinstance(out["queued"], Closed) and time.monotonic() - started < 2  # not at its deadline
-    release.set()
+    send.release.set()
     sent.join(5)
     assert out["sent"] == "done-sent"  # what was on its way still gets its answer
     with pytest.raises(Closed):
