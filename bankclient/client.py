@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 
@@ -42,6 +42,13 @@ class GatewayUnavailable(Exception):
     """No gateway answered within the deadline."""
 
 
+class Metadatum(NamedTuple):
+    """One trailing metadata entry, read as grpc's own are: `m.key`, `m.value`, or unpacked."""
+
+    key: str
+    value: str
+
+
 class TransferRefused(grpc.RpcError):
     """A coalesced transfer's own failure, raised as its own `Transfer` call would have failed:
     `code()`, `details()` and the reason in `trailing_metadata()`."""
@@ -56,8 +63,8 @@ class TransferRefused(grpc.RpcError):
     def details(self) -> str:
         return self._details
 
-    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
-        return ((REASON_KEY, self._reason),) if self._reason else ()
+    def trailing_metadata(self) -> tuple[Metadatum, ...]:
+        return (Metadatum(REASON_KEY, self._reason),) if self._reason else ()
 
 
 def new_request_id() -> str:

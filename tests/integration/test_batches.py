@@ -334,8 +334,9 @@ def test_a_coalescing_client_answers_each_caller_as_its_own_call_would(bank_clus
             start.wait(10)
             try:
                 out[index] = coalescing.transfer(source, target, amount, "CNY", request_id=request_id)
-            except grpc.RpcError as err:
-                reason = dict(err.trailing_metadata() or ()).get("bank-error-reason", "")
+            except grpc.RpcError as err:  # its metadata read as grpc's own: m.key, m.value
+                metadata = err.trailing_metadata() or ()
+                reason = next((m.value for m in metadata if m.key == "bank-error-reason"), "")
                 out[index] = (err.code(), reason)
 
         threads = [threading.Thread(target=call, args=(i,)) for i in range(len(calls))]
