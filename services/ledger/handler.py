@@ -8,7 +8,6 @@ request id (see `services.storage.idempotency`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import datetime
 
 from services.common.account_rules import (
@@ -63,10 +62,13 @@ CASH = "CASH"
 
 
 def _new_transfer(
-    request_id: str, kind: str, source: str, target: str, amount: int, currency: str, **extra: str
-) -> Transfer:
-    """A committed transfer, its id routed by the debited account (or the credited one)."""
-    slot = parse_account_number(source or target)
+    request_id: str, kind: str, source: str, target: str, amount: int, currency: str,
+    slot: int | None = None, status: str = COMMITTED, **extra: str,
+) -> Transfer:  # fmt: skip
+    """A transfer (committed unless told), its id routed by the debited account (or the credited
+    one); `slot`: that account's, when the caller has parsed it already."""
+    if slot is None:
+        slot = parse_account_number(source or target)
     return Transfer(
         transfer_id=new_transfer_id(slot),
         request_id=request_id,
@@ -75,7 +77,7 @@ def _new_transfer(
         to_account=target,
         amount=amount,
         currency=currency,
-        status=COMMITTED,
+        status=status,
         reference=extra.get("reference", ""),
         failure_reason="",
         hold_id=extra.get("hold_id", ""),
@@ -147,15 +149,7 @@ class LedgerHandler:
         self, request_id: str, source: str, target: str, amount: int, currency: str, reference: str = ""
     ) -> Callable[[LedgerTx], MoneyMovement]:
         """The checked request as a unit of work (at most once per request id), not yet run."""
-        self._check_movement(request_id, amount, currency, reference)
-        parse_account_number(source, "from_account")
-        parse_account_number(target, "to_account")
-        if source == target:
-            raise InvalidArgument("to_account", "must differ from from_account")
-
-        transfer = _new_transfer(request_id, TRANSFER, source, target, amount, currency, reference=reference)
-        payload = {"from": source, "to": target, "amount": amount, "currency": currency, "ref": reference}
-        return transfer_work(TransferOrder(transfer, fingerprint("Transfer", payload)))
+        return self._transfer_order(request_id, source, target, None, amount, currency, reference)
 
     def run_batch(
         self, units: Sequence[Callable[[LedgerTx], MoneyMovement]]
@@ -182,15 +176,25 @@ class LedgerHandler:
         self, request_id: str, source: str, target: str, target_shard: int, amount: int, currency: str,
         reference: str = "",
     ) -> Callable[[LedgerTx], MoneyMovement]:  # fmt: skip
+        return self._transfer_order(request_id, source, target, target_shard, amount, currency, reference)
+
+    def _transfer_order(
+        self, request_id: str, source: str, target: str, target_shard: int | None, amount: int,
+        currency: str, reference: str,
+    ) -> Callable[[LedgerTx], MoneyMovement]:  # fmt: skip
+        """A checked transfer as a unit of work: COMMITTED within this shard, PENDING when its
+        credit belongs to `target_shard`. Each account number is parsed once."""
         self._check_movement(request_id, amount, currency, reference)
-        parse_account_number(source, "from_account")
+        slot = parse_account_number(source, "from_account")
         parse_account_number(target, "to_account")
-        pending = replace(
-            _new_transfer(request_id, TRANSFER, source, target, amount, currency, reference=reference),
-            status=PENDING,
+        if source == target:
+            raise InvalidArgument("to_account", "must differ from from_account")
+        status = COMMITTED if target_shard is None else PENDING
+        transfer = _new_transfer(
+            request_id, TRANSFER, source, target, amount, currency, slot, status, reference=reference
         )
         payload = {"from": source, "to": target, "amount": amount, "currency": currency, "ref": reference}
-        return transfer_work(TransferOrder(pending, fingerprint("Transfer", payload), target_shard))
+        return transfer_work(TransferOrder(transfer, fingerprint("Transfer", payload), target_shard))
 
     def get_transfer(self, transfer_id: str) -> Transfer:
         parse_transfer_id(transfer_id)
