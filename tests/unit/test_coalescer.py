@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -75,18 +76,24 @@ def wait_until(condition: Any, timeout_s: float = 5.0) -> None:
         time.sleep(0.005)
 
 
-def start(
-    coalescer: TransferCoalescer, request_id: str, context: Context, out: dict[str, Any]
-) -> threading.Thread:
+def answer_in_thread(key: str, call: Callable[[], Any], out: dict[str, Any]) -> threading.Thread:
+    """Runs `call` on a thread of its own; its answer, or what it raised, lands in `out[key]`."""
+
     def run() -> None:
         try:
-            out[request_id] = coalescer.transfer(7, transfer(request_id), context)
-        except Aborted as aborted:
-            out[request_id] = aborted
+            out[key] = call()
+        except Exception as err:
+            out[key] = err
 
     thread = threading.Thread(target=run)
     thread.start()
     return thread
+
+
+def start(
+    coalescer: TransferCoalescer, request_id: str, context: Context, out: dict[str, Any]
+) -> threading.Thread:
+    return answer_in_thread(request_id, lambda: coalescer.transfer(7, transfer(request_id), context), out)
 
 
 def test_transfers_arriving_during_a_call_leave_together_and_each_gets_its_own_answer() -> None:
@@ -158,17 +165,7 @@ class HeldSender:
 
 
 def submit_in_thread(lanes: Coalescer, item: str, out: dict[str, Any], deadline_s: float) -> threading.Thread:
-    """Submits `item` on a thread of its own; its answer, or what it raised, lands in `out`."""
-
-    def run() -> None:
-        try:
-            out[item] = lanes.submit("k", item, time.monotonic() + deadline_s)
-        except Exception as err:
-            out[item] = err
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
+    return answer_in_thread(item, lambda: lanes.submit("k", item, time.monotonic() + deadline_s), out)
 
 
 def test_a_send_that_raises_is_raised_to_each_caller_and_the_sender_goes_on() -> None:
