@@ -14,6 +14,7 @@ from typing import Any
 
 from bankclient import BankClient
 from services.chaos import rto
+from services.cluster import status
 from services.cluster.dc_lifecycle import (
     current_redis_primary,
     kill_component,
@@ -69,6 +70,10 @@ def _measure(state: ClusterState, entry: dict[str, Any], say: Say) -> dict[str, 
             f"  shard {shard}: "
             + (f"first write {value:.2f} s after the fault" if value is not None else "NO WRITE within 60 s")
         )
+    stuck = [shard for shard, value in measured.items() if value is None]
+    if stuck:  # what an operator looks at first: who leads, and which standby streams
+        for line in [status.SHARD_HEADER, *status.shard_lines(state, stuck)]:
+            say("  " + line)
     return entry
 
 

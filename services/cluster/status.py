@@ -34,6 +34,9 @@ FROM pg_stat_replication ORDER BY application_name
 """
 
 
+SHARD_HEADER = f"{'shard':<7}{'primary':<9}{'epoch':<7}standbys (state, sync, lag)"
+
+
 def collect(state: ClusterState) -> dict[str, Any]:
     """The stable JSON shape of `bankctl status --json` (other tools and the tests read it)."""
     spec = state.spec
@@ -172,6 +175,22 @@ def _shard_status(state: ClusterState, shard: int, route: ShardRoute | None) -> 
     }
 
 
+def shard_lines(state: ClusterState, shards: list[int]) -> list[str]:
+    """Each shard's leader and standbys, as `render` shows them: why a shard takes no write."""
+    routes = _routes(state)
+    return [_shard_line(_shard_status(state, shard, routes.get(shard))) for shard in shards]
+
+
+def _shard_line(s: dict[str, Any]) -> str:
+    standbys = "; ".join(
+        f"{b['name']} {b['state']} {b['sync_state'] or '-'} "
+        f"{'-' if b['lag_bytes'] is None else str(b['lag_bytes']) + ' B'}"
+        for b in s["standbys"]
+    )
+    epoch = "?" if s["epoch"] is None else s["epoch"]
+    return f"{s['shard']:<7}{s['primary_dc']:<9}{epoch!s:<7}{standbys}"
+
+
 def render(status: dict[str, Any]) -> str:
     """The status as tables for people."""
     lines = [
@@ -187,15 +206,8 @@ def render(status: dict[str, Any]) -> str:
             f"{c['dc']:<5}{name:<22}{c['role']:<12}{c['host'] + ':' + str(c['port']):<22}"
             f"{c['pid'] or '-':>8}  {'ok' if c['healthy'] else 'DOWN'}"
         )
-    lines += ["", f"{'shard':<7}{'primary':<9}{'epoch':<7}standbys (state, sync, lag)"]
-    for s in status["shards"]:
-        standbys = "; ".join(
-            f"{b['name']} {b['state']} {b['sync_state'] or '-'} "
-            f"{'-' if b['lag_bytes'] is None else str(b['lag_bytes']) + ' B'}"
-            for b in s["standbys"]
-        )
-        epoch = "?" if s["epoch"] is None else s["epoch"]
-        lines.append(f"{s['shard']:<7}{s['primary_dc']:<9}{epoch!s:<7}{standbys}")
+    lines += ["", SHARD_HEADER]
+    lines += [_shard_line(s) for s in status["shards"]]
     if status["faults"]:
         lines += ["", f"{'fault':<20}{'target':<12}{'at':<10}{'active':<8}recovery (first write per shard)"]
         for f in status["faults"]:

@@ -39,6 +39,12 @@ Unserve = Callable[[int], None]
 RETRY_S = 0.5
 STARTUP_GRACE_S = 30.0
 MIRROR_EVERY_S = 2.0
+# Every standby's node checks this often that it streams from its shard's leader, and repairs
+# it once it has not for STANDBY_GRACE_S (a reconnect takes well under a second; a catch-up
+# streams).
+STANDBY_CHECK_S = 5.0
+STANDBY_GRACE_S = 10.0
+MAX_REJOINS = 3  # rewinds in a row while the lead keeps moving; the standby check does the rest
 
 
 class NodeCoordinator:
@@ -68,6 +74,7 @@ class NodeCoordinator:
         self._stopping = threading.Event()
         self._worker = threading.Thread(target=self._work, name="coordinator", daemon=True)
         self._mirror = threading.Thread(target=self._mirror_routes, name="route-mirror", daemon=True)
+        self._checker = threading.Thread(target=self._check_standbys, name="standby-check", daemon=True)
 
     def start(self) -> None:
         self.zk.add_listener(self._on_state)
@@ -83,6 +90,7 @@ class NodeCoordinator:
             agent.watch()
         self.schedule("session", self._on_connected)
         self._mirror.start()
+        self._checker.start()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -133,6 +141,14 @@ class NodeCoordinator:
             except KazooException as err:
                 log.warning("event=route_mirror_failed error=%r", str(err))
 
+    def _check_standbys(self) -> None:
+        """Route changes and reconnections put members in line; this catches what no event
+        announces: a standby whose WAL receiver stopped streaming and stays so."""
+        while not self._stopping.wait(STANDBY_CHECK_S):
+            if self.zk.connected:
+                for shard, agent in self.agents.items():
+                    self.schedule(f"check-{shard}", agent.check_standby)
+
     def _on_state(self, state: str) -> None:
         """Runs on kazoo's thread: decide at once, never block."""
         metrics.set_zk_state(state)
@@ -164,6 +180,7 @@ class ShardAgent:
         # the leading node may simply not be up yet.
         self.leader_seen = False
         self.started = time.monotonic()
+        self.not_streaming_since: float | None = None
 
     @property
     def zk(self) -> KazooClient:
@@ -295,11 +312,77 @@ class ShardAgent:
             pg_control.follow(view, self.shard, self.dc, leader_dc)
             log.info("event=standby_repointed shard=%s to=%s", self.shard, leader_dc)
             return
-        how = instance(view, self.shard, self.dc).rejoin_as_standby(
-            instance(view, self.shard, leader_dc), view.members[self.shard][self.dc].name
-        )
-        log.info("event=member_rejoined shard=%s how=%s leader=%s", self.shard, how, leader_dc)
+        self._rejoin(leader_dc)
+
+    def _rejoin(self, leader_dc: str) -> str:
+        """Rewinds (or re-clones) this DC's member from the leader's; returns how.
+
+        That takes seconds, and the route may move meanwhile (seen: the leader's node died
+        during a rewind from it). A member rewound from a leader that lost the lead holds WAL
+        its successor never had (the rewind's own CHECKPOINT, at least): re-pointed, it would
+        never stream. So it is rewound again, from whoever leads once it is done."""
+        view = self.c.view
+        name = view.members[self.shard][self.dc].name
+        for _ in range(MAX_REJOINS):
+            how = instance(view, self.shard, self.dc).rejoin_as_standby(
+                instance(view, self.shard, leader_dc), name
+            )
+            log.info("event=member_rejoined shard=%s how=%s leader=%s", self.shard, how, leader_dc)
+            route, _ = failover.read_route(self.zk, self.shard)
+            if route.leader_dc in (leader_dc, self.dc):
+                break
+            successor = pg_control.probe(view, self.shard, route.leader_dc)
+            if successor is None or successor.in_recovery:
+                break  # its failover is not done: the standby check brings us in line later
+            log.warning(
+                "event=leader_moved_during_rejoin shard=%s from=%s to=%s",
+                self.shard,
+                leader_dc,
+                route.leader_dc,
+            )
+            leader_dc = route.leader_dc
         self.register()
+        return how
+
+    def check_standby(self) -> None:
+        """Repairs this DC's standby when it has not streamed from the leader for a while:
+        re-points it when it follows another host, else rewinds (or re-clones) it (a timeline it
+        cannot follow, WAL the leader does not have). With `ANY 1`, a shard whose one streaming
+        standby is lost stops committing: a silent second standby must not wait for that."""
+        route, _ = failover.read_route(self.zk, self.shard)
+        if route.leader_dc == self.dc or self.serving_epoch is not None:
+            self.not_streaming_since = None
+            return
+        view = self.c.view
+        leader_host = view.members[self.shard][route.leader_dc].host
+        local = pg_control.probe(view, self.shard, self.dc)
+        if local is not None and local.in_recovery and local.streaming and local.upstream_host == leader_host:
+            self.not_streaming_since = None
+            return
+        now = time.monotonic()
+        if self.not_streaming_since is None:
+            self.not_streaming_since = now
+            return
+        if now - self.not_streaming_since < STANDBY_GRACE_S:
+            return
+        if not self.zk.exists(failover.member_path(self.shard, route.leader_dc)):
+            return  # the leader's node is gone: its failover brings a new route, and us with it
+        leader = pg_control.probe(view, self.shard, route.leader_dc)
+        if leader is None or leader.in_recovery:
+            return
+        log.warning(
+            "event=standby_not_streaming shard=%s for_s=%.0f leader=%s follows=%r in_recovery=%s",
+            self.shard, now - self.not_streaming_since, route.leader_dc,
+            local.conninfo_host if local else None, local.in_recovery if local else None,
+        )  # fmt: skip
+        self.not_streaming_since = None  # the repair gets its own grace period
+        if local is not None and local.in_recovery and local.conninfo_host != leader_host:
+            pg_control.follow(view, self.shard, self.dc, route.leader_dc)
+            metrics.STANDBY_REPAIRS.labels(shard=str(self.shard), how="repointed").inc()
+            log.info("event=standby_repointed shard=%s to=%s", self.shard, route.leader_dc)
+            return
+        how = self._rejoin(route.leader_dc)
+        metrics.STANDBY_REPAIRS.labels(shard=str(self.shard), how=how).inc()
 
     def elect(self) -> None:
         """When the leader's znode and its node are gone, run the failover under the lock."""

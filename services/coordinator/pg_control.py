@@ -27,6 +27,8 @@ class MemberState:
     in_recovery: bool
     receive_lsn: int  # for a standby: how far it has received; for a primary: its current LSN
     upstream_host: str  # the host a standby streams from ('' if none)
+    streaming: bool = False  # a standby whose WAL receiver streams (not starting, not waiting)
+    conninfo_host: str = ""  # the host its primary_conninfo names ('' if none)
 
 
 def probe(view: ClusterView, shard: int, dc: str) -> MemberState | None:
@@ -37,12 +39,21 @@ def probe(view: ClusterView, shard: int, dc: str) -> MemberState | None:
                 "SELECT pg_is_in_recovery(),"
                 " CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn()::text"
                 "      ELSE pg_current_wal_lsn()::text END,"
-                " (SELECT COALESCE(sender_host, '') FROM pg_stat_wal_receiver LIMIT 1)"
+                " (SELECT COALESCE(sender_host, '') FROM pg_stat_wal_receiver LIMIT 1),"
+                " (SELECT status = 'streaming' FROM pg_stat_wal_receiver LIMIT 1),"
+                " current_setting('primary_conninfo')"
             ).fetchone()
     except psycopg.Error:
         return None
     assert row is not None
-    return MemberState(dc, bool(row[0]), lsn_to_int(row[1]), str(row[2] or ""))
+    return MemberState(dc, bool(row[0]), lsn_to_int(row[1]), str(row[2] or ""), bool(row[3]), _host(row[4]))
+
+
+def _host(conninfo: object) -> str:
+    try:
+        return str(psycopg.conninfo.conninfo_to_dict(str(conninfo or "")).get("host", ""))
+    except psycopg.ProgrammingError:
+        return ""
 
 
 def execute(view: ClusterView, shard: int, dc: str, *statements: str) -> None:

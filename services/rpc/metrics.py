@@ -48,6 +48,12 @@ FAILOVER_SECONDS = Histogram(
     "bank_failover_duration_seconds", "From deciding a shard has no leader to its new route published",
     ["shard"], buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
 )  # fmt: skip
+STANDBY_REPAIRS = Counter(
+    "bank_standby_repairs_total",
+    "Standbys this node put back in line after they stopped streaming, by shard and how"
+    " (repointed, rewound, recloned)",
+    ["shard", "how"],
+)
 ZK_SESSION = Gauge("bank_zookeeper_session_state", "1 for the state the ZooKeeper session is in", ["state"])
 ZK_STATES = ("CONNECTED", "SUSPENDED", "LOST")
 

@@ -22,6 +22,22 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         assert bankctl(home, "down").returncode == 0
 
 
+@pytest.fixture(autouse=True)
+def no_fault_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that fails halfway leaves its faults active: heal them, or every later test on the
+    shared cluster fails for that test's reason instead of its own."""
+    cluster = request.getfixturevalue("cluster") if "cluster" in request.fixturenames else None
+    yield
+    if cluster is None:
+        return
+    from services.cluster.state import ClusterState
+
+    state = ClusterState.load(cluster.home)
+    if state is not None and any(f.get("active") for f in state.faults):
+        healed = bankctl(cluster.home, "chaos", "heal", timeout_s=300)
+        assert healed.returncode == 0, healed.stdout[-2000:] + healed.stderr[-2000:]
+
+
 @pytest.fixture(scope="session")
 def accounts(cluster: Cluster) -> list[str]:
     numbers = []

@@ -156,6 +156,54 @@ def test_a_member_that_cannot_start_after_a_power_cut_is_rebuilt_by_its_node(clu
     assert books["reconciled"] and books["pending_transfers"] == 0, books
 
 
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        # Its WAL receiver stopped: re-pointing it is enough.
+        ("ALTER SYSTEM SET primary_conninfo = ''", "SELECT pg_reload_conf()"),
+        # Promoted behind the bank's back: it must be rewound onto the leader's timeline.
+        ("SELECT pg_promote()",),
+    ],
+    ids=["receiver-stopped", "promoted-aside"],
+)
+def test_a_standby_that_stops_streaming_is_put_back_by_its_node(
+    cluster: Cluster, breakage: tuple[str, ...]
+) -> None:
+    """No route change or session event announces a standby that quietly stopped streaming; with
+    `ANY 1`, losing the DC of the shard's other standby would then stop the shard's commits."""
+    from services.cluster.pg_group import member_instance
+    from services.cluster.state import ClusterState
+
+    shard = 1
+    leader = leader_of(cluster, shard)
+    dc = next(d for d in cluster.status()["dcs"] if d != leader)
+    state = ClusterState.load(cluster.home)
+    assert state is not None
+    node_log = cluster.home / "logs" / f"node-{dc}.log"
+    noticed = f"event=standby_not_streaming shard={shard} "
+    before = node_log.read_text(encoding="utf-8").count(noticed)
+    member = member_instance(state, shard, dc)
+    for statement in breakage:
+        member.execute(statement)
+
+    def standby_state() -> str:
+        status = next(s for s in cluster.status()["shards"] if s["shard"] == shard)
+        assert status["primary_dc"] == leader, status  # nothing failed over meanwhile
+        return str(next(m["state"] for m in status["standbys"] if m["dc"] == dc))
+
+    deadline = time.monotonic() + 20
+    while standby_state() == "streaming":  # the change takes effect in the background
+        assert time.monotonic() < deadline, f"{member.name} never stopped streaming"
+        time.sleep(0.5)
+    deadline = time.monotonic() + 90
+    while standby_state() != "streaming":
+        assert time.monotonic() < deadline, f"{member.name} was not put back in line"
+        time.sleep(1)
+    assert node_log.read_text(encoding="utf-8").count(noticed) > before
+    books = cluster.check(wait_s=60)
+    assert books["reconciled"] and books["pending_transfers"] == 0, books
+
+
 def test_two_faults_on_one_dc_heal_into_one_copy_of_each_process(cluster: Cluster) -> None:
     """kill-redis-primary, then kill-dc of that DC: the heal restarts the DC (its Redis with it),
     and the Redis fault's undo must then find Redis running rather than start a second one."""
