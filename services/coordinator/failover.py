@@ -6,10 +6,14 @@ Run by one node at a time (under the shard's ZooKeeper lock) once the leader's s
 2. pick the standby that received the most WAL: with `ANY 1`, it holds every acknowledged commit;
 3. promote it, give every other member a slot on it, re-point the other live standbys;
 4. write the new route with the epoch bumped (compare-and-set), then mirror it into Redis.
+The choice is written down before the promotion (/bank/failover/<n>): a failover cut short after
+it (its node died, a re-pointing failed) is finished by the next one with the member it promoted.
+Choosing again would promote a second member, one that may lack commits only the first one had.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -17,8 +21,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 
+import psycopg
 import redis
 from kazoo.client import KazooClient
+from kazoo.exceptions import NodeExistsError, NoNodeError
 from redis.sentinel import Sentinel
 
 from services.coordinator import pg_control
@@ -32,6 +38,7 @@ LEADERS_PATH = f"{zk_routes.ROOT}/leaders"
 MEMBERS_PATH = f"{zk_routes.ROOT}/members"
 LOCKS_PATH = f"{zk_routes.ROOT}/locks"
 SWITCHOVER_PATH = f"{zk_routes.ROOT}/switchover"
+CHOSEN_PATH = f"{zk_routes.ROOT}/failover"  # /<shard>: {"epoch": the route's before, "dc": chosen}
 CATCH_UP_TIMEOUT_S = 15.0
 
 
@@ -61,27 +68,43 @@ def fail_over(zk: KazooClient, view: ClusterView, shard: int) -> ShardRoute | No
     started = time.monotonic()
     route, version = read_route(zk, shard)
     survivors = [dc for dc in live_members(zk, shard) if dc != route.leader_dc]
-    standbys = [s for s in (pg_control.probe(view, shard, dc) for dc in survivors) if s and s.in_recovery]
-    if not standbys:
-        log.warning(
-            "event=failover_impossible shard=%s reason=no_live_standby survivors=%s", shard, survivors
-        )
-        return None
-    for standby in standbys:
-        pg_control.detach(view, shard, standby.dc)
-    # Positions read after the detachment cannot move any more.
-    settled = [s for s in (pg_control.probe(view, shard, s.dc) for s in standbys) if s and s.in_recovery]
-    best = max(settled, key=lambda s: (s.receive_lsn, s.dc == view.dc))
-    log.info(
-        "event=failover_chosen shard=%s old_leader=%s new_leader=%s positions=%s",
-        shard, route.leader_dc, best.dc, {s.dc: s.receive_lsn for s in settled},
-    )  # fmt: skip
-    pg_control.promote(view, shard, best.dc)
+    members = [s for s in (pg_control.probe(view, shard, dc) for dc in survivors) if s]
+    standbys = [s for s in members if s.in_recovery]
+    chosen = _chosen_before(zk, shard, route.epoch)
+    promoted = next((s for s in members if s.dc == chosen and not s.in_recovery), None)
+    if promoted is not None:
+        log.warning("event=failover_resumed shard=%s new_leader=%s", shard, promoted.dc)
+        pg_control.ensure_slots(view, shard, promoted.dc)  # the cut may have come before them
+        best, settled = promoted, standbys
+    else:
+        if not standbys:
+            log.warning(
+                "event=failover_impossible shard=%s reason=no_live_standby survivors=%s", shard, survivors
+            )
+            return None
+        for standby in standbys:
+            pg_control.detach(view, shard, standby.dc)
+        # Positions read after the detachment cannot move any more.
+        settled = [s for s in (pg_control.probe(view, shard, s.dc) for s in standbys) if s and s.in_recovery]
+        best = max(settled, key=lambda s: (s.receive_lsn, s.dc == view.dc))
+        log.info(
+            "event=failover_chosen shard=%s old_leader=%s new_leader=%s positions=%s",
+            shard, route.leader_dc, best.dc, {s.dc: s.receive_lsn for s in settled},
+        )  # fmt: skip
+        _write_choice(zk, shard, route.epoch, best.dc)
+        pg_control.promote(view, shard, best.dc)
     for other in settled:
         if other.dc != best.dc:
-            pg_control.follow(view, shard, other.dc, best.dc)
+            try:
+                pg_control.follow(view, shard, other.dc, best.dc)
+            except psycopg.Error as err:  # its node re-points it once it sees the new route
+                log.warning(
+                    "event=failover_repoint_failed shard=%s dc=%s error=%r", shard, other.dc, str(err)
+                )
     new_route = ShardRoute(shard, best.dc, route.epoch + 1, view.node_endpoints[best.dc])
     zk.set(f"{zk_routes.SHARDS_PATH}/{shard}", json.dumps(asdict(new_route)).encode(), version=version)
+    with contextlib.suppress(NoNodeError):
+        zk.delete(f"{CHOSEN_PATH}/{shard}")
     # Redis may be failing over itself (a lost DC can hold its primary): never wait for it here.
     threading.Thread(target=publish_routes, args=(zk, view), name="publish-routes", daemon=True).start()
     log.info(
@@ -89,6 +112,24 @@ def fail_over(zk: KazooClient, view: ClusterView, shard: int) -> ShardRoute | No
         shard, best.dc, new_route.epoch, (time.monotonic() - started) * 1000,
     )  # fmt: skip
     return new_route
+
+
+def _chosen_before(zk: KazooClient, shard: int, epoch: int) -> str | None:
+    """The DC an earlier, unfinished failover from this route promoted (or was about to)."""
+    try:
+        raw, _ = zk.get(f"{CHOSEN_PATH}/{shard}")
+    except NoNodeError:
+        return None
+    choice = json.loads(raw)
+    return str(choice["dc"]) if int(choice["epoch"]) == epoch else None
+
+
+def _write_choice(zk: KazooClient, shard: int, epoch: int, dc: str) -> None:
+    value = json.dumps({"epoch": epoch, "dc": dc}).encode()
+    try:
+        zk.create(f"{CHOSEN_PATH}/{shard}", value, makepath=True)
+    except NodeExistsError:
+        zk.set(f"{CHOSEN_PATH}/{shard}", value)
 
 
 def publish_routes(zk: KazooClient, view: ClusterView, only_if_behind: bool = False) -> RoutingTable | None:

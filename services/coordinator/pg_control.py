@@ -85,7 +85,12 @@ def promote(view: ClusterView, shard: int, dc: str) -> None:
         row = conn.execute("SELECT pg_promote(wait => true, wait_seconds => 20)").fetchone()
         if not row or not row[0]:
             raise RuntimeError(f"shard {shard}: promotion of {dc} did not finish")
-        # Every other member needs a slot on the new primary to stream from it.
+    ensure_slots(view, shard, dc)
+
+
+def ensure_slots(view: ClusterView, shard: int, dc: str) -> None:
+    """Every other member needs a slot on the new primary to stream from it."""
+    with psycopg.connect(view.conninfo(shard, dc, "bank-control"), autocommit=True) as conn:
         for other, member in view.members[shard].items():
             if other != dc:
                 conn.execute(

@@ -204,6 +204,56 @@ def test_a_standby_that_stops_streaming_is_put_back_by_its_node(
     assert books["reconciled"] and books["pending_transfers"] == 0, books
 
 
+def test_a_failover_cut_short_after_its_promotion_is_finished_with_the_member_it_promoted(
+    cluster: Cluster,
+) -> None:
+    """A failover detaches every standby, writes its choice and promotes the most advanced one;
+    if its node dies before the route is written, the next failover must not pick another member
+    (the promoted one is no standby any more, and the other may lack commits only it has)."""
+    from services.cluster.pg_group import member_instance
+    from services.cluster.state import ClusterState
+    from services.cluster.zookeeper import zk_client
+    from services.coordinator.failover import CHOSEN_PATH, read_route
+
+    shard = 2
+    leader = leader_of(cluster, shard)
+    chosen, other = (d for d in cluster.status()["dcs"] if d != leader)
+    state = ClusterState.load(cluster.home)
+    assert state is not None
+    # What the failover had done when it was cut short, in its order.
+    for dc in (chosen, other):
+        member_instance(state, shard, dc).execute("ALTER SYSTEM SET primary_conninfo = ''")
+        member_instance(state, shard, dc).execute("SELECT pg_reload_conf()")
+    client = zk_client(state, timeout_s=10)
+    try:
+        route, _ = read_route(client, shard)
+        choice = json.dumps({"epoch": route.epoch, "dc": chosen}).encode()
+        client.create(f"{CHOSEN_PATH}/{shard}", choice, makepath=True)
+    finally:
+        client.stop()
+        client.close()
+    member_instance(state, shard, chosen).execute("SELECT pg_promote()")
+
+    done = bankctl(cluster.home, "chaos", "kill-node", leader, timeout_s=180)
+    assert done.returncode == 0 and "NO WRITE" not in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    assert leader_of(cluster, shard) == chosen
+    logs = "".join(
+        (cluster.home / "logs" / f"node-{dc}.log").read_text(encoding="utf-8") for dc in (chosen, other)
+    )
+    assert f"event=failover_resumed shard={shard} new_leader={chosen}" in logs
+    healed = bankctl(cluster.home, "chaos", "heal", timeout_s=240)
+    assert healed.returncode == 0, healed.stdout[-2000:] + healed.stderr[-2000:]
+    deadline = time.monotonic() + 90  # the other standby re-pointed, the old primary rewound
+    while True:
+        status = next(s for s in cluster.status()["shards"] if s["shard"] == shard)
+        if status["primary_dc"] == chosen and all(m["state"] == "streaming" for m in status["standbys"]):
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(1)
+    books = cluster.check(wait_s=60)
+    assert books["reconciled"] and books["pending_transfers"] == 0, books
+
+
 def test_two_faults_on_one_dc_heal_into_one_copy_of_each_process(cluster: Cluster) -> None:
     """kill-redis-primary, then kill-dc of that DC: the heal restarts the DC (its Redis with it),
     and the Redis fault's undo must then find Redis running rather than start a second one."""
