@@ -12,6 +12,7 @@ Every action runs on one worker thread, so agents never race each other inside a
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import itertools
 import json
@@ -43,7 +44,7 @@ MIRROR_EVERY_S = 2.0
 # it once it has not for STANDBY_GRACE_S (a reconnect takes well under a second; a catch-up
 # streams).
 STANDBY_CHECK_S = 5.0
-STANDBY_GRACE_S = 10.0
+STANDBY_GRACE_S = 15.0
 MAX_REJOINS = 3  # rewinds in a row while the lead keeps moving; the standby check does the rest
 
 
@@ -143,11 +144,20 @@ class NodeCoordinator:
 
     def _check_standbys(self) -> None:
         """Route changes and reconnections put members in line; this catches what no event
-        announces: a standby whose WAL receiver stopped streaming and stays so."""
+        announces: a standby whose WAL receiver stopped streaming and stays so. The looking is
+        done here, off the worker (a probe of an unreachable leader takes seconds, and the
+        worker also runs failovers); only a repair goes to the worker."""
         while not self._stopping.wait(STANDBY_CHECK_S):
-            if self.zk.connected:
-                for shard, agent in self.agents.items():
-                    self.schedule(f"check-{shard}", agent.check_standby)
+            for shard, agent in self.agents.items():
+                if not self.zk.connected:
+                    break
+                try:
+                    leader_dc = agent.standby_needs_repair()
+                except Exception as err:  # ZooKeeper between servers, say: the next round looks again
+                    log.warning("event=standby_check_failed shard=%s error=%r", shard, str(err))
+                    continue
+                if leader_dc is not None:
+                    self.schedule(f"repair-{shard}", functools.partial(agent.repair_standby, leader_dc))
 
     def _on_state(self, state: str) -> None:
         """Runs on kazoo's thread: decide at once, never block."""
@@ -180,7 +190,8 @@ class ShardAgent:
         # the leading node may simply not be up yet.
         self.leader_seen = False
         self.started = time.monotonic()
-        self.not_streaming_since: float | None = None
+        self.not_streaming_since: float | None = None  # read and set by the standby check
+        self.acted_at = 0.0  # when this node last re-pointed, rewound or re-cloned the member
 
     @property
     def zk(self) -> KazooClient:
@@ -310,6 +321,7 @@ class ShardAgent:
             return  # the leader's member is not ready; its route change will bring us back
         if local is not None and local.in_recovery:
             pg_control.follow(view, self.shard, self.dc, leader_dc)
+            self.acted_at = time.monotonic()
             log.info("event=standby_repointed shard=%s to=%s", self.shard, leader_dc)
             return
         self._rejoin(leader_dc)
@@ -341,47 +353,71 @@ class ShardAgent:
                 route.leader_dc,
             )
             leader_dc = route.leader_dc
+        self.acted_at = time.monotonic()
         self.register()
         return how
 
-    def check_standby(self) -> None:
-        """Repairs this DC's standby when it has not streamed from the leader for a while:
-        re-points it when it follows another host, else rewinds (or re-clones) it (a timeline it
-        cannot follow, WAL the leader does not have). With `ANY 1`, a shard whose one streaming
-        standby is lost stops committing: a silent second standby must not wait for that."""
+    def standby_needs_repair(self) -> str | None:
+        """The leader's DC when this DC's standby has not streamed from it for STANDBY_GRACE_S
+        while the leader's member answers as primary, and nothing was done to it meanwhile."""
         route, _ = failover.read_route(self.zk, self.shard)
         if route.leader_dc == self.dc or self.serving_epoch is not None:
             self.not_streaming_since = None
-            return
+            return None
         view = self.c.view
-        leader_host = view.members[self.shard][route.leader_dc].host
         local = pg_control.probe(view, self.shard, self.dc)
-        if local is not None and local.in_recovery and local.streaming and local.upstream_host == leader_host:
+        if self._in_line(local, route.leader_dc):
             self.not_streaming_since = None
-            return
+            return None
         now = time.monotonic()
         if self.not_streaming_since is None:
             self.not_streaming_since = now
-            return
-        if now - self.not_streaming_since < STANDBY_GRACE_S:
-            return
+        if now - max(self.not_streaming_since, self.acted_at) < STANDBY_GRACE_S:
+            return None
         if not self.zk.exists(failover.member_path(self.shard, route.leader_dc)):
-            return  # the leader's node is gone: its failover brings a new route, and us with it
+            return None  # the leader's node is gone: its failover brings a new route, and us with it
         leader = pg_control.probe(view, self.shard, route.leader_dc)
         if leader is None or leader.in_recovery:
+            return None
+        return route.leader_dc
+
+    def _in_line(self, local: pg_control.MemberState | None, leader_dc: str) -> bool:
+        leader_host = self.c.view.members[self.shard][leader_dc].host
+        return (
+            local is not None and local.in_recovery and local.streaming and local.upstream_host == leader_host
+        )
+
+    def repair_standby(self, leader_dc: str) -> None:
+        """On the worker: re-points this DC's standby when it follows another host, else rewinds
+        (or re-clones) it: a timeline it cannot follow, WAL the leader does not have. With
+        `ANY 1`, a shard whose one streaming standby is lost stops committing: a silent second
+        standby must not wait for that to be noticed."""
+        route, _ = failover.read_route(self.zk, self.shard)
+        since = self.not_streaming_since
+        if (
+            route.leader_dc != leader_dc
+            or since is None
+            or time.monotonic() - self.acted_at < STANDBY_GRACE_S
+        ):
+            return  # the route moved, or the standby streams again, or the node just acted on it
+        view = self.c.view
+        local = pg_control.probe(view, self.shard, self.dc)
+        if self._in_line(local, leader_dc):
             return
         log.warning(
             "event=standby_not_streaming shard=%s for_s=%.0f leader=%s follows=%r in_recovery=%s",
-            self.shard, now - self.not_streaming_since, route.leader_dc,
+            self.shard, time.monotonic() - since, leader_dc,
             local.conninfo_host if local else None, local.in_recovery if local else None,
         )  # fmt: skip
         self.not_streaming_since = None  # the repair gets its own grace period
+        leader_host = view.members[self.shard][leader_dc].host
         if local is not None and local.in_recovery and local.conninfo_host != leader_host:
-            pg_control.follow(view, self.shard, self.dc, route.leader_dc)
+            pg_control.follow(view, self.shard, self.dc, leader_dc)
+            self.acted_at = time.monotonic()
             metrics.STANDBY_REPAIRS.labels(shard=str(self.shard), how="repointed").inc()
-            log.info("event=standby_repointed shard=%s to=%s", self.shard, route.leader_dc)
+            log.info("event=standby_repointed shard=%s to=%s", self.shard, leader_dc)
             return
-        how = self._rejoin(route.leader_dc)
+        how = self._rejoin(leader_dc)
         metrics.STANDBY_REPAIRS.labels(shard=str(self.shard), how=how).inc()
 
     def elect(self) -> None:
