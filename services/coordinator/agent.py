@@ -320,11 +320,14 @@ class ShardAgent:
         if leader is None or leader.in_recovery:
             return  # the leader's member is not ready; its route change will bring us back
         if local is not None and local.in_recovery:
-            pg_control.follow(view, self.shard, self.dc, leader_dc)
-            self.acted_at = time.monotonic()
-            log.info("event=standby_repointed shard=%s to=%s", self.shard, leader_dc)
+            self._repoint(leader_dc)
             return
         self._rejoin(leader_dc)
+
+    def _repoint(self, leader_dc: str) -> None:
+        pg_control.follow(self.c.view, self.shard, self.dc, leader_dc)
+        self.acted_at = time.monotonic()
+        log.info("event=standby_repointed shard=%s to=%s", self.shard, leader_dc)
 
     def _rejoin(self, leader_dc: str) -> str:
         """Rewinds (or re-clones) this DC's member from the leader's; returns how.
@@ -412,10 +415,8 @@ class ShardAgent:
         self.not_streaming_since = None  # the repair gets its own grace period
         leader_host = view.members[self.shard][leader_dc].host
         if local is not None and local.in_recovery and local.conninfo_host != leader_host:
-            pg_control.follow(view, self.shard, self.dc, leader_dc)
-            self.acted_at = time.monotonic()
+            self._repoint(leader_dc)
             metrics.STANDBY_REPAIRS.labels(shard=str(self.shard), how="repointed").inc()
-            log.info("event=standby_repointed shard=%s to=%s", self.shard, leader_dc)
             return
         how = self._rejoin(leader_dc)
         metrics.STANDBY_REPAIRS.labels(shard=str(self.shard), how=how).inc()
