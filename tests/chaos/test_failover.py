@@ -181,21 +181,27 @@ def test_a_standby_that_stops_streaming_is_put_back_by_its_node(
     assert state is not None
     node_log = cluster.home / "logs" / f"node-{dc}.log"
     noticed = f"event=standby_not_streaming shard={shard} "
-    before = node_log.read_text(encoding="utf-8").count(noticed)
     member = member_instance(state, shard, dc)
-    for statement in breakage:
-        member.execute(statement)
 
     def standby_state() -> str:
         status = next(s for s in cluster.status()["shards"] if s["shard"] == shard)
         assert status["primary_dc"] == leader, status  # nothing failed over meanwhile
         return str(next(m["state"] for m in status["standbys"] if m["dc"] == dc))
 
+    # The fault must meet a standby in line, not one its node is still rejoining after the
+    # previous test (the rejoin would rewrite the configuration this test breaks).
+    deadline = time.monotonic() + 120
+    while standby_state() != "streaming":
+        assert time.monotonic() < deadline, f"{member.name} never streamed before the fault"
+        time.sleep(1)
+    before = node_log.read_text(encoding="utf-8").count(noticed)
+    for statement in breakage:
+        member.execute(statement)
     deadline = time.monotonic() + 20
     while standby_state() == "streaming":  # the change takes effect in the background
         assert time.monotonic() < deadline, f"{member.name} never stopped streaming"
         time.sleep(0.5)
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 150  # a 15 s grace, a re-pointing, then a rewind if needed
     while standby_state() != "streaming":
         assert time.monotonic() < deadline, f"{member.name} was not put back in line"
         time.sleep(1)
