@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
@@ -85,19 +86,22 @@ def promote(view: ClusterView, shard: int, dc: str) -> None:
         row = conn.execute("SELECT pg_promote(wait => true, wait_seconds => 20)").fetchone()
         if not row or not row[0]:
             raise RuntimeError(f"shard {shard}: promotion of {dc} did not finish")
-    ensure_slots(view, shard, dc)
+        ensure_slots(view, shard, dc, conn)
 
 
-def ensure_slots(view: ClusterView, shard: int, dc: str) -> None:
+def ensure_slots(view: ClusterView, shard: int, dc: str, conn: psycopg.Connection[Any] | None = None) -> None:
     """Every other member needs a slot on the new primary to stream from it."""
-    with psycopg.connect(view.conninfo(shard, dc, "bank-control"), autocommit=True) as conn:
-        for other, member in view.members[shard].items():
-            if other != dc:
-                conn.execute(
-                    "SELECT pg_create_physical_replication_slot(%s) WHERE NOT EXISTS"
-                    " (SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)",
-                    (member.name, member.name),
-                )
+    if conn is None:
+        with psycopg.connect(view.conninfo(shard, dc, "bank-control"), autocommit=True) as own:
+            ensure_slots(view, shard, dc, own)
+        return
+    for other, member in view.members[shard].items():
+        if other != dc:
+            conn.execute(
+                "SELECT pg_create_physical_replication_slot(%s) WHERE NOT EXISTS"
+                " (SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)",
+                (member.name, member.name),
+            )
 
 
 def replayed(view: ClusterView, shard: int, dc: str) -> int:
