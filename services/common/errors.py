@@ -97,3 +97,20 @@ class CrossShard(FailedPrecondition):
     """The request spans two shards and this path does not support it."""
 
     reason = "CROSS_SHARD"
+
+
+def error_from_reason(reason: str, message: str) -> BankError:
+    """The domain error another node reported by its reason word and message (a peer's refusal
+    rebuilt here, so that it reaches the caller with the same code, reason and message)."""
+    cls = _BY_REASON.get(reason, BankError)
+    error = cls.__new__(cls)
+    BankError.__init__(error, message)
+    return error
+
+
+def _subclasses(cls: type[BankError]) -> list[type[BankError]]:
+    return [cls, *(c for sub in cls.__subclasses__() for c in _subclasses(sub))]
+
+
+# Each reason word names one class (the base classes' words are their own status names).
+_BY_REASON: dict[str, type[BankError]] = {c.reason: c for c in _subclasses(BankError)}

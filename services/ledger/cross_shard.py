@@ -1,6 +1,9 @@
 """Transfers whose two accounts live on different shards.
 
-The source shard books the debit against its transit account and an outbox row in one
+Before the debit, the source asks the target's shard whether it would take the credit now
+(`check_credits`: the account exists, is active, holds the currency, has room for the amount),
+so that a bad target is refused at once with the code, reason and message a transfer within
+one shard gets. The source shard then books the debit against its transit account and an outbox row in one
 transaction and answers PENDING. A relay delivers the credit: the target shard books it under
 the same transfer id (so a repeated delivery is recognised and changes nothing) or refuses it
 for good; the source then marks the transfer COMMITTED, or refunds the debit and marks it FAILED.
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Protocol
 
 from services.common.account_rules import (
     credited_balance,
@@ -18,7 +22,7 @@ from services.common.account_rules import (
     require_currency,
 )
 from services.common.errors import BankError
-from services.common.model import COMMITTED, FAILED, TRANSFER, Transfer, evolve
+from services.common.model import COMMITTED, FAILED, TRANSFER, Account, Transfer, evolve
 from services.storage.ledger_store import Booking, Delivery, LedgerStore, LedgerTx, system_account
 
 TRANSIT = "TRANSIT"
@@ -33,9 +37,31 @@ class CreditOutcome:
     message: str = ""
 
 
+@dataclass(frozen=True)
+class CreditCheck:
+    """A credit a transfer is about to owe another shard, checked there before the debit."""
+
+    to_account: str
+    currency: str
+    amount: int
+
+
+class TargetCheck(Protocol):
+    """Asks the shard `target_shard` about credits: per credit None (it would take it now) or
+    the refusal it would give. Raises a retryable BankError when that shard cannot answer."""
+
+    def __call__(self, target_shard: int, credits: list[CreditCheck]) -> list[BankError | None]: ...
+
+
 class CrossShardLedger:
     def __init__(self, store: LedgerStore) -> None:
         self.store = store
+
+    def check_credits(self, credits: list[CreditCheck]) -> list[BankError | None]:
+        """The target's side of the check (reads only): the refusal each credit would get now,
+        by the rules and in the words of a transfer within one shard."""
+        found = self.store.read(lambda reader: reader.get_accounts(sorted({c.to_account for c in credits})))
+        return [_credit_refusal(found, credit) for credit in credits]
 
     def apply_credit(self, transfer: Transfer) -> CreditOutcome:
         """The target's half, at most once per transfer id; a refusal is remembered too."""
@@ -79,6 +105,17 @@ class CrossShardLedger:
     def postpone(self, delivery: Delivery, error: str) -> None:
         delay_s = min(0.1 * 2**delivery.attempts, MAX_RETRY_DELAY_S)
         self.store.run(lambda tx: tx.outbox.postpone(delivery.transfer_id, error, delay_s))
+
+
+def _credit_refusal(accounts: dict[str, Account], credit: CreditCheck) -> BankError | None:
+    try:
+        target = require_account(accounts, credit.to_account, "to_account")
+        require_active(target, "to_account")
+        require_currency(target, credit.currency, "to_account")
+        credited_balance(target, credit.amount, "amount")
+    except BankError as refusal:
+        return refusal
+    return None
 
 
 def _with(transfer: Transfer, status: str, reason: str) -> Transfer:

@@ -8,6 +8,7 @@ request id (see `services.storage.idempotency`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from services.common.account_rules import (
@@ -17,7 +18,7 @@ from services.common.account_rules import (
     require_currency,
     require_funds,
 )
-from services.common.errors import HoldNotActive, InvalidArgument, NotFound
+from services.common.errors import BankError, HoldNotActive, InvalidArgument, NotFound
 from services.common.identifiers import (
     new_hold_id,
     new_transfer_id,
@@ -53,7 +54,7 @@ from services.common.validation import (
     validate_request_id,
 )
 from services.ledger.booking import TransferOrder, transfer_work
-from services.ledger.cross_shard import CrossShardLedger
+from services.ledger.cross_shard import CreditCheck, CrossShardLedger, TargetCheck
 from services.storage.group_commit import run_all
 from services.storage.idempotency import fingerprint, run_once
 from services.storage.ledger_store import LedgerReader, LedgerStore, LedgerTx, system_account
@@ -85,10 +86,21 @@ def _new_transfer(
     )
 
 
+@dataclass(frozen=True)
+class OutgoingTransfer:
+    """A cross-shard transfer request whose target is to be checked before its debit."""
+
+    request_id: str
+    target_shard: int
+    credit: CreditCheck
+
+
 class LedgerHandler:
-    def __init__(self, store: LedgerStore) -> None:
+    def __init__(self, store: LedgerStore, check_targets: TargetCheck | None = None) -> None:
         self.store = store
         self.cross_shard = CrossShardLedger(store)
+        # Asks another shard about a transfer's target before the debit (a lone shard has none).
+        self.check_targets = check_targets
 
     def deposit(
         self, request_id: str, account: str, amount: int, currency: str, reference: str = ""
@@ -174,9 +186,36 @@ class LedgerHandler:
 
     def transfer_out_unit(
         self, request_id: str, source: str, target: str, target_shard: int, amount: int, currency: str,
-        reference: str = "",
+        reference: str = "", *, checked: bool = False,
     ) -> Callable[[LedgerTx], MoneyMovement]:  # fmt: skip
-        return self._transfer_order(request_id, source, target, target_shard, amount, currency, reference)
+        """The checked request as a unit of work; its target is asked about first, unless the
+        caller did that already (`checked`, as a batch does for all its transfers at once)."""
+        unit = self._transfer_order(request_id, source, target, target_shard, amount, currency, reference)
+        if not checked:
+            credit = CreditCheck(target, currency, amount)
+            refusal = self.refused_targets([OutgoingTransfer(request_id, target_shard, credit)])[0]
+            if refusal is not None:
+                raise refusal
+        return unit
+
+    def refused_targets(self, transfers: Sequence[OutgoingTransfer]) -> list[BankError | None]:
+        """Per transfer, the refusal its target's shard gives it now (None: it would take the
+        credit), one question per target shard. A request id this shard answered already is not
+        asked about: its retry gets its first answer whatever its target became since."""
+        refusals: list[BankError | None] = [None] * len(transfers)
+        if self.check_targets is None or not transfers:
+            return refusals
+        ids = [t.request_id for t in transfers]
+        known = self.store.read(lambda reader: reader.known_requests(ids))
+        by_shard: dict[int, list[int]] = {}
+        for index, transfer in enumerate(transfers):
+            if transfer.request_id not in known:
+                by_shard.setdefault(transfer.target_shard, []).append(index)
+        for shard, indexes in by_shard.items():
+            answers = self.check_targets(shard, [transfers[i].credit for i in indexes])
+            for index, answer in zip(indexes, answers, strict=True):
+                refusals[index] = answer
+        return refusals
 
     def _transfer_order(
         self, request_id: str, source: str, target: str, target_shard: int | None, amount: int,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -10,6 +11,8 @@ from bank.v1 import ledger_pb2, ledger_pb2_grpc
 from services.common.errors import BankError
 from services.common.model import MoneyMovement
 from services.common.validation import validate_batch_size
+from services.ledger.cross_shard import CreditCheck
+from services.ledger.handler import OutgoingTransfer
 from services.node.shards import ShardDirectory, ShardHandlers
 from services.rpc.convert import (
     amount_of,
@@ -20,6 +23,22 @@ from services.rpc.convert import (
     transfer_to_proto,
 )
 from services.rpc.status import rpc_method
+
+
+@dataclass
+class _ShardPart:
+    """The transfers of a batch that one shard debits: their units, and the outgoing ones."""
+
+    handlers: ShardHandlers
+    units: list[tuple[int, Callable[..., MoneyMovement]]] = field(default_factory=list)
+    outgoing: list[tuple[int, OutgoingTransfer]] = field(default_factory=list)
+
+    def drop_refused_targets(self) -> dict[int, BankError]:
+        """Asks the target shards about the outgoing transfers; those refused leave the part."""
+        refusals = self.handlers.ledger.refused_targets([transfer for _, transfer in self.outgoing])
+        refused = {index: r for (index, _), r in zip(self.outgoing, refusals, strict=True) if r is not None}
+        self.units = [(index, unit) for index, unit in self.units if index not in refused]
+        return refused
 
 
 class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
@@ -96,36 +115,25 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def CreateTransfers(
         self, request: ledger_pb2.CreateTransfersRequest, context: grpc.ServicerContext
     ) -> ledger_pb2.CreateTransfersResponse:
-        """A batch: each transfer checked and answered alone; a shard's part booked in a few
+        """A batch: each transfer checked and answered alone (a cross-shard one's target asked
+        about first, one question per target shard); a shard's part booked in a few
         transactions. A shard not led here refuses the whole call (the gateway re-routes it)."""
         validate_batch_size(len(request.transfers))
         outcomes: dict[int, MoneyMovement | BaseException] = {}
-        by_shard: dict[int, tuple[ShardHandlers, list[tuple[int, Callable[..., MoneyMovement]]]]] = {}
-        crossing: set[int] = set()
+        by_shard: dict[int, _ShardPart] = {}
         for index, item in enumerate(request.transfers):
             try:
-                handlers, target_shard = self.shards.for_pair(
-                    item.from_account, item.to_account, "from_account", "to_account"
-                )
-                amount = amount_of(item)
-                args = (item.request_id, item.from_account, item.to_account)
-                if target_shard == handlers.shard:
-                    unit = handlers.ledger.transfer_unit(*args, amount, item.currency, item.reference)
-                else:
-                    unit = handlers.ledger.transfer_out_unit(
-                        *args, target_shard, amount, item.currency, item.reference
-                    )
-                    crossing.add(handlers.shard)
+                self._add_unit(by_shard, index, item)
             except BankError as err:
                 if err.retryable:
                     raise  # not led here (or fenced): the whole call goes elsewhere
                 outcomes[index] = err
-                continue
-            by_shard.setdefault(handlers.shard, (handlers, []))[1].append((index, unit))
-        for shard, (handlers, units) in by_shard.items():
-            results = handlers.ledger.run_batch([unit for _, unit in units])
-            outcomes.update({index: result for (index, _), result in zip(units, results, strict=True)})
-            if shard in crossing:
+        for part in by_shard.values():
+            outcomes.update(part.drop_refused_targets())
+        for shard, part in by_shard.items():
+            results = part.handlers.ledger.run_batch([unit for _, unit in part.units])
+            outcomes.update({index: result for (index, _), result in zip(part.units, results, strict=True)})
+            if part.outgoing:
                 self.on_outbox(shard)
         return ledger_pb2.CreateTransfersResponse(
             results=[
@@ -133,6 +141,26 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
                 for index in range(len(request.transfers))
             ]
         )
+
+    def _add_unit(
+        self, by_shard: dict[int, _ShardPart], index: int, item: ledger_pb2.TransferRequest
+    ) -> None:
+        """One transfer of a batch as a unit of its source shard's part (validated, not booked)."""
+        handlers, target_shard = self.shards.for_pair(
+            item.from_account, item.to_account, "from_account", "to_account"
+        )
+        amount = amount_of(item)
+        args = (item.request_id, item.from_account, item.to_account)
+        part = by_shard.get(handlers.shard) or by_shard.setdefault(handlers.shard, _ShardPart(handlers))
+        if target_shard == handlers.shard:
+            unit = handlers.ledger.transfer_unit(*args, amount, item.currency, item.reference)
+        else:
+            unit = handlers.ledger.transfer_out_unit(
+                *args, target_shard, amount, item.currency, item.reference, checked=True
+            )
+            credit = CreditCheck(item.to_account, item.currency, amount)
+            part.outgoing.append((index, OutgoingTransfer(item.request_id, target_shard, credit)))
+        part.units.append((index, unit))
 
     @rpc_method
     def GetTransfer(

@@ -11,22 +11,18 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from bank.v1 import shard_pb2, shard_pb2_grpc
+from bank.v1 import shard_pb2
 from services.common.errors import BankError
 from services.ledger.cross_shard import CrossShardLedger
+from services.node.peers import ShardPeers
 from services.node.shards import ShardDirectory, ShardHandlers
-from services.routing.client import RoutingClient
-from services.rpc import metrics, tls
-from services.rpc.auth import bearer
 from services.storage.ledger_store import Delivery
 
 log = logging.getLogger(__name__)
-SHARD_SERVICE = "bank.v1.ShardService"
 CALL_TIMEOUT_S = 3.0
 
 
@@ -34,25 +30,19 @@ class OutboxRelay:
     def __init__(
         self,
         shards: ShardDirectory,
-        routing: RoutingClient,
-        dc: str = "",
+        peers: ShardPeers,
         idle_s: float = 0.5,
         batch: int = 256,
         workers: int = 8,
-        token: str = "",
-        root_certificates: bytes | None = None,
     ) -> None:
-        self.root_certificates = root_certificates
         self.shards = shards
-        self.metadata: tuple[tuple[str, str], ...] = bearer(token) if token else ()
-        self.dc = dc
-        self.routing = routing
+        self.peers = peers
+        self.routing = peers.routing
         self.idle_s = idle_s
         self.batch = batch
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="relay")
-        self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
         self._rounds: set[int] = set()  # the stores (by id) whose round is under way
         self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
@@ -69,8 +59,6 @@ class OutboxRelay:
         self._thread.join(timeout=5)
         # A round may be stuck on a database that no longer answers: do not wait for it.
         self._pool.shutdown(wait=False, cancel_futures=True)
-        for channel in self._channels.values():
-            channel.close()
 
     def _run(self) -> None:
         """Starts a round for every shard led here whose last round is over. Rounds of different
@@ -154,8 +142,6 @@ class OutboxRelay:
             )
 
     def _send(self, deliveries: list[Delivery]) -> list[shard_pb2.ApplyCreditResponse]:
-        target_shard = deliveries[0].target_shard
-        route = self.routing.route(target_shard)
         credits = [
             shard_pb2.ApplyCreditRequest(
                 transfer_id=d.transfer_id, request_id=f"credit:{d.transfer_id}",
@@ -164,29 +150,8 @@ class OutboxRelay:
             )
             for d in deliveries
         ]  # fmt: skip
-        delay_s = self.routing.link_delay_s(self.dc, route.leader_dc)
-        if delay_s:
-            self._stopping.wait(delay_s)
-        stub = shard_pb2_grpc.ShardServiceStub(self._channel(route.endpoint))
-        started = time.perf_counter()
-        try:
-            answer: shard_pb2.ApplyCreditsResponse = stub.ApplyCredits(
-                shard_pb2.ApplyCreditsRequest(credits=credits),
-                timeout=CALL_TIMEOUT_S,
-                metadata=(("bank-shard-epoch", str(route.epoch)), *self.metadata),
-            )
-        except grpc.RpcError as err:
-            metrics.observe_client_call(
-                SHARD_SERVICE, "ApplyCredits", err.code().name, time.perf_counter() - started
-            )
-            raise
-        metrics.observe_client_call(SHARD_SERVICE, "ApplyCredits", "OK", time.perf_counter() - started)
+        request = shard_pb2.ApplyCreditsRequest(credits=credits)
+        answer: shard_pb2.ApplyCreditsResponse = self.peers.call(
+            deliveries[0].target_shard, "ApplyCredits", request, CALL_TIMEOUT_S
+        )
         return list(answer.outcomes)
-
-    def _channel(self, endpoint: str) -> grpc.Channel:
-        with self._lock:
-            channel = self._channels.get(endpoint)
-            if channel is None:
-                channel = tls.channel(endpoint, self.root_certificates)
-                self._channels[endpoint] = channel
-            return channel

@@ -15,16 +15,19 @@ from prometheus_client import REGISTRY
 from bank.v1 import account_pb2, account_pb2_grpc, ledger_pb2, ledger_pb2_grpc, shard_pb2, shard_pb2_grpc
 from services.account.handler import AccountHandler
 from services.account.servicer import AccountServicer
-from services.common.errors import BankError
+from services.common.errors import BankError, Unavailable
 from services.common.identifiers import NUM_SLOTS
 from services.coordinator.agent import NodeCoordinator
 from services.coordinator.view import ClusterView
+from services.ledger.cross_shard import CreditCheck
 from services.ledger.handler import LedgerHandler
 from services.ledger.servicer import LedgerServicer
 from services.node.metrics import NodeCollector
+from services.node.peers import ShardPeers
 from services.node.relay import OutboxRelay
 from services.node.shard_servicer import ShardServicer
 from services.node.shards import ShardDirectory, ShardHandlers, SlotRange
+from services.node.target_check import TargetChecker
 from services.routing.client import RoutingClient
 from services.rpc.auth import PEER, AuthInterceptor, TokenStore
 from services.rpc.metrics import serve_metrics
@@ -117,13 +120,13 @@ class BankNode:
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        local = {}
-        for shard, conninfo in config.shards.items():
-            store = self._store(conninfo)
-            local[shard] = ShardHandlers(shard, store, AccountHandler(store), LedgerHandler(store))
-        self.shards = ShardDirectory(config.slot_ranges, local)
         self.routing: RoutingClient | None = None
         self.relay: OutboxRelay | None = None
+        self.target_checker: TargetChecker | None = None
+        local = {
+            shard: self._handlers(shard, self._store(conninfo)) for shard, conninfo in config.shards.items()
+        }
+        self.shards = ShardDirectory(config.slot_ranges, local)
         if config.cluster is not None and not (config.peer_token and config.tokens_file):
             raise ValueError("a node of a cluster needs peer_token and tokens_file: it serves peers only")
         if config.redis_address and config.zk_hosts:
@@ -133,10 +136,12 @@ class BankNode:
                 host, int(port), config.zk_hosts, redis_password=cluster.get("redis_password") or None,
                 zk_auth=cluster.get("zk_auth", ""),
             )  # fmt: skip
-            self.relay = OutboxRelay(
-                self.shards, self.routing, dc=cluster.get("dc", ""), token=config.peer_token,
+            self.peers = ShardPeers(
+                self.routing, dc=cluster.get("dc", ""), token=config.peer_token,
                 root_certificates=read((config.tls or {}).get("ca")),
             )  # fmt: skip
+            self.relay = OutboxRelay(self.shards, self.peers)
+            self.target_checker = TargetChecker(self.shards, self.peers)
         self.view = ClusterView.from_json(config.cluster) if config.cluster else None
         self.coordinator = (
             NodeCoordinator(self.view, serve=self._serve, unserve=self._unserve, fence=self._fence)
@@ -146,6 +151,15 @@ class BankNode:
         self._server: RunningServer | None = None
         self._stopping = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_holds, name="hold-sweeper", daemon=True)
+
+    def _handlers(self, shard: int, store: LedgerStore) -> ShardHandlers:
+        return ShardHandlers(shard, store, AccountHandler(store), LedgerHandler(store, self._check_targets))
+
+    def _check_targets(self, target_shard: int, credits: list[CreditCheck]) -> list[BankError | None]:
+        """Asks the target's shard before a cross-shard debit (a lone node has no other shard)."""
+        if self.target_checker is None:
+            raise Unavailable(f"to_account: shard {target_shard} is not reachable from a lone node")
+        return self.target_checker(target_shard, credits)
 
     def _store(self, conninfo: str) -> LedgerStore:
         store = LedgerStore(conninfo, max_size=self.config.pool_max)
@@ -216,7 +230,7 @@ class BankNode:
         apply_migrations(conninfo, shard)
         store = self._store(conninfo)
         store.open(wait_s=10)
-        self.shards.serve(ShardHandlers(shard, store, AccountHandler(store), LedgerHandler(store)), epoch)
+        self.shards.serve(self._handlers(shard, store), epoch)
         log.info("event=serving shard=%s epoch=%s", shard, epoch)
         self._wake_relay(shard)
 
@@ -244,6 +258,7 @@ class BankNode:
             self._server.stop()
         if self.relay is not None:
             self.relay.stop()
+            self.peers.close()
         if self.routing is not None:
             self.routing.stop()
         if self._sweeper.is_alive():

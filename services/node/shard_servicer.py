@@ -12,7 +12,7 @@ from services.common.identifiers import parse_account_number, parse_transfer_id
 from services.common.model import PENDING, TRANSFER, Transfer
 from services.common.money import validate_amount_minor, validate_currency
 from services.common.validation import validate_request_id
-from services.ledger.cross_shard import CreditOutcome
+from services.ledger.cross_shard import CreditCheck, CreditOutcome
 from services.node.shards import ShardDirectory, ShardHandlers
 from services.rpc.status import rpc_method
 
@@ -51,6 +51,33 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
             answers.update({index: _answer(o) for (index, _), o in zip(items, outcomes, strict=True)})
         return shard_pb2.ApplyCreditsResponse(outcomes=[answers[i] for i in range(len(request.credits))])
 
+    @rpc_method
+    def CheckCredits(
+        self, request: shard_pb2.CheckCreditsRequest, context: grpc.ServicerContext
+    ) -> shard_pb2.CheckCreditsResponse:
+        """Would the shards led here take these credits now? Reads only; a malformed credit is
+        answered with its refusal, a shard not led here refuses the whole call (re-routed)."""
+        refusals: dict[int, BankError] = {}
+        by_shard: dict[int, tuple[ShardHandlers, list[tuple[int, CreditCheck]]]] = {}
+        for index, item in enumerate(request.credits):
+            try:
+                validate_currency(item.currency)
+                validate_amount_minor(item.amount)
+                handlers = self.shards.for_account(item.to_account, "to_account")
+            except BankError as err:
+                if err.retryable:
+                    raise
+                refusals[index] = err
+                continue
+            credit = CreditCheck(item.to_account, item.currency, item.amount)
+            by_shard.setdefault(handlers.shard, (handlers, []))[1].append((index, credit))
+        for handlers, items in by_shard.values():
+            found = handlers.ledger.cross_shard.check_credits([c for _, c in items])
+            refusals.update({index: r for (index, _), r in zip(items, found, strict=True) if r is not None})
+        return shard_pb2.CheckCreditsResponse(
+            refusals=[_refusal(refusals.get(index)) for index in range(len(request.credits))]
+        )
+
     def _credit(self, request: shard_pb2.ApplyCreditRequest) -> tuple[ShardHandlers, Transfer]:
         parse_transfer_id(request.transfer_id)
         validate_request_id(request.request_id)
@@ -67,6 +94,12 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
             hold_id="", created_at=datetime.min,
         )  # fmt: skip
         return handlers, transfer
+
+
+def _refusal(error: BankError | None) -> shard_pb2.CreditRefusal:
+    if error is None:
+        return shard_pb2.CreditRefusal()
+    return shard_pb2.CreditRefusal(reason=error.reason, message=error.message)
 
 
 def _answer(outcome: CreditOutcome) -> shard_pb2.ApplyCreditResponse:

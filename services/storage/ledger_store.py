@@ -128,6 +128,10 @@ SELECT account_number, customer_id, currency, status, balance,
        overdraft_limit, version, slot, opened_at
 FROM accounts a WHERE account_number = %s
 """
+# The accounts among many numbers that exist (what a cross-shard target check reads).
+SQL_GET_ACCOUNTS = SQL_GET_ACCOUNT.replace("account_number = %s", "account_number = ANY(%s)")
+# The request ids among many that this shard already answered (their retries need no new check).
+SQL_KNOWN_REQUESTS = "SELECT request_id FROM requests WHERE request_id = ANY(%s)"
 SQL_GET_TRANSFER = f"SELECT {TRANSFER_COLUMNS} FROM transfers WHERE transfer_id = %s"
 SQL_GET_HOLD = f"SELECT {HOLD_VIEW} FROM holds WHERE hold_id = %s"
 SQL_LIST_POSTINGS = """
@@ -513,6 +517,13 @@ class LedgerReader:
     def get_account(self, number: str) -> Account | None:
         cur = self.conn.cursor(row_factory=class_row(Account))
         return cur.execute(SQL_GET_ACCOUNT, (number,)).fetchone()
+
+    def get_accounts(self, numbers: list[str]) -> dict[str, Account]:
+        cur = self.conn.cursor(row_factory=class_row(Account))
+        return {a.account_number: a for a in cur.execute(SQL_GET_ACCOUNTS, (numbers,)).fetchall()}
+
+    def known_requests(self, request_ids: list[str]) -> set[str]:
+        return {row[0] for row in self.conn.execute(SQL_KNOWN_REQUESTS, (request_ids,))}
 
     def get_transfer(self, transfer_id: str) -> Transfer | None:
         cur = self.conn.cursor(row_factory=class_row(Transfer))

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x62\x61nk/v1/shard.proto\x12\x07\x62\x61nk.v1\"\xb2\x01\n\x12\x41pplyCreditRequest\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x14\n\x0c\x66rom_account\x18\x03 \x01(\t\x12\x12\n\nto_account\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x11\n\treference\x18\x07 \x01(\t\x12\x14\n\x0csource_shard\x18\x08 \x01(\r\"_\n\x13\x41pplyCreditResponse\x12\'\n\x07outcome\x18\x01 \x01(\x0e\x32\x16.bank.v1.CreditOutcome\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"C\n\x13\x41pplyCreditsRequest\x12,\n\x07\x63redits\x18\x01 \x03(\x0b\x32\x1b.bank.v1.ApplyCreditRequest\"F\n\x14\x41pplyCreditsResponse\x12.\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1c.bank.v1.ApplyCreditResponse*h\n\rCreditOutcome\x12\x1e\n\x1a\x43REDIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43REDIT_OUTCOME_APPLIED\x10\x01\x12\x1b\n\x17\x43REDIT_OUTCOME_REJECTED\x10\x02\x32\xa5\x01\n\x0cShardService\x12H\n\x0b\x41pplyCredit\x12\x1b.bank.v1.ApplyCreditRequest\x1a\x1c.bank.v1.ApplyCreditResponse\x12K\n\x0c\x41pplyCredits\x12\x1c.bank.v1.ApplyCreditsRequest\x1a\x1d.bank.v1.ApplyCreditsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x62\x61nk/v1/shard.proto\x12\x07\x62\x61nk.v1\"\xb2\x01\n\x12\x41pplyCreditRequest\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x14\n\x0c\x66rom_account\x18\x03 \x01(\t\x12\x12\n\nto_account\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x11\n\treference\x18\x07 \x01(\t\x12\x14\n\x0csource_shard\x18\x08 \x01(\r\"_\n\x13\x41pplyCreditResponse\x12\'\n\x07outcome\x18\x01 \x01(\x0e\x32\x16.bank.v1.CreditOutcome\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"C\n\x13\x41pplyCreditsRequest\x12,\n\x07\x63redits\x18\x01 \x03(\x0b\x32\x1b.bank.v1.ApplyCreditRequest\"F\n\x14\x41pplyCreditsResponse\x12.\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1c.bank.v1.ApplyCreditResponse\"C\n\x13\x43heckCreditsRequest\x12,\n\x07\x63redits\x18\x01 \x03(\x0b\x32\x1b.bank.v1.CheckCreditRequest\"J\n\x12\x43heckCreditRequest\x12\x12\n\nto_account\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\"@\n\x14\x43heckCreditsResponse\x12(\n\x08refusals\x18\x01 \x03(\x0b\x32\x16.bank.v1.CreditRefusal\"0\n\rCreditRefusal\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t*h\n\rCreditOutcome\x12\x1e\n\x1a\x43REDIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43REDIT_OUTCOME_APPLIED\x10\x01\x12\x1b\n\x17\x43REDIT_OUTCOME_REJECTED\x10\x02\x32\xf2\x01\n\x0cShardService\x12H\n\x0b\x41pplyCredit\x12\x1b.bank.v1.ApplyCreditRequest\x1a\x1c.bank.v1.ApplyCreditResponse\x12K\n\x0c\x41pplyCredits\x12\x1c.bank.v1.ApplyCreditsRequest\x1a\x1d.bank.v1.ApplyCreditsResponse\x12K\n\x0c\x43heckCredits\x12\x1c.bank.v1.CheckCreditsRequest\x1a\x1d.bank.v1.CheckCreditsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bank.v1.shard_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREDITOUTCOME']._serialized_start=451
-  _globals['_CREDITOUTCOME']._serialized_end=555
+  _globals['_CREDITOUTCOME']._serialized_start=712
+  _globals['_CREDITOUTCOME']._serialized_end=816
   _globals['_APPLYCREDITREQUEST']._serialized_start=33
   _globals['_APPLYCREDITREQUEST']._serialized_end=211
   _globals['_APPLYCREDITRESPONSE']._serialized_start=213
@@ -41,6 +41,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APPLYCREDITSREQUEST']._serialized_end=377
   _globals['_APPLYCREDITSRESPONSE']._serialized_start=379
   _globals['_APPLYCREDITSRESPONSE']._serialized_end=449
-  _globals['_SHARDSERVICE']._serialized_start=558
-  _globals['_SHARDSERVICE']._serialized_end=723
+  _globals['_CHECKCREDITSREQUEST']._serialized_start=451
+  _globals['_CHECKCREDITSREQUEST']._serialized_end=518
+  _globals['_CHECKCREDITREQUEST']._serialized_start=520
+  _globals['_CHECKCREDITREQUEST']._serialized_end=594
+  _globals['_CHECKCREDITSRESPONSE']._serialized_start=596
+  _globals['_CHECKCREDITSRESPONSE']._serialized_end=660
+  _globals['_CREDITREFUSAL']._serialized_start=662
+  _globals['_CREDITREFUSAL']._serialized_end=710
+  _globals['_SHARDSERVICE']._serialized_start=819
+  _globals['_SHARDSERVICE']._serialized_end=1061
 # @@protoc_insertion_point(module_scope)

@@ -149,3 +149,97 @@ class ApplyCreditsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApplyCreditsResponse: _TypeAlias = ApplyCreditsResponse  # noqa: Y015
+
+@_typing.final
+class CheckCreditsRequest(_message.Message):
+    """Whether a shard would accept credits to these accounts now (exists, active, currency, room
+    for the amount): asked before a cross-shard debit, so that a bad target is refused at once.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDITS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def credits(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckCreditRequest]: ...
+    def __init__(
+        self,
+        *,
+        credits: _abc.Iterable[Global___CheckCreditRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credits", b"credits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckCreditsRequest: _TypeAlias = CheckCreditsRequest  # noqa: Y015
+
+@_typing.final
+class CheckCreditRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TO_ACCOUNT_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    to_account: _builtins.str
+    currency: _builtins.str
+    amount: _builtins.int
+    def __init__(
+        self,
+        *,
+        to_account: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        amount: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "currency", b"currency", "to_account", b"to_account"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckCreditRequest: _TypeAlias = CheckCreditRequest  # noqa: Y015
+
+@_typing.final
+class CheckCreditsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFUSALS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def refusals(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreditRefusal]:
+        """One per credit, in order; an empty reason: acceptable now."""
+
+    def __init__(
+        self,
+        *,
+        refusals: _abc.Iterable[Global___CreditRefusal] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["refusals", b"refusals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckCreditsResponse: _TypeAlias = CheckCreditsResponse  # noqa: Y015
+
+@_typing.final
+class CreditRefusal(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """The stable reason word of the refusal (e.g. NOT_FOUND, ACCOUNT_NOT_ACTIVE), or empty."""
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreditRefusal: _TypeAlias = CreditRefusal  # noqa: Y015

@@ -44,6 +44,11 @@ class ShardServiceStub:
                 request_serializer=bank_dot_v1_dot_shard__pb2.ApplyCreditsRequest.SerializeToString,
                 response_deserializer=bank_dot_v1_dot_shard__pb2.ApplyCreditsResponse.FromString,
                 _registered_method=True)
+        self.CheckCredits = channel.unary_unary(
+                '/bank.v1.ShardService/CheckCredits',
+                request_serializer=bank_dot_v1_dot_shard__pb2.CheckCreditsRequest.SerializeToString,
+                response_deserializer=bank_dot_v1_dot_shard__pb2.CheckCreditsResponse.FromString,
+                _registered_method=True)
 
 
 class ShardServiceServicer:
@@ -63,6 +68,13 @@ class ShardServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckCredits(self, request, context):
+        """Checks the targets of cross-shard transfers before their debits (reads only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +87,11 @@ def add_ShardServiceServicer_to_server(servicer, server):
                     servicer.ApplyCredits,
                     request_deserializer=bank_dot_v1_dot_shard__pb2.ApplyCreditsRequest.FromString,
                     response_serializer=bank_dot_v1_dot_shard__pb2.ApplyCreditsResponse.SerializeToString,
+            ),
+            'CheckCredits': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckCredits,
+                    request_deserializer=bank_dot_v1_dot_shard__pb2.CheckCreditsRequest.FromString,
+                    response_serializer=bank_dot_v1_dot_shard__pb2.CheckCreditsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +148,33 @@ class ShardService:
             '/bank.v1.ShardService/ApplyCredits',
             bank_dot_v1_dot_shard__pb2.ApplyCreditsRequest.SerializeToString,
             bank_dot_v1_dot_shard__pb2.ApplyCreditsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckCredits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bank.v1.ShardService/CheckCredits',
+            bank_dot_v1_dot_shard__pb2.CheckCreditsRequest.SerializeToString,
+            bank_dot_v1_dot_shard__pb2.CheckCreditsResponse.FromString,
             options,
             channel_credentials,
             insecure,

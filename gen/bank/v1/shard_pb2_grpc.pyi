@@ -35,6 +35,8 @@ class ShardServiceStub:
     """Books the credit half of a cross-shard transfer at most once per transfer id."""
     ApplyCredits: _grpc.UnaryUnaryMultiCallable[_shard_pb2.ApplyCreditsRequest, _shard_pb2.ApplyCreditsResponse]
     """The same for many credits at once (what relays use)."""
+    CheckCredits: _grpc.UnaryUnaryMultiCallable[_shard_pb2.CheckCreditsRequest, _shard_pb2.CheckCreditsResponse]
+    """Checks the targets of cross-shard transfers before their debits (reads only)."""
 
 @_typing.type_check_only
 class ShardServiceAsyncStub(ShardServiceStub):
@@ -43,6 +45,8 @@ class ShardServiceAsyncStub(ShardServiceStub):
     """Books the credit half of a cross-shard transfer at most once per transfer id."""
     ApplyCredits: _aio.UnaryUnaryMultiCallable[_shard_pb2.ApplyCreditsRequest, _shard_pb2.ApplyCreditsResponse]  # type: ignore[assignment]
     """The same for many credits at once (what relays use)."""
+    CheckCredits: _aio.UnaryUnaryMultiCallable[_shard_pb2.CheckCreditsRequest, _shard_pb2.CheckCreditsResponse]  # type: ignore[assignment]
+    """Checks the targets of cross-shard transfers before their debits (reads only)."""
 
 class ShardServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -60,5 +64,13 @@ class ShardServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_shard_pb2.ApplyCreditsResponse, _abc.Awaitable[_shard_pb2.ApplyCreditsResponse]]:
         """The same for many credits at once (what relays use)."""
+
+    @_abc_1.abstractmethod
+    def CheckCredits(
+        self,
+        request: _shard_pb2.CheckCreditsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_shard_pb2.CheckCreditsResponse, _abc.Awaitable[_shard_pb2.CheckCreditsResponse]]:
+        """Checks the targets of cross-shard transfers before their debits (reads only)."""
 
 def add_ShardServiceServicer_to_server(servicer: ShardServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
