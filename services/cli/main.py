@@ -6,16 +6,40 @@ import argparse
 import sys
 from pathlib import Path
 
+from services.cli import bank_commands
 from services.cluster.processes import LaunchError
 from services.common.errors import BankError
 from services.cost.model import Assumptions
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bankctl", description="Run and inspect the bank simulator.")
+def add_global_options(parser: argparse.ArgumentParser, default: bool) -> None:
+    """The options every command takes, before or after its name (as git and kubectl users
+    expect); given after, they override; only the top level holds the default."""
     parser.add_argument(
-        "--home", type=Path, default=Path(".bank"), help="where state, data and logs live (default .bank/)"
-    )
+        "--home", type=Path, default=Path(".bank") if default else argparse.SUPPRESS,
+        help="where state, data and logs live (default .bank/)",
+    )  # fmt: skip
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += [sub, *_subparsers(sub)]
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _build_commands()
+    add_global_options(parser, default=True)
+    for sub in _subparsers(parser):
+        add_global_options(sub, default=False)
+    return parser
+
+
+def _build_commands() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bankctl", description="Run and inspect the bank simulator.")
     commands = parser.add_subparsers(dest="command", required=True)
     tour = commands.add_parser(
         "tour",
@@ -144,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print the verdict as JSON"
     )
+    bank_commands.add_parsers(commands)
     return parser
 
 
@@ -172,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             from services.cli.cluster_commands import say
 
             return bench.run(args, say)
+        if args.command in bank_commands.COMMANDS:
+            return bank_commands.run(args)
         if args.command in ("scenario", "demo"):
             from services.cli import demo
 

@@ -22,7 +22,7 @@ from services.gateway.forwarder import Forwarder
 from services.gateway.servicers import ACCOUNTS, LEDGER, GatewayAccountServicer, GatewayLedgerServicer, Router
 from services.routing.client import RoutingClient
 from services.rpc.auth import ADMIN, CLIENT, AuthInterceptor, RateLimiter, TokenStore
-from services.rpc.metrics import serve_metrics
+from services.rpc.metrics import serve_metrics, zero_gateway_series
 from services.rpc.server import Registration, start_server
 from services.rpc.tls import read
 
@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if config.get("metrics_listen"):
         host, metrics_port = config["metrics_listen"].rsplit(":", 1)
         serve_metrics(host, int(metrics_port))
+        zero_gateway_series(sorted({shard for _, _, shard in routing.table.slot_ranges}))
     log.info("event=gateway_ready port=%s routing_version=%s", server.port, routing.table.version)
     if args.port_file:
         partial = args.port_file.with_suffix(".partial")

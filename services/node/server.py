@@ -30,7 +30,7 @@ from services.node.shards import ShardDirectory, ShardHandlers, SlotRange
 from services.node.target_check import TargetChecker
 from services.routing.client import RoutingClient
 from services.rpc.auth import PEER, AuthInterceptor, TokenStore
-from services.rpc.metrics import serve_metrics
+from services.rpc.metrics import serve_metrics, zero_node_series
 from services.rpc.server import Registration, RunningServer, start_server
 from services.rpc.tls import read
 from services.storage.ledger_store import LedgerStore
@@ -210,6 +210,7 @@ class BankNode:
             host, port = self.config.metrics_listen.rsplit(":", 1)
             known = sorted({s for _, _, s in self.config.slot_ranges})
             REGISTRY.register(NodeCollector(self.shards, known))
+            zero_node_series(known)
             serve_metrics(host, int(port))
         if self.routing is not None and self.relay is not None:
             self.routing.start()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from collections.abc import Iterable
 from typing import Any
 
 import grpc
@@ -56,6 +57,33 @@ STANDBY_REPAIRS = Counter(
 )
 ZK_SESSION = Gauge("bank_zookeeper_session_state", "1 for the state the ZooKeeper session is in", ["state"])
 ZK_STATES = ("CONNECTED", "SUSPENDED", "LOST")
+
+
+FAILOVER_OUTCOMES = ("done", "not_possible")
+REPAIRS = ("repointed", "rewound", "recloned")
+RETRY_CODES = ("UNAVAILABLE", "ABORTED")
+
+
+def zero_node_series(shards: Iterable[int]) -> None:
+    """Creates a node's labelled series at zero for every shard, so that a dashboard shows 0
+    (no failover yet), not "No data" (which reads as a missing metric)."""
+    for shard in shards:
+        label = str(shard)
+        for outcome in FAILOVER_OUTCOMES:
+            FAILOVERS.labels(shard=label, outcome=outcome)
+        FAILOVER_SECONDS.labels(shard=label)
+        for how in REPAIRS:
+            STANDBY_REPAIRS.labels(shard=label, how=how)
+    for state in ZK_STATES:
+        ZK_SESSION.labels(state=state)
+
+
+def zero_gateway_series(shards: Iterable[int]) -> None:
+    """The same for a gateway's labelled series."""
+    for shard in shards:
+        GATEWAY_HELD.labels(shard=str(shard)).set(0)
+        for code in RETRY_CODES:
+            GATEWAY_RETRIES.labels(shard=str(shard), code=code)
 
 
 def set_zk_state(state: str) -> None:
