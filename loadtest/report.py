@@ -7,7 +7,6 @@ audit, the cost model); nothing is filled in.
 from __future__ import annotations
 
 import csv
-import html
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
+
+from loadtest import report_page
 
 
 def read_history(path: Path) -> dict[str, list[float]]:
@@ -37,10 +38,12 @@ def read_history(path: Path) -> dict[str, list[float]]:
 
 
 def _mark_faults(axis: Any, faults: list[dict[str, Any]]) -> None:
+    """A fault as a red dashed line, its undoing (a restart, a heal) as a green one."""
     for fault in faults:
-        axis.axvline(fault["t"], color="red", linestyle="--", linewidth=1)
+        color = "green" if fault.get("undo") else "red"
+        axis.axvline(fault["t"], color=color, linestyle="--", linewidth=1)
         axis.annotate(fault["label"], (fault["t"], 1), xycoords=("data", "axes fraction"),
-                      rotation=90, va="top", ha="right", fontsize=8, color="red")  # fmt: skip
+                      rotation=90, va="top", ha="right", fontsize=8, color=color)  # fmt: skip
 
 
 def _finish(fig: Any, axis: Any, out: Path, name: str, title: str, faults: list[dict[str, Any]]) -> str:
@@ -106,7 +109,7 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
     for failover in data["failovers"]:
         rows.append((
             f"{failover['fault']} {failover['dc']}",
-            f"RTO {failover['rto_s']} s on shards {failover['shards']},"
+            f"RTO {failover['rto_s']} s on shards {', '.join(map(str, failover['shards']))},"
             f" {failover['failed_requests']} requests failed",
         ))  # fmt: skip
     rows += [
@@ -122,30 +125,29 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def plot_cost(out: Path, cost: dict[str, Any]) -> str:
+    """The cost per account-year by part, beside the published reference, as bars."""
+    labels = [*report_page.COST_PARTS.values(), "Total"]
+    values = [*(cost["breakdown"][key] for key in report_page.COST_PARTS), cost["per_account_year_cny"]]
+    fig, axis = plt.subplots(figsize=(9, 2.6))
+    bars = axis.barh(labels[::-1], values[::-1], color=["#1a73e8", "#9aa0a6", "#9aa0a6", "#9aa0a6"])
+    axis.bar_label(bars, labels=[f"{v:.6f}" for v in values[::-1]], padding=3, fontsize=8)
+    axis.set_xlabel(f"yuan per account per year (reference: {cost['reference_cny']} yuan)")
+    axis.set_xlim(0, max(values) * 1.3 or 1)
+    axis.set_title("Cost per account-year, by part")
+    fig.tight_layout()
+    fig.savefig(out / "cost.png", dpi=90)
+    plt.close(fig)
+    return "cost.png"
+
+
 def write(out: Path, data: dict[str, Any]) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     images = plot(out, data)
-    data = {**data, "images": images}
+    cost_chart = plot_cost(out, data["cost"])
+    data = {**data, "images": [*images, cost_chart]}
     json_path = out / "report.json"
     json_path.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    table = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in summary_rows(data)
-    )
-    cost = data["cost"]
-    breakdown = "".join(f"<li>{html.escape(k)}: {v}</li>" for k, v in cost["breakdown"].items())
-    assumptions = "".join(f"<li>{html.escape(k)}: {v}</li>" for k, v in cost["assumptions"].items())
-    derived = "".join(f"<li>{html.escape(k)}: {v}</li>" for k, v in cost["derived"].items())
-    figures = "".join(f'<p><img src="{name}" alt="{name}"></p>' for name in images)
-    title = f"bank-sim run {html.escape(data['run_id'])}"
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}th{{text-align:left;padding-right:2em}}
-td,th{{border-bottom:1px solid #ddd;padding:.2em}}</style></head><body>
-<h1>bank-sim: {html.escape(data["scenario"])} run {html.escape(data["run_id"])}</h1>
-<table>{table}</table>{figures}
-<h2>Cost per account per year</h2><ul>{breakdown}</ul><h3>derived</h3><ul>{derived}</ul>
-<h3>assumptions (override with bankctl demo --help)</h3><ul>{assumptions}</ul>
-<p>Every figure comes from this run: Locust's CSVs beside this file, the faults as bankctl recorded them,
-the ledger audited afterwards.</p></body></html>"""
     html_path = out / "report.html"
-    html_path.write_text(page, encoding="utf-8")
+    html_path.write_text(report_page.page(data, summary_rows(data), images, cost_chart), encoding="utf-8")
     return json_path, html_path

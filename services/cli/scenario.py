@@ -78,10 +78,12 @@ def run_scenario(
     _sleep_until(steady_end)
     cpu_after, window_end = sampler.cpu_seconds(state), time.time()
     entries: list[dict[str, Any]] = []
+    undone: list[dict[str, Any]] = []  # when each fault was undone (marked on the plots too)
     if fault_dc:
         entries.append(faults.inject(state, "kill-dc", {"dc": fault_dc}, say))
         _sleep_until(t0 + restart_at_s)
         faults.restart(state, fault_dc, say)
+        undone.append({"t": round(time.time() - t0, 2), "label": f"restart-dc {fault_dc}", "undo": True})
     locust.wait(timeout=duration_s + 120)
     memory, disk = sampler.memory_bytes(state), sampler.disk_bytes(state)
     leaders.stop.set()
@@ -117,7 +119,8 @@ def run_scenario(
         "timeline": {k: v for k, v in history.items() if k != "start"},
         "leaders": leaders.samples,
         "fault_marks": [
-            {"t": round(e["at"] - t0, 2), "label": f"{e['fault']} {e['target']}"} for e in entries
+            *({"t": round(e["at"] - t0, 2), "label": f"{e['fault']} {e['target']}"} for e in entries),
+            *undone,
         ],
     }
     json_path, html_path = report.write(out, data)

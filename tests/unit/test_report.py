@@ -1,0 +1,60 @@
+"""report.html reads like a report: the verdict first, every image it names exists, every fault
+and its undoing is marked, and no raw key of the run's data shows through."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from loadtest import report
+from services.cost.model import Assumptions, Measured, per_account_year
+
+
+def run_data(lost: int = 0) -> dict[str, Any]:
+    seconds = [float(t) for t in range(60)]
+    measured = Measured(cpu_seconds=50.0, window_s=25.0, transactions=4_000, memory_bytes=2 << 30,
+                        disk_bytes=1 << 30, accounts=100_000)  # fmt: skip
+    return {
+        "run_id": "20261130-000000", "scenario": "dc-failover", "users": 24, "duration_s": 60,
+        "throughput_tps": 140.0, "requests_per_s": 220.0, "latency_ms": {"p50": 70, "p95": 190, "p99": 270},
+        "requests": {"total": 13_200, "failed": 3}, "availability": 0.999773,
+        "failovers": [{"fault": "kill-dc", "dc": "dc1", "shards": [0], "rto_s": 3.2,
+                       "rto_per_shard_s": {"0": 3.2}, "failed_requests": 3}],
+        "acked_transfers": 8_000, "acked_lost": lost, "duplicates": 0, "invariant_ok": lost == 0,
+        "books": {}, "cost": per_account_year(measured, Assumptions()),
+        "timeline": {"t": seconds, "rps": [200.0] * 60, "fps": [0.0] * 60, "p50": [70.0] * 60,
+                     "p95": [190.0] * 60, "p99": [270.0] * 60},
+        "leaders": [{"t": t, "leaders": {"0": "dc1" if t < 30 else "dc2", "1": "dc2"}} for t in seconds],
+        "fault_marks": [{"t": 30.0, "label": "kill-dc dc1"},
+                        {"t": 55.0, "label": "restart-dc dc1", "undo": True}],
+    }  # fmt: skip
+
+
+def test_the_page_starts_with_the_verdict_and_names_only_images_that_exist(tmp_path: Path) -> None:
+    _, html_path = report.write(tmp_path, run_data())
+    page = html_path.read_text(encoding="utf-8")
+    images = re.findall(r'<img src="([^"]+)"', page)
+    assert {"throughput.png", "latency.png", "leaders.png", "cost.png"} <= set(images)
+    assert all((tmp_path / name).is_file() and (tmp_path / name).stat().st_size > 1000 for name in images)
+    body = page.split("<body>", 1)[1]
+    assert body.index("PASS") < body.index("<img")
+    assert "Nothing lost: 0 of 8,000" in page and "99.9773%" in page
+    assert "kill-dc dc1 at 30 s" in page and "restart-dc dc1 at 55 s" in page
+
+
+def test_no_raw_key_of_the_data_shows_in_the_page(tmp_path: Path) -> None:
+    data = run_data()
+    _, html_path = report.write(tmp_path, data)
+    text = re.sub(r"<[^>]+>", " ", html_path.read_text(encoding="utf-8"))
+    cost = data["cost"]
+    keys = [*cost["breakdown"], *cost["derived"], *cost["assumptions"], *cost["measured"], *data]
+    shown = [key for key in keys if "_" in key and key in text]
+    assert shown == [], shown
+    assert "yuan per GB-month" in text and "What the model leaves out" in text
+
+
+def test_lost_money_turns_the_verdict_into_a_failure(tmp_path: Path) -> None:
+    _, html_path = report.write(tmp_path, run_data(lost=2))
+    page = html_path.read_text(encoding="utf-8")
+    assert "FAIL" in page and "MONEY LOST OR DOUBLED: 2 of 8,000" in page and ">PASS<" not in page
