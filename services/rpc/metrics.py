@@ -11,8 +11,7 @@ retries, failovers) are counted where they happen.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
