@@ -57,7 +57,7 @@ bench: setup
 	@echo "[bench] bankctl bench: fresh cluster, pgbench, single transfers, coalesced, batches (about 4 minutes)"
 	@$(VENV)/bin/bankctl --home .bank bench --profile
 
-## Renders the compose file, Prometheus config and Kubernetes manifests from the topology.
+## Renders the compose file, Prometheus config, Kubernetes manifests and the picture from the topology.
 deploy-files: setup
 	@echo "[deploy-files] rendering deploy/ from services/cluster/topology.py"
 	@$(PY) -m services.cluster.deploy_render

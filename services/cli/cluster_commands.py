@@ -8,7 +8,7 @@ import sys
 import time
 
 from services.chaos import faults
-from services.cluster import check, launcher, status
+from services.cluster import check, launcher, status, topology_svg
 from services.cluster.bulk_load import bulk_load
 from services.cluster.netns import choose_net
 from services.cluster.state import ClusterState
@@ -34,6 +34,9 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "status":
         report = status.collect(launcher.require_state(args.home))
         print(json.dumps(report, indent=2) if args.json else status.render(report))
+        if args.svg:
+            args.svg.write_text(topology_svg.render(topology_svg.picture_of_status(report)), encoding="utf-8")
+            print(f"picture of the cluster: {args.svg}", file=sys.stderr if args.json else sys.stdout)
         healthy = all(c["healthy"] for c in report["components"])
         return 0 if healthy else 1
     if args.command == "down":

@@ -76,6 +76,9 @@ def _build_commands() -> argparse.ArgumentParser:
         "status", help="show DCs, components, roles, shard primaries and replication"
     )
     status.add_argument("--json", action="store_true", help="print JSON (a stable shape for tools)")
+    status.add_argument(
+        "--svg", type=Path, metavar="FILE", help="also draw the cluster as it is now (leaders, faults) as SVG"
+    )
 
     commands.add_parser("down", help="stop every process the cluster started and remove its data")
 

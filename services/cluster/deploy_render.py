@@ -198,9 +198,10 @@ def _dump(*documents: Any) -> str:
 
 
 def rendered(spec: ClusterSpec) -> dict[Path, str]:
-    from services.cluster import deploy_k8s
+    from services.cluster import deploy_k8s, topology_svg
 
     return {
+        DEPLOY / "architecture.svg": topology_svg.render(topology_svg.picture_of_spec(spec)),
         DEPLOY / "docker-compose.yml": _dump(compose(spec)),
         DEPLOY / "prometheus.yml": _dump(prometheus_config(spec)),
         DEPLOY / "k8s" / "bank-sim.yaml": _dump(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -100,3 +101,13 @@ def test_every_labelled_series_is_there_at_zero_for_every_shard(bank_cluster: Cl
                 if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
             }
             assert seen >= shards, (kind, component["dc"], name, seen)
+
+
+def test_status_draws_the_running_cluster_with_its_leaders(bank_cluster: Cluster, tmp_path: Path) -> None:
+    picture = tmp_path / "bank.svg"
+    code, out, err = cli(bank_cluster, "status", "--svg", str(picture))
+    assert code == 0 and str(picture) in out, err
+    svg = picture.read_text(encoding="utf-8")
+    for shard in bank_cluster.status()["shards"]:
+        assert svg.count(f"PostgreSQL shard {shard['shard']}: PRIMARY") == 1
+    assert "active faults: " in svg
