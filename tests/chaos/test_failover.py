@@ -110,7 +110,10 @@ def test_dc_failover_scenario_report(cluster: Cluster, tmp_path: Path) -> None:
     assert cost["assumptions"]["profile_accounts"] > 0
     page = (run / "report.html").read_text()
     images = re.findall(r'<img src="([^"]+)"', page)
-    assert len(images) == 3 and all((run / image).stat().st_size > 1000 for image in images)
+    assert set(images) == {"throughput.png", "latency.png", "leaders.png", "cost.png"}
+    assert all((run / image).stat().st_size > 1000 for image in images)
+    marks = [m["label"] for m in data["fault_marks"]]
+    assert marks == [f"kill-dc {failover['dc']}", f"restart-dc {failover['dc']}"]  # the undo is marked too
 
 
 def test_kill_node_then_heal_keeps_the_new_node_in_the_record(cluster: Cluster) -> None:
