@@ -14,7 +14,8 @@ from services.common.validation import (
     validate_request_id,
 )
 from services.storage.idempotency import run_once
-from services.storage.ledger_store import LedgerStore, LedgerTx
+from services.storage.ledger_store import LedgerStore
+from services.storage.ledger_tx import LedgerTx
 
 
 class AccountHandler:

@@ -32,7 +32,7 @@ from services.common.errors import Aborted, BankError
 from services.common.model import Account, MoneyMovement, Transfer, evolve, record_to_json
 from services.ledger.cross_shard import TRANSIT
 from services.storage.idempotency import OnceWork, replay
-from services.storage.ledger_store import Booking, LedgerTx, system_account
+from services.storage.ledger_tx import Booking, LedgerTx, system_account
 
 OPERATION = "Transfer"
 Answer = tuple[bool, Any] | None

@@ -23,7 +23,8 @@ from services.common.account_rules import (
 )
 from services.common.errors import BankError
 from services.common.model import COMMITTED, FAILED, TRANSFER, Account, Transfer, evolve
-from services.storage.ledger_store import Booking, Delivery, LedgerStore, LedgerTx, system_account
+from services.storage.ledger_store import LedgerStore
+from services.storage.ledger_tx import Booking, Delivery, LedgerTx, system_account
 
 TRANSIT = "TRANSIT"
 REFUNDED = "REFUNDED"

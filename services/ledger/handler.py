@@ -57,7 +57,9 @@ from services.ledger.booking import TransferOrder, transfer_work
 from services.ledger.cross_shard import CreditCheck, CrossShardLedger, TargetCheck
 from services.storage.group_commit import run_all
 from services.storage.idempotency import fingerprint, run_once
-from services.storage.ledger_store import LedgerReader, LedgerStore, LedgerTx, system_account
+from services.storage.ledger_reader import LedgerReader
+from services.storage.ledger_store import LedgerStore
+from services.storage.ledger_tx import LedgerTx, system_account
 
 CASH = "CASH"
 

@@ -20,7 +20,7 @@ from services.common.errors import BankError
 from services.ledger.cross_shard import CrossShardLedger
 from services.node.peers import ShardPeers
 from services.node.shards import ShardDirectory, ShardHandlers
-from services.storage.ledger_store import Delivery
+from services.storage.ledger_tx import Delivery
 
 log = logging.getLogger(__name__)
 CALL_TIMEOUT_S = 3.0

@@ -33,6 +33,7 @@ from services.rpc.auth import PEER, AuthInterceptor, TokenStore
 from services.rpc.metrics import serve_metrics, zero_node_series
 from services.rpc.server import Registration, RunningServer, start_server
 from services.rpc.tls import read
+from services.storage.group_commit import enable_group_commit
 from services.storage.ledger_store import LedgerStore
 from services.storage.migrate import apply_migrations
 
@@ -164,7 +165,7 @@ class BankNode:
     def _store(self, conninfo: str) -> LedgerStore:
         store = LedgerStore(conninfo, max_size=self.config.pool_max)
         if self.config.group_commit:
-            store.enable_group_commit(self.config.group_max_batch, self.config.group_wait_ms / 1000)
+            enable_group_commit(store, self.config.group_max_batch, self.config.group_wait_ms / 1000)
         return store
 
     def _interceptors(self) -> list[grpc.ServerInterceptor]:

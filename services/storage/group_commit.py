@@ -29,7 +29,8 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from services.common.errors import Aborted, BankError, Unavailable
-from services.storage.ledger_store import MAX_ATTEMPTS, RETRIED, LedgerStore, LedgerTx
+from services.storage.ledger_store import MAX_ATTEMPTS, RETRIED, LedgerStore
+from services.storage.ledger_tx import LedgerTx
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -278,3 +279,9 @@ class GroupCommitter:
                     self._queue.put(unit)
             except Exception:
                 log.exception("event=group_commit_failed units=%s", len(batch))
+
+
+def enable_group_commit(store: LedgerStore, max_batch: int = 64, max_wait_s: float = 0.002) -> None:
+    """From now on the store's `run_grouped` gathers concurrent units of work into shared
+    transactions (see the module's docstring)."""
+    store.attach_committer(GroupCommitter(store, max_batch=max_batch, max_wait_s=max_wait_s))

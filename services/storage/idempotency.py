@@ -10,7 +10,8 @@ from typing import Any, Generic, TypeVar
 
 from services.common.errors import RequestIdReused
 from services.common.model import record_from_json, record_to_json
-from services.storage.ledger_store import LedgerStore, LedgerTx, PriorRequest
+from services.storage.ledger_store import LedgerStore
+from services.storage.ledger_tx import LedgerTx, PriorRequest
 
 R = TypeVar("R")
 

@@ -22,7 +22,7 @@ from services.common.identifiers import make_account_number, new_transfer_id, sl
 from services.common.model import PENDING, TRANSFER, Transfer
 from services.ledger.booking import book_transfers
 from services.storage.group_commit import Unit, run_units
-from services.storage.ledger_store import LedgerTx
+from services.storage.ledger_tx import LedgerTx
 from tests.integration.cluster_helpers import Cluster
 from tests.integration.conftest import Bank, rid
 
