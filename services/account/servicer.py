@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import grpc
 
 from bank.v1 import account_pb2, account_pb2_grpc
-from services.node.shards import ShardDirectory
+from services.account.handler import AccountHandler
 from services.rpc.convert import account_to_proto
 from services.rpc.status import rpc_method
 
 
+class AccountShard(Protocol):
+    """A shard served here, as this servicer needs it."""
+
+    @property
+    def accounts(self) -> AccountHandler: ...
+
+
+class AccountShards(Protocol):
+    """Where a request belongs (the node's shard directory): the shard of an account or of a
+    customer's new account, when this node leads it; otherwise a retry-able refusal."""
+
+    def for_account(self, number: str, field: str = "account_number") -> AccountShard: ...
+
+    def for_customer(self, customer_id: str) -> AccountShard: ...
+
+
 class AccountServicer(account_pb2_grpc.AccountServiceServicer):
-    def __init__(self, shards: ShardDirectory) -> None:
+    def __init__(self, shards: AccountShards) -> None:
         self.shards = shards
 
     @rpc_method

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import grpc
 
@@ -12,8 +13,7 @@ from services.common.errors import BankError
 from services.common.model import MoneyMovement
 from services.common.validation import validate_batch_size
 from services.ledger.cross_shard import CreditCheck
-from services.ledger.handler import OutgoingTransfer
-from services.node.shards import ShardDirectory, ShardHandlers
+from services.ledger.handler import LedgerHandler, OutgoingTransfer
 from services.rpc.convert import (
     amount_of,
     hold_to_proto,
@@ -25,11 +25,40 @@ from services.rpc.convert import (
 from services.rpc.status import rpc_method
 
 
+class LedgerShard(Protocol):
+    """A shard served here, as this servicer needs it."""
+
+    @property
+    def shard(self) -> int: ...
+
+    @property
+    def ledger(self) -> LedgerHandler: ...
+
+
+class LedgerShards(Protocol):
+    """Where a request belongs (the node's shard directory): the shard led here that an
+    account, transfer or hold belongs to; otherwise a retry-able refusal."""
+
+    def for_account(self, number: str, field: str = "account_number") -> LedgerShard: ...
+
+    def for_pair(
+        self, source: str, target: str, source_field: str, target_field: str
+    ) -> tuple[LedgerShard, int]: ...
+
+    def for_same_shard_pair(
+        self, source: str, target: str, source_field: str, target_field: str
+    ) -> LedgerShard: ...
+
+    def for_transfer_id(self, transfer_id: str) -> LedgerShard: ...
+
+    def for_hold_id(self, hold_id: str) -> LedgerShard: ...
+
+
 @dataclass
 class _ShardPart:
     """The transfers of a batch that one shard debits: their units, and the outgoing ones."""
 
-    handlers: ShardHandlers
+    handlers: LedgerShard
     units: list[tuple[int, Callable[..., MoneyMovement]]] = field(default_factory=list)
     outgoing: list[tuple[int, OutgoingTransfer]] = field(default_factory=list)
 
@@ -42,7 +71,7 @@ class _ShardPart:
 
 
 class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
-    def __init__(self, shards: ShardDirectory, on_outbox: Callable[[int], None] = lambda shard: None) -> None:
+    def __init__(self, shards: LedgerShards, on_outbox: Callable[[int], None] = lambda shard: None) -> None:
         self.shards = shards
         # Wakes the relay of a shard as soon as a cross-shard debit is booked.
         self.on_outbox = on_outbox
