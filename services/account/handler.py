@@ -35,7 +35,8 @@ class AccountHandler:
         slot = slot_of_customer(customer_id)
 
         def work(tx: LedgerTx) -> Account:
-            number = make_account_number(slot, tx.next_account_serial())
+            tx.fence([slot], lambda _: f"customer_id: customer {customer_id}")
+            number = make_account_number(slot, tx.next_account_serial(slot))
             return tx.insert_account(number, slot, customer_id, currency, overdraft_limit)
 
         payload = {"customer_id": customer_id, "currency": currency, "overdraft": overdraft_limit}

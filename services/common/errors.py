@@ -93,6 +93,18 @@ class NotLeader(Unavailable):
     reason = "NOT_LEADER"
 
 
+class SlotMoving(Unavailable):
+    """The slot is on its way to another shard (frozen for a moment): retry shortly."""
+
+    reason = "SLOT_MOVING"
+
+
+class SlotMoved(NotLeader):
+    """The slot now belongs to another shard: re-route (the message names it) and retry."""
+
+    reason = "SLOT_MOVED"
+
+
 class CrossShard(FailedPrecondition):
     """The request spans two shards and this path does not support it."""
 

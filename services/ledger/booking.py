@@ -32,7 +32,7 @@ from services.common.errors import Aborted, BankError
 from services.common.model import Account, MoneyMovement, Transfer, evolve, record_to_json
 from services.ledger.cross_shard import TRANSIT
 from services.storage.idempotency import OnceWork, replay
-from services.storage.ledger_tx import Booking, LedgerTx, system_account
+from services.storage.ledger_tx import Booking, LedgerTx, account_slots, first_of_slot, system_account
 
 OPERATION = "Transfer"
 Answer = tuple[bool, Any] | None
@@ -90,10 +90,10 @@ def book_transfers(tx: LedgerTx, orders: list[TransferOrder]) -> list[Answer]:
             answers[first[rid]] = (True, replay(prior, rid, OPERATION, order.digest))
         except BankError as refusal:
             answers[first[rid]] = (False, refusal)
-    mine = [i for rid, i in first.items() if rid not in priors]
+    mine = _writable(tx, [i for rid, i in first.items() if rid not in priors], orders, answers)
     if not mine:
         return answers
-    locked = tx.lock_accounts(a for i in mine for a in orders[i].accounts)
+    locked = tx.lock_accounts((a for i in mine for a in orders[i].accounts), fence=False)
     live = dict(locked)
     moves: Counter[str] = Counter()
     booking = Booking()
@@ -111,6 +111,26 @@ def book_transfers(tx: LedgerTx, orders: list[TransferOrder]) -> list[Answer]:
     booking.balances = {n: (live[n].balance, live[n].held, count) for n, count in moves.items()}
     tx.book(booking)
     return answers
+
+
+def _writable(
+    tx: LedgerTx, indexes: list[int], orders: list[TransferOrder], answers: list[Answer]
+) -> list[int]:
+    """The orders whose accounts' slots this shard may write now; the others are answered with
+    their refusal (retry-able: the slot is moving, or has moved)."""
+    slots = {i: account_slots(orders[i].accounts) for i in indexes}
+    numbers = sorted({a for i in indexes for a in orders[i].accounts})
+    refused = tx.unwritable(
+        {s for of_one in slots.values() for s in of_one},
+        lambda slot: f"account {first_of_slot(numbers, slot)}",
+    )
+    if not refused:
+        return indexes
+    for index in indexes:
+        blocked = sorted(slots[index] & set(refused))
+        if blocked:
+            answers[index] = (False, refused[blocked[0]])
+    return [i for i in indexes if answers[i] is None]
 
 
 def _book(order: TransferOrder, live: dict[str, Account], now: datetime, booking: Booking) -> MoneyMovement:

@@ -24,7 +24,14 @@ from services.common.account_rules import (
 from services.common.errors import BankError
 from services.common.model import COMMITTED, FAILED, TRANSFER, Account, Transfer, evolve
 from services.storage.ledger_store import LedgerStore
-from services.storage.ledger_tx import Booking, Delivery, LedgerTx, system_account
+from services.storage.ledger_tx import (
+    Booking,
+    Delivery,
+    LedgerTx,
+    account_slots,
+    first_of_slot,
+    system_account,
+)
 
 TRANSIT = "TRANSIT"
 REFUNDED = "REFUNDED"
@@ -36,6 +43,7 @@ class CreditOutcome:
     applied: bool
     reason: str = ""  # the stable reason word of a refusal
     message: str = ""
+    later: bool = False  # not booked now (its slot is moving): deliver it again later
 
 
 @dataclass(frozen=True)
@@ -141,8 +149,15 @@ def book_credits(tx: LedgerTx, transfers: list[Transfer]) -> list[CreditOutcome]
         for tid, (status, reason) in tx.known_transfers(list(first)).items()
     }
     fresh = [t for tid, t in first.items() if tid not in outcomes]
+    targets = sorted({t.to_account for t in fresh})
+    refused = tx.unwritable(account_slots(targets), lambda slot: f"to_account {first_of_slot(targets, slot)}")
+    for transfer in fresh:
+        moving = refused.get(int(transfer.to_account[:4]))
+        if moving is not None:
+            outcomes[transfer.transfer_id] = CreditOutcome(False, moving.reason, moving.message, later=True)
+    fresh = [t for t in fresh if t.transfer_id not in outcomes]
     if fresh:
-        live = dict(tx.lock_accounts(t.to_account for t in fresh))
+        live = dict(tx.lock_accounts((t.to_account for t in fresh), fence=False))
         moves: Counter[str] = Counter()
         booking = Booking()
         for transfer in fresh:

@@ -86,11 +86,14 @@ class OutboxRelay:
             due = handlers.ledger.cross_shard.due_deliveries(self.batch)
             by_target: dict[int, list[Delivery]] = {}
             for delivery in due:
-                by_target.setdefault(delivery.target_shard, []).append(delivery)
-            for group in by_target.values():
+                # By the target's slot as the routing table has it now (the slot may have moved
+                # since the debit), not by the shard the outbox row was written for.
+                target = self.routing.shard_of_slot(int(delivery.to_account[:4]))
+                by_target.setdefault(target, []).append(delivery)
+            for target, group in by_target.items():
                 if self._stopping.is_set():
                     return
-                self._deliver(handlers, group)
+                self._deliver(handlers, target, group)
             if due:
                 self._wake.set()  # more may have come meanwhile (its wake-up found this round busy)
         except BankError as err:
@@ -101,11 +104,11 @@ class OutboxRelay:
             with self._lock:
                 self._rounds.discard(key)
 
-    def _deliver(self, handlers: ShardHandlers, deliveries: list[Delivery]) -> None:
+    def _deliver(self, handlers: ShardHandlers, target: int, deliveries: list[Delivery]) -> None:
         """Delivers credits owed to one shard in one call; finishes the applied ones together."""
         ledger = handlers.ledger.cross_shard
         try:
-            answers = self._send(deliveries)
+            answers = self._send(target, deliveries)
         except (grpc.RpcError, BankError) as err:
             error = f"{err.code().name}: {err.details()}" if isinstance(err, grpc.RpcError) else err.message
             if isinstance(err, grpc.RpcError) and err.code() == grpc.StatusCode.UNAVAILABLE:
@@ -141,7 +144,7 @@ class OutboxRelay:
                 "event=relay_postpone_failed transfer_id=%s error=%r", delivery.transfer_id, store_err.message
             )
 
-    def _send(self, deliveries: list[Delivery]) -> list[shard_pb2.ApplyCreditResponse]:
+    def _send(self, target: int, deliveries: list[Delivery]) -> list[shard_pb2.ApplyCreditResponse]:
         credits = [
             shard_pb2.ApplyCreditRequest(
                 transfer_id=d.transfer_id, request_id=f"credit:{d.transfer_id}",
@@ -152,6 +155,6 @@ class OutboxRelay:
         ]  # fmt: skip
         request = shard_pb2.ApplyCreditsRequest(credits=credits)
         answer: shard_pb2.ApplyCreditsResponse = self.peers.call(
-            deliveries[0].target_shard, "ApplyCredits", request, CALL_TIMEOUT_S
+            target, "ApplyCredits", request, CALL_TIMEOUT_S
         )
         return list(answer.outcomes)

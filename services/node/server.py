@@ -33,6 +33,7 @@ from services.rpc.auth import PEER, AuthInterceptor, TokenStore
 from services.rpc.metrics import serve_metrics, zero_node_series
 from services.rpc.server import Registration, RunningServer, start_server
 from services.rpc.tls import read
+from services.storage import slots as slot_fence
 from services.storage.group_commit import enable_group_commit
 from services.storage.ledger_store import LedgerStore
 from services.storage.migrate import apply_migrations
@@ -183,6 +184,7 @@ class BankNode:
     def start(self) -> int:
         for shard, handlers in self.shards.local.items():
             applied = apply_migrations(self.config.shards[shard], shard)
+            self._record_slots(self.config.shards[shard], shard)
             handlers.store.open()
             log.info("event=shard_open shard=%s migrations_applied=%s", shard, ",".join(applied) or "none")
         self._server = start_server(
@@ -215,12 +217,18 @@ class BankNode:
             serve_metrics(host, int(port))
         if self.routing is not None and self.relay is not None:
             self.routing.start()
+            self.routing.on_change(lambda table: self.shards.follow(table.slot_ranges))
             self.relay.start()
         self._sweeper.start()
         if self.coordinator is not None:
             self.coordinator.start()
         log.info("event=node_ready shards=%s port=%s", sorted(self.shards.local), self._server.port)
         return self._server.port
+
+    def _record_slots(self, conninfo: str, shard: int) -> None:
+        """A shard that never recorded its slots takes those the slot map gives it now."""
+        if slot_fence.bootstrap(conninfo, self.shards.slots_of(shard)):
+            log.info("event=slots_recorded shard=%s slots=%s", shard, len(self.shards.slots_of(shard)))
 
     def _serve(self, shard: int, epoch: int) -> None:
         """Called by the coordinator once this DC's member of `shard` is its primary."""
@@ -230,6 +238,7 @@ class BankNode:
             return
         conninfo = self.view.conninfo(shard, self.view.dc, f"node-{self.view.dc}")
         apply_migrations(conninfo, shard)
+        self._record_slots(conninfo, shard)
         store = self._store(conninfo)
         store.open(wait_s=10)
         self.shards.serve(self._handlers(shard, store), epoch)

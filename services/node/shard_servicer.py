@@ -7,7 +7,7 @@ from datetime import datetime
 import grpc
 
 from bank.v1 import shard_pb2, shard_pb2_grpc
-from services.common.errors import BankError, InvalidArgument
+from services.common.errors import BankError
 from services.common.identifiers import parse_account_number, parse_transfer_id
 from services.common.model import PENDING, TRANSFER, Transfer
 from services.common.money import validate_amount_minor, validate_currency
@@ -84,9 +84,9 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
         parse_account_number(request.from_account, "from_account")
         validate_amount_minor(request.amount)
         validate_currency(request.currency)
+        # The debited account may live on this very shard by now (a slot moved after the debit):
+        # the credit is booked all the same, against this shard's transit account.
         handlers = self.shards.for_account(request.to_account, "to_account")
-        if self.shards.shard_of_slot(parse_account_number(request.from_account)) == handlers.shard:
-            raise InvalidArgument("to_account", "a credit from the same shard is not a cross-shard credit")
         transfer = Transfer(
             transfer_id=request.transfer_id, request_id=request.request_id, kind=TRANSFER,
             from_account=request.from_account, to_account=request.to_account, amount=request.amount,
@@ -103,5 +103,7 @@ def _refusal(error: BankError | None) -> shard_pb2.CreditRefusal:
 
 
 def _answer(outcome: CreditOutcome) -> shard_pb2.ApplyCreditResponse:
+    if outcome.later:  # not booked now: the relay delivers it again later (re-routed by slot)
+        return shard_pb2.ApplyCreditResponse(reason=outcome.reason, message=outcome.message)
     applied = shard_pb2.CREDIT_OUTCOME_APPLIED if outcome.applied else shard_pb2.CREDIT_OUTCOME_REJECTED
     return shard_pb2.ApplyCreditResponse(outcome=applied, reason=outcome.reason, message=outcome.message)

@@ -29,15 +29,21 @@ class ShardHandlers:
     ledger: LedgerHandler
 
 
+def slot_map(slot_ranges: list[SlotRange]) -> list[int]:
+    """slot -> shard, from ranges covering every slot."""
+    shard_by_slot = [-1] * NUM_SLOTS
+    for first, last, shard in slot_ranges:
+        for slot in range(first, last + 1):
+            shard_by_slot[slot] = shard
+    assert -1 not in shard_by_slot, "every slot must belong to a shard"
+    return shard_by_slot
+
+
 class ShardDirectory:
     """Maps slots to shards and hands out the handlers of the shards served here."""
 
     def __init__(self, slot_ranges: list[SlotRange], local: dict[int, ShardHandlers]) -> None:
-        self._shard_by_slot = [-1] * NUM_SLOTS
-        for first, last, shard in slot_ranges:
-            for slot in range(first, last + 1):
-                self._shard_by_slot[slot] = shard
-        assert -1 not in self._shard_by_slot, "every slot must belong to a shard"
+        self._shard_by_slot = slot_map(slot_ranges)
         self.local = dict(local)
         self.epochs: dict[int, int] = {}
         # Set while the node's ZooKeeper session is suspended or lost: it leads nothing then.
@@ -45,6 +51,14 @@ class ShardDirectory:
 
     def shard_of_slot(self, slot: int) -> int:
         return self._shard_by_slot[slot]
+
+    def follow(self, slot_ranges: list[SlotRange]) -> None:
+        """Adopts a newer slot map (a slot moved): replaced whole, readers need no lock. The
+        shard's own database has the last word on every write (services.storage.slots)."""
+        self._shard_by_slot = slot_map(slot_ranges)
+
+    def slots_of(self, shard: int) -> list[int]:
+        return [slot for slot, owner in enumerate(self._shard_by_slot) if owner == shard]
 
     def serve(self, handlers: ShardHandlers, epoch: int) -> None:
         self.epochs[handlers.shard] = epoch

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import redis
 from kazoo.client import KazooClient
@@ -43,6 +44,13 @@ class RoutingClient:
         self._zk: KazooClient | None = None
         self._stopping = threading.Event()
         self._listener = threading.Thread(target=self._listen, name="routing-listener", daemon=True)
+        self._on_change: list[Callable[[RoutingTable], None]] = []
+
+    def on_change(self, callback: Callable[[RoutingTable], None]) -> None:
+        """Calls `callback` with every newer table adopted from now on (and the current one)."""
+        self._on_change.append(callback)
+        if self._table.slot_ranges:
+            callback(self._table)
 
     @property
     def table(self) -> RoutingTable:
@@ -104,10 +112,13 @@ class RoutingClient:
 
     def _adopt(self, table: RoutingTable) -> None:
         with self._lock:
-            if table.version > self._table.version:
-                log.info("event=routing_updated version=%s previous=%s", table.version, self._table.version)
-                self._table = table
-                ROUTING_VERSION.set(table.version)
+            if table.version <= self._table.version:
+                return
+            log.info("event=routing_updated version=%s previous=%s", table.version, self._table.version)
+            self._table = table
+            ROUTING_VERSION.set(table.version)
+        for callback in self._on_change:
+            callback(table)
 
     def _read_zookeeper(self) -> RoutingTable | None:
         try:

@@ -7,14 +7,15 @@ made one by one.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import psycopg
 
 from services.common.identifiers import make_account_number, new_transfer_id
+from services.storage.ledger_tx import reserve_serials
 
-SQL_RESERVE_SERIALS = "SELECT nextval('account_serial') FROM generate_series(1, %s)"
 COPY_ACCOUNTS = "COPY accounts (account_number, slot, customer_id, currency, status) FROM STDIN"
 COPY_TRANSFERS = (
     "COPY transfers (transfer_id, request_id, kind, to_account, amount, currency, status, reference)"
@@ -39,8 +40,8 @@ def load_accounts(
     """Opens `accounts` on one shard with `opening_minor` each, in one transaction; returns
     their account numbers in the same order."""
     with psycopg.connect(conninfo) as conn, conn.transaction():
-        serials = [int(row[0]) for row in conn.execute(SQL_RESERVE_SERIALS, (len(accounts),))]
-        numbers = [make_account_number(a.slot, serial) for a, serial in zip(accounts, serials, strict=True)]
+        reserved = reserve_serials(conn, Counter(a.slot for a in accounts))
+        numbers = [make_account_number(a.slot, reserved[a.slot].pop(0)) for a in accounts]
         with conn.cursor() as cur:
             with cur.copy(COPY_ACCOUNTS) as copy:
                 for account, number in zip(accounts, numbers, strict=True):

@@ -6,7 +6,7 @@ over the same accounts serialize without deadlocking.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,7 +16,9 @@ import psycopg
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from services.common.errors import BankError
 from services.common.model import Account, Hold, Transfer
+from services.storage import slots as slot_fence
 from services.storage.sql import (
     SQL_BOOK,
     SQL_CLAIM_REQUEST,
@@ -35,11 +37,11 @@ from services.storage.sql import (
     SQL_LOCK_DELIVERY,
     SQL_LOCK_HOLD,
     SQL_LOCK_ROWS,
-    SQL_NEXT_SERIAL,
     SQL_POSTPONE_DELIVERY,
     SQL_PRIOR_REQUEST,
     SQL_PRIOR_REQUESTS,
     SQL_RELEASE_HELD,
+    SQL_RESERVE_SERIALS,
     SQL_SAVE_RESULT,
     SQL_SET_TRANSFER_STATUS,
     SQL_UPDATE_MONEY,
@@ -51,6 +53,23 @@ def to_json(value: Any) -> str:
     """JSON text of rows and lists for the statements (orjson: the stdlib's encoder was a tenth
     of a node's CPU on batches)."""
     return orjson.dumps(value).decode()
+
+
+def account_slots(numbers: Iterable[str]) -> set[int]:
+    """The slots of customer accounts (a system account belongs to no slot)."""
+    return {int(n[:4]) for n in numbers if not n.startswith("SYS:")}
+
+
+def first_of_slot(numbers: list[str], slot: int) -> str:
+    return next(n for n in numbers if n.startswith(f"{slot:04d}"))
+
+
+def reserve_serials(conn: psycopg.Connection[Any], counts: dict[int, int]) -> dict[int, list[int]]:
+    """`counts[slot]` new serials of each slot's account numbers, in one statement (the slots'
+    counters stay locked until the transaction ends, so serials are never handed out twice)."""
+    slots = sorted(counts)
+    rows = conn.execute(SQL_RESERVE_SERIALS, (slots, [counts[s] for s in slots])).fetchall()
+    return {int(slot): list(range(int(last) - counts[slot] + 1, int(last) + 1)) for slot, last in rows}
 
 
 def system_account(purpose: str, currency: str) -> str:
@@ -131,10 +150,9 @@ class LedgerTx:
     def save_request_result(self, request_id: str, result: dict[str, Any]) -> None:
         self.conn.execute(SQL_SAVE_RESULT, (Jsonb(result), request_id))
 
-    def next_account_serial(self) -> int:
-        row = self.conn.execute(SQL_NEXT_SERIAL).fetchone()
-        assert row is not None
-        return int(row[0])
+    def next_account_serial(self, slot: int) -> int:
+        """The next serial of an account number in `slot` (the slot's own counter)."""
+        return reserve_serials(self.conn, {slot: 1})[slot][0]
 
     def insert_account(
         self, number: str, slot: int, customer_id: str, currency: str, overdraft_limit: int
@@ -150,9 +168,23 @@ class LedgerTx:
         """Locks accounts in the one order every transaction uses (a batch, before its units)."""
         self.conn.execute(SQL_LOCK_ROWS, (to_json(sorted(set(numbers))),))
 
-    def lock_accounts(self, numbers: Iterable[str]) -> dict[str, Account]:
-        """Locks the named accounts in a fixed order and releases their expired holds."""
+    def unwritable(self, slots: Iterable[int], what: Callable[[int], str]) -> dict[int, BankError]:
+        """The slots among `slots` this shard may not write now, with their refusals (see
+        services.storage.slots); the answer holds until this transaction ends."""
+        return slot_fence.unwritable(self.conn, slots, what)
+
+    def fence(self, slots: Iterable[int], what: Callable[[int], str]) -> None:
+        """Refuses the write unless this shard may write every one of `slots` now."""
+        refused = self.unwritable(slots, what)
+        if refused:
+            raise refused[min(refused)]
+
+    def lock_accounts(self, numbers: Iterable[str], fence: bool = True) -> dict[str, Account]:
+        """Locks the named accounts in a fixed order and releases their expired holds; first,
+        unless the caller did (`fence`), refuses the write if a slot of theirs is not writable."""
         wanted = sorted(set(numbers))
+        if fence:
+            self.fence(account_slots(wanted), lambda slot: f"account {first_of_slot(wanted, slot)}")
         cur = self.conn.cursor(row_factory=class_row(Account))
         locked = {a.account_number: a for a in cur.execute(SQL_LOCK_ACCOUNTS, (to_json(wanted),))}
         if locked:
@@ -298,13 +330,23 @@ class DeliveryTx:
         return cur.execute(SQL_LOCK_DELIVERY, (transfer_id,)).fetchone()
 
     def finish_delivered(self, transfer_ids: list[str]) -> None:
-        self.conn.execute(SQL_FINISH_DELIVERED, (to_json(transfer_ids),))
+        """Finishes the deliveries the targets booked, but those of slots no longer writable
+        here (their outbox rows moved with them: the new shard finishes them)."""
+        writable = self._writable(transfer_ids)
+        if writable:
+            self.conn.execute(SQL_FINISH_DELIVERED, (to_json(writable),))
 
     def finish(self, transfer_id: str, status: str, error: str = "") -> None:
         self.conn.execute(SQL_FINISH_DELIVERY, (status, error, transfer_id))
 
     def postpone(self, transfer_id: str, error: str, delay_s: float) -> None:
-        self.conn.execute(SQL_POSTPONE_DELIVERY, (error[:500], delay_s, transfer_id))
+        if self._writable([transfer_id]):
+            self.conn.execute(SQL_POSTPONE_DELIVERY, (error[:500], delay_s, transfer_id))
+
+    def _writable(self, transfer_ids: list[str]) -> list[str]:
+        """The transfers (by the slot in their ids, their debited account's) this shard may write."""
+        refused = slot_fence.unwritable(self.conn, {int(t[1:5]) for t in transfer_ids}, lambda slot: "outbox")
+        return [t for t in transfer_ids if int(t[1:5]) not in refused]
 
 
 # What the node's metrics ask the primary at each scrape: the outbox's depth and age, and

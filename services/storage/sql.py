@@ -28,7 +28,14 @@ RETURNING request_id
 """
 SQL_PRIOR_REQUEST = "SELECT operation, fingerprint, result FROM requests WHERE request_id = %s"
 SQL_SAVE_RESULT = "UPDATE requests SET result = %s WHERE request_id = %s"
-SQL_NEXT_SERIAL = "SELECT nextval('account_serial')"
+# The next serials of slots' account numbers: per slot, the last of `count` new ones (they are
+# last - count + 1 .. last); the counter's row moves with its slot.
+SQL_RESERVE_SERIALS = """
+INSERT INTO slot_serials (slot, last_serial)
+SELECT * FROM unnest(%s::integer[], %s::bigint[])
+ON CONFLICT (slot) DO UPDATE SET last_serial = slot_serials.last_serial + EXCLUDED.last_serial
+RETURNING slot, last_serial
+"""
 SQL_INSERT_ACCOUNT = f"""
 INSERT INTO accounts (account_number, slot, customer_id, currency, status, overdraft_limit)
 VALUES (%s, %s, %s, %s, 'ACTIVE', %s)
@@ -113,10 +120,13 @@ SQL_INSERT_OUTBOX = """
 INSERT INTO outbox (transfer_id, target_shard, from_account, to_account, amount, currency, status)
 VALUES (%s, %s, %s, %s, %s, %s, 'PENDING')
 """
+# Only the deliveries of slots this shard owns: a moving slot's are frozen with it, a moved
+# slot's belong to its new shard.
 SQL_DUE_DELIVERIES = """
-SELECT transfer_id, target_shard, from_account, to_account, amount, currency, attempts
-FROM outbox WHERE status = 'PENDING' AND next_attempt_at <= now()
-ORDER BY next_attempt_at LIMIT %s
+SELECT o.transfer_id, o.target_shard, o.from_account, o.to_account, o.amount, o.currency, o.attempts
+FROM outbox o JOIN slot_state s ON s.slot = substr(o.transfer_id, 2, 4)::integer AND s.state = 'OWNED'
+WHERE o.status = 'PENDING' AND o.next_attempt_at <= now()
+ORDER BY o.next_attempt_at LIMIT %s
 """
 SQL_LOCK_DELIVERY = """
 SELECT transfer_id, target_shard, from_account, to_account, amount, currency, attempts

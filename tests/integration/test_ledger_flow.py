@@ -10,6 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from bank.v1 import account_pb2, ledger_pb2
+from services.common.identifiers import slot_of_customer
 from tests.integration.conftest import Bank, rid
 
 CNY = "CNY"
@@ -244,3 +245,32 @@ def test_health_and_reflection_are_served(bank: Bank) -> None:
     )
     names = {s.name for answer in answers for s in answer.list_services_response.service}
     assert {"bank.v1.AccountService", "bank.v1.LedgerService", "grpc.health.v1.Health"} <= names
+
+
+def customers_in_slots(count: int) -> tuple[list[str], str]:
+    """`count` customer ids that share one slot, and one in another slot."""
+    by_slot: dict[int, list[str]] = {}
+    for i in range(100_000):
+        name = f"serial-customer-{i}"
+        group = by_slot.setdefault(slot_of_customer(name), [])
+        group.append(name)
+        if len(group) == count:
+            other = next(c for s, g in by_slot.items() if s != slot_of_customer(name) for c in g)
+            return group, other
+    raise AssertionError("no slot with enough customers")
+
+
+def test_account_serials_count_per_slot_not_per_shard(bank: Bank) -> None:
+    """A slot's serial counter moves with the slot, so numbers stay unique wherever it lives."""
+    same_slot, elsewhere = customers_in_slots(3)
+    slot = slot_of_customer(same_slot[0])
+    before = bank.sql("SELECT coalesce(max(last_serial), 0) FROM slot_serials WHERE slot = %s", (slot,))[0][0]
+    numbers = [bank.open(customer) for customer in same_slot]
+    assert [int(n[4:15]) for n in numbers] == [before + 1, before + 2, before + 3]
+    assert all(int(n[:4]) == slot for n in numbers)
+    other = bank.open(elsewhere)
+    other_slot = int(other[:4])
+    assert bank.sql("SELECT last_serial FROM slot_serials WHERE slot = %s", (other_slot,)) == [
+        (int(other[4:15]),)
+    ]
+    assert bank.sql("SELECT last_serial FROM slot_serials WHERE slot = %s", (slot,)) == [(before + 3,)]

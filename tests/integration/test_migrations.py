@@ -1,0 +1,45 @@
+"""Schema migrations apply to a shard that already holds data, as on a running cluster."""
+
+from __future__ import annotations
+
+import psycopg
+
+from services.cluster.postgres import PostgresInstance
+from services.common.identifiers import make_account_number
+from services.storage.migrate import apply_migrations, migration_files
+from tests.integration.conftest import fresh_database
+
+
+def apply_until(conninfo: str, last: str) -> None:
+    """The migrations up to `last`, as an older release of the bank applied them."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (name text PRIMARY KEY, applied_at timestamptz DEFAULT now())"
+        )
+        for name, sql in migration_files():
+            if name > last:
+                break
+            conn.execute(sql.encode("utf-8"))
+            conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
+        conn.execute("INSERT INTO shard_info (shard_id) VALUES (0)")
+
+
+def test_slot_serials_continue_after_the_serials_a_shard_handed_out_before(
+    postgres: PostgresInstance,
+) -> None:
+    conninfo = fresh_database(postgres, "it_migrate_serials")
+    apply_until(conninfo, "0003_speed.sql")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for slot in (5, 5, 9, 5):  # the shard-wide sequence, as before
+            serial = conn.execute("SELECT nextval('account_serial')").fetchone()[0]  # type: ignore[index]
+            conn.execute(
+                "INSERT INTO accounts (account_number, slot, customer_id, currency, status)"
+                " VALUES (%s, %s, 'old', 'CNY', 'ACTIVE')",
+                (make_account_number(slot, serial), slot),
+            )
+    assert apply_migrations(conninfo, 0) == [name for name, _ in migration_files() if name > "0003_speed.sql"]
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        counters = dict(conn.execute("SELECT slot, last_serial FROM slot_serials").fetchall())
+        sequences = conn.execute("SELECT count(*) FROM pg_sequences WHERE sequencename = 'account_serial'")
+        assert sequences.fetchone() == (0,)
+    assert counters == {5: 4, 9: 3}
