@@ -8,7 +8,7 @@ import sys
 import time
 
 from services.chaos import faults
-from services.cluster import check, launcher, status, topology_svg
+from services.cluster import check, launcher, slot_moves, status, topology_svg
 from services.cluster.bulk_load import bulk_load
 from services.cluster.netns import choose_net
 from services.cluster.state import ClusterState
@@ -54,6 +54,12 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "load-accounts":
         path = bulk_load(launcher.require_state(args.home), args.count, args.balance, args.currency, say)
         say(f"account numbers appended to {path}")
+        return 0
+    if args.command == "move-slots":
+        first, last = slot_moves.parse_slots(args.slots)
+        record = slot_moves.move_slots(launcher.require_state(args.home), first, last, args.to_shard, say)
+        if args.json:
+            print(json.dumps(record, indent=2))
         return 0
     if args.command == "switchover":
         switchover(launcher.require_state(args.home), args.shard, args.to_dc, say)

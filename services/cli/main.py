@@ -10,6 +10,8 @@ from services.cli import bank_commands
 from services.cluster.processes import LaunchError
 from services.common.errors import BankError
 from services.cost.model import Assumptions
+from services.moves.journal import MoverBusy
+from services.moves.mover import MoveFailed
 
 
 def add_global_options(parser: argparse.ArgumentParser, default: bool) -> None:
@@ -132,6 +134,13 @@ def _build_commands() -> argparse.ArgumentParser:
         "--reports", type=Path, default=Path("reports"), help="where bench/<timestamp>.json goes"
     )
 
+    move = commands.add_parser(
+        "move-slots", help="move a range of slots to another shard while the bank serves (copy, freeze, flip)"
+    )
+    move.add_argument("--slots", required=True, metavar="A-B", help="the slots to move, all on one shard")
+    move.add_argument("--to", required=True, type=int, dest="to_shard", metavar="SHARD")
+    move.add_argument("--json", action="store_true", help="print the move's journal record as JSON")
+
     switch = commands.add_parser("switchover", help="move a shard's leader to another DC, losing no request")
     switch.add_argument("shard", type=int)
     switch.add_argument("--to", required=True, dest="to_dc", metavar="DC")
@@ -191,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             "chaos",
             "switchover",
             "load-accounts",
+            "move-slots",
         ):
             from services.cli import cluster_commands
 
@@ -206,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             from services.cli import demo
 
             return demo.run(args)
-    except (LaunchError, ValueError, TimeoutError, BankError) as err:
+    except (LaunchError, ValueError, TimeoutError, BankError, MoveFailed, MoverBusy) as err:
         print(f"bankctl: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -23,8 +23,9 @@ from services.cluster.state import ClusterState, Component
 from services.cluster.tls import ca_file
 from services.cluster.topology import NETNS
 from services.cluster.zookeeper import zk_client, zk_mode
+from services.moves.journal import Journal
 from services.routing import zk_routes
-from services.routing.table import ShardRoute
+from services.routing.table import RoutingTable, ShardRoute
 from services.rpc import tls
 
 SQL_REPLICATION = """
@@ -34,7 +35,19 @@ FROM pg_stat_replication ORDER BY application_name
 """
 
 
-SHARD_HEADER = f"{'shard':<7}{'primary':<9}{'epoch':<7}standbys (state, sync, lag)"
+MOVE_FIELDS = (
+    "id",
+    "slots",
+    "from",
+    "to",
+    "state",
+    "freeze_ms",
+    "copied_rows",
+    "started_at",
+    "finished_at",
+    "error",
+)
+SHARD_HEADER = f"{'shard':<7}{'primary':<9}{'epoch':<7}{'slots':<7}standbys (state, sync, lag)"
 
 
 def collect(state: ClusterState) -> dict[str, Any]:
@@ -42,8 +55,9 @@ def collect(state: ClusterState) -> dict[str, Any]:
     spec = state.spec
     with ThreadPoolExecutor(max_workers=8) as pool:
         components = list(pool.map(lambda c: _probe(state, c), state.components))
-    routes = _routes(state)
-    shards = [_shard_status(state, shard, routes.get(shard)) for shard in range(spec.shards)]
+    table, moves = _truth(state)
+    ranges = table.slot_ranges or spec.slot_ranges()
+    shards = [_shard_status(state, shard, table.routes.get(shard), ranges) for shard in range(spec.shards)]
     return {
         "status": state.status,
         "home": str(state.home),
@@ -53,6 +67,7 @@ def collect(state: ClusterState) -> dict[str, Any]:
         "netem": state.netem,
         "components": components,
         "shards": shards,
+        "moves": [{key: m.get(key) for key in MOVE_FIELDS} for m in moves],
         "uptime_s": round(time.time() - state.started_at, 1) if state.started_at else None,
         "faults": [
             {
@@ -132,18 +147,29 @@ def _grpc_role(state: ClusterState, component: Component) -> str:
 
 
 def _routes(state: ClusterState) -> dict[int, ShardRoute]:
+    return _truth(state)[0].routes
+
+
+def _truth(state: ClusterState) -> tuple[RoutingTable, list[dict[str, Any]]]:
+    """The routing table and the slot moves' journal, as ZooKeeper has them (empty when it
+    cannot be reached: the shard table then says so with epoch None)."""
     try:
         client = zk_client(state, timeout_s=3)
-    except Exception:  # ZooKeeper unreachable: the shard table says so with epoch None
-        return {}
+    except Exception:
+        return RoutingTable(version=0, slot_ranges=[]), []
     try:
-        return zk_routes.read_table(client).routes
+        return zk_routes.read_table(client), Journal(client).all()
     finally:
         client.stop()
         client.close()
 
 
-def _shard_status(state: ClusterState, shard: int, route: ShardRoute | None) -> dict[str, Any]:
+def _shard_status(
+    state: ClusterState,
+    shard: int,
+    route: ShardRoute | None,
+    ranges: list[tuple[int, int, int]] | None = None,
+) -> dict[str, Any]:
     spec = state.spec
     primary_dc = route.leader_dc if route else spec.primary_dc(shard)
     primary = member_instance(state, shard, primary_dc)
@@ -170,15 +196,19 @@ def _shard_status(state: ClusterState, shard: int, route: ShardRoute | None) -> 
         "shard": shard,
         "primary_dc": primary_dc,
         "epoch": route.epoch if route else None,
-        "slots": [[a, b] for a, b, s in spec.slot_ranges() if s == shard],
+        "slots": [[a, b] for a, b, s in (ranges or spec.slot_ranges()) if s == shard],
+        "slot_count": sum(b - a + 1 for a, b, s in (ranges or spec.slot_ranges()) if s == shard),
         "standbys": standbys,
     }
 
 
 def shard_lines(state: ClusterState, shards: list[int]) -> list[str]:
     """Each shard's leader and standbys, as `render` shows them: why a shard takes no write."""
-    routes = _routes(state)
-    return [_shard_line(_shard_status(state, shard, routes.get(shard))) for shard in shards]
+    table, _ = _truth(state)
+    return [
+        _shard_line(_shard_status(state, shard, table.routes.get(shard), table.slot_ranges))
+        for shard in shards
+    ]
 
 
 def _shard_line(s: dict[str, Any]) -> str:
@@ -188,7 +218,7 @@ def _shard_line(s: dict[str, Any]) -> str:
         for b in s["standbys"]
     )
     epoch = "?" if s["epoch"] is None else s["epoch"]
-    return f"{s['shard']:<7}{s['primary_dc']:<9}{epoch!s:<7}{standbys}"
+    return f"{s['shard']:<7}{s['primary_dc']:<9}{epoch!s:<7}{s.get('slot_count', '?')!s:<7}{standbys}"
 
 
 def render(status: dict[str, Any]) -> str:
@@ -208,6 +238,18 @@ def render(status: dict[str, Any]) -> str:
         )
     lines += ["", SHARD_HEADER]
     lines += [_shard_line(s) for s in status["shards"]]
+    if status.get("moves"):
+        lines += [
+            "",
+            f"{'move':<26}{'slots':<11}{'from':>5}{'to':>4}  {'state':<12}{'freeze':>10}{'rows':>9}",
+        ]
+        for m in status["moves"][-10:]:
+            freeze = "-" if m["freeze_ms"] is None else f"{m['freeze_ms']:.0f} ms"
+            slots = f"{m['slots'][0]}-{m['slots'][1]}"
+            lines.append(
+                f"{m['id']:<26}{slots:<11}{m['from']:>5}{m['to']:>4}  {m['state']:<12}{freeze:>10}"
+                f"{m['copied_rows']:>9}"
+            )
     if status["faults"]:
         lines += ["", f"{'fault':<20}{'target':<12}{'at':<10}{'active':<8}recovery (first write per shard)"]
         for f in status["faults"]:

@@ -77,11 +77,13 @@ class Forwarder:
 
     def call(
         self, service: str, method: str, shard: int, request: Any, context: grpc.ServicerContext,
-        attempt_timeout_s: float = ATTEMPT_TIMEOUT_S,
+        attempt_timeout_s: float = ATTEMPT_TIMEOUT_S, slot: int | None = None,
     ) -> Any:  # fmt: skip
+        """Sends `request` to `shard`'s leader; with `slot`, to whichever shard owns that slot at
+        each attempt (a slot that moves meanwhile is followed to its new shard)."""
         held = [False]  # set once this request counts as waiting for the shard's leader
         try:
-            return self._call(service, method, shard, request, context, held, attempt_timeout_s)
+            return self._call(service, method, shard, request, context, held, attempt_timeout_s, slot)
         finally:
             if held[0]:
                 with self._lock:
@@ -106,6 +108,7 @@ class Forwarder:
         context: grpc.ServicerContext,
         held: list[bool],
         attempt_timeout_s: float,
+        slot: int | None = None,
     ) -> Any:
         remaining = context.time_remaining()
         budget = DEFAULT_DEADLINE_S if remaining is None or remaining > 1e6 else remaining
@@ -120,6 +123,8 @@ class Forwarder:
                     f" ({attempt} tries; last: {last_error})",
                 )
             try:
+                if slot is not None and attempt:
+                    shard = self.routing.shard_of_slot(slot)
                 route = self.routing.route(shard)
                 delay_s = self.routing.link_delay_s(self.dc, route.leader_dc)
                 if delay_s:

@@ -4,6 +4,7 @@ to that shard's leader."""
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -25,6 +26,8 @@ from services.rpc.status import REASON_KEY, rpc_method
 
 ACCOUNTS, LEDGER = "bank.v1.AccountService", "bank.v1.LedgerService"
 BATCH_ATTEMPT_S = 3600.0  # bounded by the caller's deadline in practice
+MOVING = ("SLOT_MOVING", "SLOT_MOVED")  # refusals of a transfer whose slot is on its way
+SLOT_RETRY_S = 0.02
 
 
 class Router:
@@ -35,7 +38,7 @@ class Router:
         return self.forwarder.routing.shard_of_slot(slot)
 
     def send(self, service: str, method: str, slot: int, request: Any, context: grpc.ServicerContext) -> Any:
-        return self.forwarder.call(service, method, self.shard(slot), request, context)
+        return self.forwarder.call(service, method, self.shard(slot), request, context, slot=slot)
 
 
 def _mutation(request: Any) -> None:
@@ -150,6 +153,12 @@ class GatewayLedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         parse_account_number(request.to_account, "to_account")
         slot = parse_account_number(request.from_account, "from_account")
         result = self.coalescer.transfer(self.router.shard(slot), request, context)
+        while result.reason in MOVING and (context.time_remaining() or 0) > SLOT_RETRY_S:
+            # The slot is moving (or moved): held here through the freeze, then sent on to
+            # whichever shard owns it (a retry is safe: the request id makes it idempotent).
+            self.router.forwarder.routing.refresh(from_truth=result.reason == "SLOT_MOVED")
+            time.sleep(SLOT_RETRY_S)
+            result = self.coalescer.transfer(self.router.shard(slot), request, context)
         if result.code != "OK":
             if result.reason:
                 context.set_trailing_metadata(((REASON_KEY, result.reason),))

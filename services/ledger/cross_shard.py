@@ -22,7 +22,7 @@ from services.common.account_rules import (
     require_currency,
 )
 from services.common.errors import BankError
-from services.common.model import COMMITTED, FAILED, TRANSFER, Account, Transfer, evolve
+from services.common.model import COMMITTED, FAILED, PENDING, TRANSFER, Account, Transfer, evolve
 from services.storage.ledger_store import LedgerStore
 from services.storage.ledger_tx import (
     Booking,
@@ -144,9 +144,16 @@ def book_credits(tx: LedgerTx, transfers: list[Transfer]) -> list[CreditOutcome]
     first: dict[str, Transfer] = {}
     for transfer in transfers:
         first.setdefault(transfer.transfer_id, transfer)
+    known = tx.known_transfers(list(first))
+    # A PENDING row here is a debit's, not a credit's: the transfer was debited on this shard (or
+    # on a slot that has moved away since) and its credit's slot lives here now. The credit is
+    # owed until a transit line of it is paid out here.
+    owed = {t for t, (status, _) in known.items() if status == PENDING}
+    paid = tx.outbox.transit_paid(sorted(owed)) if owed else set()
     outcomes = {
-        tid: CreditOutcome(status == COMMITTED, reason, "already delivered")
-        for tid, (status, reason) in tx.known_transfers(list(first)).items()
+        tid: CreditOutcome(status == COMMITTED or tid in paid, reason, "already delivered")
+        for tid, (status, reason) in known.items()
+        if tid not in owed or tid in paid
     }
     fresh = [t for tid, t in first.items() if tid not in outcomes]
     targets = sorted({t.to_account for t in fresh})
@@ -170,12 +177,17 @@ def book_credits(tx: LedgerTx, transfers: list[Transfer]) -> list[CreditOutcome]
             except BankError as refusal:
                 if refusal.retryable:
                     raise
-                booking.transfers.append(_with(transfer, FAILED, refusal.reason))
+                if transfer.transfer_id not in owed:  # a local debit's row is refunded by the relay
+                    booking.transfers.append(_with(transfer, FAILED, refusal.reason))
                 outcomes[transfer.transfer_id] = CreditOutcome(False, refusal.reason, refusal.message)
                 continue
             transit, source = system_account(TRANSIT, transfer.currency), transfer.from_account
             lines = [(transit, -amount, None, source), (target, amount, balance, source)]
-            booking.post(_with(transfer, COMMITTED, ""), lines)
+            booking.post(
+                _with(transfer, COMMITTED, ""), lines, with_transfer=transfer.transfer_id not in owed
+            )
+            if transfer.transfer_id in owed:
+                tx.set_transfer_status(transfer.transfer_id, COMMITTED)
             live[target] = evolve(credit, balance=balance)
             moves[target] += 1
             outcomes[transfer.transfer_id] = CreditOutcome(True)

@@ -6,7 +6,12 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-SQL_BALANCES = "SELECT currency, sum(balance)::bigint, count(*) FROM accounts GROUP BY currency"
+# Only the rows of the slots this shard holds count: a slot moved away keeps its rows here until
+# they are removed, and a slot on its way in is a copy until it is handed over.
+COUNTED = "(SELECT slot FROM slot_state WHERE state IN ('OWNED', 'FROZEN'))"
+SQL_BALANCES = (
+    f"SELECT currency, sum(balance)::bigint, count(*) FROM accounts WHERE slot IN {COUNTED} GROUP BY currency"
+)
 # Money that came into the bank minus money that left it: the opposite of the cash accounts.
 SQL_NET_DEPOSITS = """
 SELECT currency, (-sum(amount))::bigint FROM postings WHERE account_number LIKE 'SYS:CASH:%' GROUP BY currency
@@ -14,17 +19,20 @@ SELECT currency, (-sum(amount))::bigint FROM postings WHERE account_number LIKE 
 SQL_TRANSIT = """
 SELECT currency, sum(amount)::bigint FROM postings WHERE account_number LIKE 'SYS:TRANSIT:%' GROUP BY currency
 """
-SQL_IN_FLIGHT = """
-SELECT currency, sum(amount)::bigint, count(*) FROM outbox WHERE status = 'PENDING' GROUP BY currency
+SQL_IN_FLIGHT = f"""
+SELECT currency, sum(amount)::bigint, count(*) FROM outbox
+WHERE status = 'PENDING' AND substr(transfer_id, 2, 4)::integer IN {COUNTED} GROUP BY currency
 """
-SQL_BELOW_LIMIT = """
+SQL_BELOW_LIMIT = f"""
 SELECT account_number, balance, held, overdraft_limit FROM accounts
-WHERE balance - held < -overdraft_limit OR (balance < 0 AND overdraft_limit = 0)
+WHERE (balance - held < -overdraft_limit OR (balance < 0 AND overdraft_limit = 0)) AND slot IN {COUNTED}
 ORDER BY account_number LIMIT 100
 """
 # A posting whose transfer is missing counts as unbalanced too (no foreign key checks it).
-SQL_UNBALANCED = """
-SELECT p.transfer_id, sum(p.amount)::bigint FROM postings p GROUP BY p.transfer_id
+SQL_UNBALANCED = f"""
+SELECT p.transfer_id, sum(p.amount)::bigint FROM postings p
+WHERE p.account_number LIKE 'SYS:%%' OR substr(p.account_number, 1, 4)::integer IN {COUNTED}
+GROUP BY p.transfer_id
 HAVING sum(p.amount) <> 0 OR NOT EXISTS (SELECT 1 FROM transfers t WHERE t.transfer_id = p.transfer_id)
 LIMIT 100
 """

@@ -44,6 +44,7 @@ from services.storage.sql import (
     SQL_RESERVE_SERIALS,
     SQL_SAVE_RESULT,
     SQL_SET_TRANSFER_STATUS,
+    SQL_TRANSIT_PAID,
     SQL_UPDATE_MONEY,
     SQL_UPDATE_STATUS,
 )
@@ -95,10 +96,14 @@ class Booking:
     # The answered requests: id, operation, fingerprint, result.
     requests: list[tuple[str, str, str, dict[str, Any]]] = field(default_factory=list)
 
-    def post(self, transfer: Transfer, lines: list[tuple[str, int, int | None, str]]) -> None:
-        """A transfer and its lines (account, signed amount, balance after, counterparty)."""
+    def post(
+        self, transfer: Transfer, lines: list[tuple[str, int, int | None, str]], with_transfer: bool = True
+    ) -> None:
+        """A transfer and its lines (account, signed amount, balance after, counterparty); only
+        the lines when the transfer's row is there already (`with_transfer` False)."""
         assert sum(amount for _, amount, _, _ in lines) == 0, lines
-        self.transfers.append(transfer)
+        if with_transfer:
+            self.transfers.append(transfer)
         self.postings.extend(
             (transfer.transfer_id, account, amount, transfer.currency, after, other)
             for account, amount, after, other in lines
@@ -338,6 +343,11 @@ class DeliveryTx:
 
     def finish(self, transfer_id: str, status: str, error: str = "") -> None:
         self.conn.execute(SQL_FINISH_DELIVERY, (status, error, transfer_id))
+
+    def transit_paid(self, transfer_ids: list[str]) -> set[str]:
+        """Among transfers whose row here is a debit's, those whose credit is booked here too
+        (a transit line paid out): a slot moved here after the debit."""
+        return {r[0] for r in self.conn.execute(SQL_TRANSIT_PAID, (transfer_ids,))}
 
     def postpone(self, transfer_id: str, error: str, delay_s: float) -> None:
         if self._writable([transfer_id]):

@@ -1,0 +1,56 @@
+"""`bankctl move-slots`: a slot move run from the command line, on the cluster `up` recorded
+(the mover itself is services/moves/mover.py; this wires it to the cluster's primaries)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from services.cluster.pg_group import member_instance
+from services.cluster.state import ClusterState
+from services.cluster.zookeeper import zk_client
+from services.common.identifiers import NUM_SLOTS
+from services.moves.mover import SlotMover
+from services.routing import zk_routes
+
+
+def parse_slots(text: str) -> tuple[int, int]:
+    """'A-B' (or 'A') as a range of slots."""
+    first, _, last = text.partition("-")
+    try:
+        low, high = int(first), int(last or first)
+    except ValueError:
+        raise ValueError(f"--slots must be A-B (slot numbers), not {text!r}") from None
+    if not 0 <= low <= high < NUM_SLOTS:
+        raise ValueError(f"--slots must be within 0-{NUM_SLOTS - 1} with A <= B, not {text!r}")
+    return low, high
+
+
+def mover(
+    state: ClusterState, say: Callable[[str], None], **options: Any
+) -> tuple[SlotMover, Callable[[], None]]:
+    """A mover of this cluster's slots, and how to close it."""
+    zk = zk_client(state, timeout_s=10)
+
+    def conninfo_of(shard: int) -> str:
+        route = zk_routes.read_table(zk).routes.get(shard)
+        leader_dc = route.leader_dc if route else state.spec.primary_dc(shard)
+        return member_instance(state, shard, leader_dc).conninfo(application_name="bankctl-mover")
+
+    def close() -> None:
+        zk.stop()
+        zk.close()
+
+    return SlotMover(zk, conninfo_of, say, **options), close
+
+
+def move_slots(
+    state: ClusterState, first: int, last: int, target: int, say: Callable[[str], None]
+) -> dict[str, Any]:
+    if not 0 <= target < state.spec.shards:
+        raise ValueError(f"--to must be a shard of this cluster (0-{state.spec.shards - 1}), not {target}")
+    slot_mover, close = mover(state, say)
+    try:
+        return slot_mover.move(first, last, target)
+    finally:
+        close()
