@@ -56,10 +56,24 @@ def run(args: argparse.Namespace) -> int:
         say(f"account numbers appended to {path}")
         return 0
     if args.command == "move-slots":
+        state = launcher.require_state(args.home)
+        if args.resume:
+            records = slot_moves.resume(state, say)
+            say(f"{len(records)} move(s) left half way, each finished or rolled back")
+            if args.json:
+                print(json.dumps(records, indent=2))
+            return 0
+        if args.slots is None or args.to_shard is None:
+            raise ValueError("move-slots needs --slots A-B and --to SHARD (or --resume)")
         first, last = slot_moves.parse_slots(args.slots)
-        record = slot_moves.move_slots(launcher.require_state(args.home), first, last, args.to_shard, say)
+        record = slot_moves.move_slots(state, first, last, args.to_shard, say)
         if args.json:
             print(json.dumps(record, indent=2))
+        return 0
+    if args.command == "rebalance":
+        records = slot_moves.rebalance(launcher.require_state(args.home), args.batch, say)
+        if args.json:
+            print(json.dumps(records, indent=2))
         return 0
     if args.command == "switchover":
         switchover(launcher.require_state(args.home), args.shard, args.to_dc, say)

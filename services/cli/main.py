@@ -137,9 +137,18 @@ def _build_commands() -> argparse.ArgumentParser:
     move = commands.add_parser(
         "move-slots", help="move a range of slots to another shard while the bank serves (copy, freeze, flip)"
     )
-    move.add_argument("--slots", required=True, metavar="A-B", help="the slots to move, all on one shard")
-    move.add_argument("--to", required=True, type=int, dest="to_shard", metavar="SHARD")
+    move.add_argument("--slots", metavar="A-B", help="the slots to move, all on one shard")
+    move.add_argument("--to", type=int, dest="to_shard", metavar="SHARD")
+    move.add_argument(
+        "--resume", action="store_true", help="only finish (or roll back) the moves a mover left half way"
+    )
     move.add_argument("--json", action="store_true", help="print the move's journal record as JSON")
+
+    balance = commands.add_parser(
+        "rebalance", help="move batches of slots, one at a time, until every shard owns an equal share"
+    )
+    balance.add_argument("--batch", type=int, default=32, help="slots per move (default 32)")
+    balance.add_argument("--json", action="store_true", help="print the moves' journal records as JSON")
 
     switch = commands.add_parser("switchover", help="move a shard's leader to another DC, losing no request")
     switch.add_argument("shard", type=int)
@@ -201,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             "switchover",
             "load-accounts",
             "move-slots",
+            "rebalance",
         ):
             from services.cli import cluster_commands
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from loadtest import report
 from services.chaos import faults
-from services.cluster.check import check, current_primaries
+from services.cluster.check import check, current_primaries, current_shard_of_slot
 from services.cluster.pg_group import member_instance
 from services.cluster.state import ClusterState
 from services.cluster.zookeeper import zk_client
@@ -165,9 +165,10 @@ def audit(state: ClusterState, acked_dir: Path) -> tuple[int, int, int]:
     acked = {t for f in acked_dir.glob("*.log") for t in f.read_text(encoding="ascii").split()}
     found: dict[str, int] = {}
     doubled = 0
+    owner = current_shard_of_slot(state)
     for shard, dc in current_primaries(state).items():
         conninfo = member_instance(state, shard, dc).conninfo(application_name="bankctl-audit")
-        mine = [t for t in acked if state.spec.shard_of_slot(int(t[1:5])) == shard]
+        mine = [t for t in acked if owner[int(t[1:5])] == shard]
         booked, twice = find_transfers(conninfo, mine)
         found.update(booked)
         doubled += twice + sum(1 for n in booked.values() if n > 1)

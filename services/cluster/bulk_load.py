@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from services.cluster.check import current_primaries
+from services.cluster.check import current_primaries, current_shard_of_slot
 from services.cluster.pg_group import member_instance
 from services.cluster.state import ClusterState
 from services.common.identifiers import slot_of_customer
@@ -32,10 +32,11 @@ def bulk_load(
     spec = state.spec
     run = uuid.uuid4().hex[:6]
     by_shard: dict[int, list[NewAccount]] = {s: [] for s in range(spec.shards)}
+    owner = current_shard_of_slot(state)  # the map as it is now: slots may have moved
     for i in range(count):
         customer = f"c{run}-{i}"
         slot = slot_of_customer(customer)
-        by_shard[spec.shard_of_slot(slot)].append(NewAccount(customer, slot))
+        by_shard[owner[slot]].append(NewAccount(customer, slot))
     primaries = current_primaries(state)
     path = state.home / ACCOUNTS_FILE
     started, done = time.monotonic(), 0

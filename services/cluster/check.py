@@ -15,8 +15,27 @@ from typing import Any
 from services.cluster.pg_group import member_instance
 from services.cluster.state import ClusterState
 from services.cluster.zookeeper import zk_client
+from services.common.identifiers import NUM_SLOTS
 from services.routing import zk_routes
 from services.storage.audit import ShardBooks, read_books
+
+
+def current_shard_of_slot(state: ClusterState) -> list[int]:
+    """slot -> shard, as ZooKeeper's slot map says now (slots move); the launcher's plan if it cannot."""
+    ranges: list[tuple[int, int, int]] = []
+    try:
+        client = zk_client(state, timeout_s=5)
+        try:
+            ranges = zk_routes.read_table(client).slot_ranges
+        finally:
+            client.stop()
+            client.close()
+    except Exception:
+        ranges = []
+    owners = [0] * NUM_SLOTS
+    for first, last, shard in ranges or state.spec.slot_ranges():
+        owners[first : last + 1] = [shard] * (last - first + 1)
+    return owners
 
 
 def current_primaries(state: ClusterState) -> dict[int, str]:

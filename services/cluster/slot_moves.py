@@ -11,6 +11,7 @@ from services.cluster.state import ClusterState
 from services.cluster.zookeeper import zk_client
 from services.common.identifiers import NUM_SLOTS
 from services.moves.mover import SlotMover
+from services.moves.plan import plan_rebalance
 from services.routing import zk_routes
 
 
@@ -52,5 +53,34 @@ def move_slots(
     slot_mover, close = mover(state, say)
     try:
         return slot_mover.move(first, last, target)
+    finally:
+        close()
+
+
+def resume(state: ClusterState, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    slot_mover, close = mover(state, say)
+    try:
+        return slot_mover.resume()
+    finally:
+        close()
+
+
+def rebalance(state: ClusterState, batch: int, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Moves batches of slots, one at a time, until every shard owns an equal share."""
+    slot_mover, close = mover(state, say)
+    try:
+        raw = zk_routes.read_table(slot_mover.zk).slot_ranges
+        plan = plan_rebalance(raw, list(range(state.spec.shards)), batch)
+        say(
+            f"rebalance: {len(plan)} batch(es) of at most {batch} slots"
+            if plan
+            else "rebalance: already balanced"
+        )
+        records = []
+        for number, step in enumerate(plan, 1):
+            where = f"slots {step.first}-{step.last}, shard {step.source} -> {step.target}"
+            say(f"batch {number}/{len(plan)}: {where}")
+            records.append(slot_mover.move(step.first, step.last, step.target))
+        return records
     finally:
         close()

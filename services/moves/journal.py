@@ -70,11 +70,21 @@ class Journal:
         return record
 
     def all(self) -> list[dict[str, Any]]:
-        records = []
-        for child in sorted(self.zk.get_children(MOVES_PATH)):
-            data, _ = self.zk.get(f"{MOVES_PATH}/{child}")
-            records.append(json.loads(data))
-        return records
+        return read_all(self.zk)
 
     def unfinished(self) -> list[dict[str, Any]]:
         return [r for r in self.all() if r["state"] not in FINISHED]
+
+
+def read_all(zk: KazooClient) -> list[dict[str, Any]]:
+    """Every move's record, oldest first (none before the first move)."""
+    try:
+        children = sorted(zk.get_children(MOVES_PATH))
+    except NoNodeError:
+        return []
+    records = []
+    for child in children:
+        with contextlib.suppress(NoNodeError):
+            data, _ = zk.get(f"{MOVES_PATH}/{child}")
+            records.append(json.loads(data))
+    return records

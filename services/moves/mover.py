@@ -34,6 +34,7 @@ import psycopg
 from kazoo.client import KazooClient
 
 from services.moves import journal as j
+from services.moves.plan import reassign
 from services.routing import zk_routes
 from services.storage import slot_copy, slots
 from services.storage.slot_copy import Mark, SlotRange
@@ -245,21 +246,3 @@ def _epoch(conn: psycopg.Connection[Any], slot_range: SlotRange) -> int:
     """The highest epoch among the range's slots on this shard (1 for slots never moved)."""
     found = [e for s, (_, e, _) in slots.states(conn).items() if slot_range.first <= s <= slot_range.last]
     return max(found, default=1)
-
-
-def reassign(
-    ranges: list[tuple[int, int, int]], first: int, last: int, shard: int
-) -> list[tuple[int, int, int]]:
-    """The slot map with `first`..`last` given to `shard`: ranges split where needed, and
-    neighbours of one shard merged, in slot order."""
-    owner = [0] * (max(b for _, b, _ in ranges) + 1)
-    for a, b, s in ranges:
-        owner[a : b + 1] = [s] * (b - a + 1)
-    owner[first : last + 1] = [shard] * (last - first + 1)
-    merged: list[tuple[int, int, int]] = []
-    for slot, s in enumerate(owner):
-        if merged and merged[-1][2] == s and merged[-1][1] == slot - 1:
-            merged[-1] = (merged[-1][0], slot, s)
-        else:
-            merged.append((slot, slot, s))
-    return merged

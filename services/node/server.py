@@ -22,6 +22,7 @@ from services.coordinator.view import ClusterView
 from services.ledger.cross_shard import CreditCheck
 from services.ledger.handler import LedgerHandler
 from services.ledger.servicer import LedgerServicer
+from services.moves.journal import read_all as read_moves
 from services.node.metrics import NodeCollector
 from services.node.peers import ShardPeers
 from services.node.relay import OutboxRelay
@@ -212,7 +213,9 @@ class BankNode:
         if self.config.metrics_listen:
             host, port = self.config.metrics_listen.rsplit(":", 1)
             known = sorted({s for _, _, s in self.config.slot_ranges})
-            REGISTRY.register(NodeCollector(self.shards, known))
+            coordinator = self.coordinator
+            moves = (lambda: read_moves(coordinator.zk)) if coordinator is not None else None
+            REGISTRY.register(NodeCollector(self.shards, known, moves))
             zero_node_series(known)
             serve_metrics(host, int(port))
         if self.routing is not None and self.relay is not None:

@@ -21,6 +21,7 @@ from services.storage.sql import (
     SQL_LIST_POSTINGS,
     SQL_OUTBOX_FIGURES,
     SQL_REPLICATION_LAG,
+    SQL_SLOTS_OWNED,
 )
 
 
@@ -29,6 +30,7 @@ class ShardFigures:
     outbox_pending: int
     outbox_oldest_age_s: float
     lag_by_standby: dict[str, tuple[float, float]]  # application name -> (bytes, seconds)
+    slots_owned: int = 0
 
 
 class LedgerReader:
@@ -68,7 +70,8 @@ class LedgerReader:
         row = self.conn.execute(SQL_OUTBOX_FIGURES).fetchone()
         pending, age = (int(row[0]), float(row[1])) if row else (0, 0.0)
         lag = {str(n): (float(b), float(s)) for n, b, s in self.conn.execute(SQL_REPLICATION_LAG)}
-        return ShardFigures(pending, age, lag)
+        owned = self.conn.execute(SQL_SLOTS_OWNED).fetchone()
+        return ShardFigures(pending, age, lag, int(owned[0]) if owned else 0)
 
     def accounts_with_expired_holds(self, limit: int) -> list[str]:
         return [row[0] for row in self.conn.execute(SQL_EXPIRED_HOLD_ACCOUNTS, (limit,))]

@@ -218,3 +218,4 @@ SELECT application_name, coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_l
        coalesce(extract(epoch FROM replay_lag), 0)::float8
 FROM pg_stat_replication
 """
+SQL_SLOTS_OWNED = "SELECT count(*) FROM slot_state WHERE state = 'OWNED'"

@@ -13,11 +13,17 @@ from collections import Counter
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 
 from bank.v1 import ledger_pb2
 from bankclient import BankClient
+from services.cluster import slot_moves
+from services.cluster.launcher import require_state
 from services.common.identifiers import slot_of_customer
+from services.moves.mover import SlotMover
+from services.storage import slot_copy, slots
+from services.storage.slot_copy import SlotRange
 from tests.integration.cluster_helpers import Cluster, bankctl
 from tests.integration.conftest import report
 
@@ -34,6 +40,13 @@ WHERE transfer_id = ANY(%s) AND amount < 0 AND account_number NOT LIKE 'SYS:%%'
 """
 STATES = "SELECT state, count(*) FROM slot_state WHERE slot BETWEEN %s AND %s GROUP BY 1"
 LEFT = "SELECT count(*) FROM accounts WHERE slot BETWEEN %s AND %s"
+
+
+def printed_json(stdout: str) -> Any:
+    """The JSON a command printed after its progress lines (a line of its own opens it)."""
+    lines = stdout.splitlines()
+    start = max(i for i, line in enumerate(lines) if line in ("[", "{", "[]"))
+    return json.loads("\n".join(lines[start:]))
 
 
 def customers_in(first: int, last: int, count: int, prefix: str) -> list[str]:
@@ -127,7 +140,7 @@ def test_moving_slots_under_load_loses_doubles_and_fails_nothing(
             load.join(timeout=15)
             load.client.close()
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        record = json.loads(done.stdout[done.stdout.index("{") :])
+        record = printed_json(done.stdout)
         acked = {tid: t for load in loads for tid, t in load.acked.items()}
         failed = [f for load in loads for f in load.failed]
         report(
@@ -185,6 +198,90 @@ def test_moving_the_slots_back_restores_the_map_and_the_books(bank_cluster: Clus
     assert [m["state"] for m in moves[-2:]] == ["done", "done"]
 
 
+def test_rebalance_evens_out_an_uneven_map_batch_by_batch(bank_cluster: Cluster) -> None:
+    done = bankctl(bank_cluster.home, "move-slots", "--slots", "0-63", "--to", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts = {s["shard"]: s["slot_count"] for s in bank_cluster.status()["shards"]}
+    assert counts == {0: 277, 1: 341, 2: 406}
+    done = bankctl(bank_cluster.home, "rebalance", "--batch", "16", "--json")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    records = printed_json(done.stdout)
+    assert len(records) == 4 and all(
+        r["state"] == "done" and r["slots"][1] - r["slots"][0] < 16 for r in records
+    )
+    assert {s["shard"]: s["slot_count"] for s in bank_cluster.status()["shards"]} == {0: 341, 1: 341, 2: 342}
+    assert bank_cluster.check(wait_s=30)["reconciled"]
+
+
 def test_a_move_of_slots_spanning_two_shards_is_refused(bank_cluster: Cluster) -> None:
     done = bankctl(bank_cluster.home, "move-slots", "--slots", "300-400", "--to", "2")
     assert done.returncode == 2 and "span shards" in done.stderr, done.stderr
+
+
+CUT = (64, 79)  # shard 0 in the default map, and after the moves above
+
+
+def cut_mover(cluster: Cluster) -> tuple[SlotMover, Any]:
+    """A mover of the cluster's slots in this process, to leave a move half way on purpose."""
+    return slot_moves.mover(require_state(cluster.home), lambda line: None)
+
+
+def owner_and_states(cluster: Cluster, slot: int) -> tuple[int, str | None, str | None]:
+    states = [cluster.sql(s, "SELECT state FROM slot_state WHERE slot = %s", (slot,)) for s in (0, 1)]
+    return shard_owning(cluster, slot), *(rows[0][0] if rows else None for rows in states)  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("cut", ["copying", "frozen"])
+def test_a_move_cut_before_the_hand_over_is_rolled_back(bank_cluster: Cluster, cut: str) -> None:
+    """The mover stops after copying (or after freezing the source): `--resume` gives the slots
+    back to the source and removes the target's copy; nothing is lost."""
+    before = bank_cluster.check(wait_s=30)
+    mover, close = cut_mover(bank_cluster)
+    try:
+        record = mover.journal.start(CUT[0], CUT[1], 0, 1)
+        mover._copy(SlotRange(*CUT), 0, 1)
+        if cut == "frozen":
+            mover._set(0, SlotRange(*CUT), "FROZEN", None)
+            mover.journal.update(record, state="frozen")
+    finally:
+        close()
+    assert owner_and_states(bank_cluster, CUT[0])[0] == 0
+    done = bankctl(bank_cluster.home, "move-slots", "--resume", "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    (resumed,) = printed_json(done.stdout)
+    assert resumed["state"] == "rolled_back" and "before the hand-over" in resumed["error"]
+    assert owner_and_states(bank_cluster, CUT[0]) == (0, "OWNED", None)
+    assert bank_cluster.sql(1, LEFT, CUT) == [(0,)]  # the target's copy is gone
+    after = bank_cluster.check(wait_s=30)
+    assert after["reconciled"] and after["currencies"] == before["currencies"]
+
+
+def test_a_move_cut_after_the_hand_over_is_finished(bank_cluster: Cluster) -> None:
+    """The mover stops once the source let the slots go: `--resume` finishes the move."""
+    accounts_before = bank_cluster.sql(0, LEFT, CUT)
+    mover, close = cut_mover(bank_cluster)
+    try:
+        record = mover.journal.start(CUT[0], CUT[1], 0, 1)
+        mover._copy(SlotRange(*CUT), 0, 1)
+        mover._set(0, SlotRange(*CUT), "FROZEN", None)
+        mover._final_pass(SlotRange(*CUT), 0, 1, mover_mark(mover))
+        mover.journal.update(record, state="handed_over")
+        with psycopg.connect(mover.conninfo_of(0)) as src, src.transaction():  # the source's half only
+            slot_copy.book_migration(src, slot_copy.migration_lines(src, SlotRange(*CUT)), 1, "shard 1")
+            slots.set_states(src, list(range(CUT[0], CUT[1] + 1)), slots.GONE, 1, 1)
+    finally:
+        close()
+    done = bankctl(bank_cluster.home, "move-slots", "--resume", "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    (resumed,) = printed_json(done.stdout)
+    assert resumed["state"] == "done"
+    assert owner_and_states(bank_cluster, CUT[0]) == (1, "GONE", "OWNED")
+    assert bank_cluster.sql(1, LEFT, CUT) == accounts_before and bank_cluster.sql(0, LEFT, CUT) == [(0,)]
+    assert bank_cluster.check(wait_s=30)["reconciled"]
+    done = bankctl(bank_cluster.home, "move-slots", "--slots", f"{CUT[0]}-{CUT[1]}", "--to", "0")
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def mover_mark(mover: SlotMover) -> slot_copy.Mark:
+    with psycopg.connect(mover.conninfo_of(0)) as src:
+        return slot_copy.high_water(src)
