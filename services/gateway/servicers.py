@@ -27,6 +27,9 @@ from services.rpc.status import REASON_KEY, rpc_method
 ACCOUNTS, LEDGER = "bank.v1.AccountService", "bank.v1.LedgerService"
 BATCH_ATTEMPT_S = 3600.0  # bounded by the caller's deadline in practice
 MOVING = ("SLOT_MOVING", "SLOT_MOVED")  # refusals of a transfer whose slot is on its way
+# In a batch, a transfer of a slot that has moved from the shard of its part may also be told
+# NOT_LEADER (its part went to the shard that held the slot); it is sent again all the same.
+MOVING_IN_BATCH = (*MOVING, "NOT_LEADER")
 SLOT_RETRY_S = 0.02
 
 
@@ -95,18 +98,44 @@ class GatewayLedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         answers one result per transfer in the request's order."""
         validate_batch_size(len(request.transfers))
         results: dict[int, Any] = {}
-        parts: dict[int, list[int]] = {}
+        slots: dict[int, int] = {}
         for index, item in enumerate(request.transfers):
             try:
                 _mutation(item)
                 parse_account_number(item.to_account, "to_account")
-                slot = parse_account_number(item.from_account, "from_account")
+                slots[index] = parse_account_number(item.from_account, "from_account")
             except BankError as err:
                 results[index] = transfer_result(index, err)
-                continue
-            parts.setdefault(self.router.shard(slot), []).append(index)
+        pending = sorted(slots)
+        while pending:
+            self._send_parts(request, context, results, self._parts(pending, slots), slots)
+            # Transfers whose slot was moving are held and sent again, re-routed by slot, within
+            # the caller's deadline (their request ids make a second sending safe).
+            pending = [i for i in pending if results[i].reason in MOVING_IN_BATCH]
+            if pending and (context.time_remaining() or 0) > SLOT_RETRY_S:
+                self.router.forwarder.routing.refresh(from_truth=True)
+                time.sleep(SLOT_RETRY_S)
+            else:
+                pending = []
+        return ledger_pb2.CreateTransfersResponse(results=[results[i] for i in range(len(request.transfers))])
 
-        def send(shard: int, indexes: list[int]) -> None:
+    def _parts(self, indexes: list[int], slots: dict[int, int]) -> dict[int, list[int]]:
+        parts: dict[int, list[int]] = {}
+        for index in indexes:
+            parts.setdefault(self.router.shard(slots[index]), []).append(index)
+        return parts
+
+    def _send_parts(
+        self,
+        request: Any,
+        context: grpc.ServicerContext,
+        results: dict[int, Any],
+        parts: dict[int, list[int]],
+        slots: dict[int, int],
+    ) -> None:
+        """Each shard's part to its leader, all at once; every transfer's result into `results`."""
+
+        def send(shard: int, indexes: list[int], first_slot: int) -> None:
             part = ledger_pb2.CreateTransfersRequest(
                 transfers=[request.transfers[i] for i in indexes], full_transfers=request.full_transfers
             )
@@ -115,7 +144,7 @@ class GatewayLedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             # sending the same part again would only make two copies wait on each other's locks.
             try:
                 answer = self.router.forwarder.call(
-                    LEDGER, "CreateTransfers", shard, part, sub, BATCH_ATTEMPT_S
+                    LEDGER, "CreateTransfers", shard, part, sub, BATCH_ATTEMPT_S, slot=first_slot
                 )
             except SubCallFailed as failed:
                 for index in indexes:
@@ -127,10 +156,8 @@ class GatewayLedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
                 result.index = index
                 results[index] = result
 
-        if parts:
-            with ThreadPoolExecutor(max_workers=min(len(parts), 16)) as pool:
-                list(pool.map(lambda item: send(*item), parts.items()))
-        return ledger_pb2.CreateTransfersResponse(results=[results[i] for i in range(len(request.transfers))])
+        with ThreadPoolExecutor(max_workers=min(len(parts), 16)) as pool:
+            list(pool.map(lambda item: send(item[0], item[1], slots[item[1][0]]), parts.items()))
 
     @rpc_method
     def Deposit(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -153,7 +180,7 @@ class GatewayLedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         parse_account_number(request.to_account, "to_account")
         slot = parse_account_number(request.from_account, "from_account")
         result = self.coalescer.transfer(self.router.shard(slot), request, context)
-        while result.reason in MOVING and (context.time_remaining() or 0) > SLOT_RETRY_S:
+        while result.reason in MOVING_IN_BATCH and (context.time_remaining() or 0) > SLOT_RETRY_S:
             # The slot is moving (or moved): held here through the freeze, then sent on to
             # whichever shard owns it (a retry is safe: the request id makes it idempotent).
             self.router.forwarder.routing.refresh(from_truth=result.reason == "SLOT_MOVED")

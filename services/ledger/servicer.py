@@ -150,13 +150,17 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         validate_batch_size(len(request.transfers))
         outcomes: dict[int, MoneyMovement | BaseException] = {}
         by_shard: dict[int, _ShardPart] = {}
+        elsewhere: dict[int, BankError] = {}
         for index, item in enumerate(request.transfers):
             try:
                 self._add_unit(by_shard, index, item)
             except BankError as err:
-                if err.retryable:
-                    raise  # not led here (or fenced): the whole call goes elsewhere
-                outcomes[index] = err
+                (elsewhere if err.retryable else outcomes)[index] = err
+        if elsewhere and not by_shard:
+            raise elsewhere[min(elsewhere)]  # nothing of it is led here (or fenced): all goes elsewhere
+        # Some of it is led here: the rest (slots that moved away) is answered per transfer, and
+        # the gateway sends those again to their slots' shards.
+        outcomes.update(elsewhere)
         for part in by_shard.values():
             outcomes.update(part.drop_refused_targets())
         for shard, part in by_shard.items():

@@ -123,8 +123,14 @@ def test_moving_slots_under_load_loses_doubles_and_fails_nothing(
         answered_before = client.transfer(
             accounts["moving"][0], accounts["other"][0], 123, "CNY", request_id="move-retry-1"
         )
-        loads = [Load(BankClient.from_home(bank_cluster.home, prefer_dc=dc, deadline_s=5), everyone, seed)
-                 for seed, dc in enumerate(("dc1", "dc2", "dc3"))]  # fmt: skip
+        # The third client coalesces its transfers into batches (CreateTransfers): both paths move.
+        clients = [
+            BankClient.from_home(
+                bank_cluster.home, prefer_dc=dc, deadline_s=5, coalesce_transfers=dc == "dc3"
+            )
+            for dc in ("dc1", "dc2", "dc3")
+        ]
+        loads = [Load(client, everyone, seed) for seed, client in enumerate(clients)]
         for load in loads:
             load.start()
         time.sleep(2)
