@@ -9,6 +9,7 @@ import time
 
 from services.chaos import faults
 from services.cluster import check, launcher, slot_moves, status, topology_svg
+from services.cluster.add_shard import add_shard
 from services.cluster.bulk_load import bulk_load
 from services.cluster.netns import choose_net
 from services.cluster.state import ClusterState
@@ -69,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
         record = slot_moves.move_slots(state, first, last, args.to_shard, say)
         if args.json:
             print(json.dumps(record, indent=2))
+        return 0
+    if args.command == "add-shard":
+        added = add_shard(args.home, args.primary_dc, say)
+        if args.json:
+            print(json.dumps(added, indent=2))
         return 0
     if args.command == "rebalance":
         records = slot_moves.rebalance(launcher.require_state(args.home), args.batch, say)

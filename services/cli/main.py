@@ -134,6 +134,13 @@ def _build_commands() -> argparse.ArgumentParser:
         "--reports", type=Path, default=Path("reports"), help="where bench/<timestamp>.json goes"
     )
 
+    grow = commands.add_parser(
+        "add-shard",
+        help="add a shard (a PostgreSQL group in every DC) while the bank serves; it owns no slot yet",
+    )
+    grow.add_argument("--primary-dc", metavar="DC", help="where its primary goes (default: round-robin)")
+    grow.add_argument("--json", action="store_true", help="print the new shard as JSON")
+
     move = commands.add_parser(
         "move-slots", help="move a range of slots to another shard while the bank serves (copy, freeze, flip)"
     )
@@ -211,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             "load-accounts",
             "move-slots",
             "rebalance",
+            "add-shard",
         ):
             from services.cli import cluster_commands
 

@@ -59,11 +59,13 @@ def _record(state: ClusterState, shard: int, dc: str, pg: PostgresInstance) -> C
     )
 
 
-def start_shard_group(state: ClusterState, shard: int, say: Callable[[str], None]) -> list[PostgresInstance]:
-    """Builds and starts shard `shard`'s group; returns once every standby streams and commits
-    wait for one of them."""
+def start_shard_group(
+    state: ClusterState, shard: int, say: Callable[[str], None], primary_dc: str | None = None
+) -> list[PostgresInstance]:
+    """Builds and starts shard `shard`'s group (its primary in `primary_dc`, by default the
+    round-robin one); returns once every standby streams and commits wait for one of them."""
     spec = state.spec
-    primary_dc = spec.primary_dc(shard)
+    primary_dc = primary_dc or spec.primary_dc(shard)
     primary = member_instance(state, shard, primary_dc)
     primary.init()
     _record(state, shard, primary_dc, primary)

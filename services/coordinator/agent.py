@@ -29,7 +29,7 @@ from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
 from services.cluster.postgres import PostgresInstance
 from services.coordinator import failover, pg_control
-from services.coordinator.view import ClusterView
+from services.coordinator.view import ClusterView, Member
 from services.routing import zk_routes
 from services.rpc import metrics
 
@@ -90,6 +90,8 @@ class NodeCoordinator:
         for agent in self.agents.values():
             agent.watch()
         self.schedule("session", self._on_connected)
+        self.zk.ensure_path(zk_routes.ADDED_SHARDS_PATH)
+        ChildrenWatch(self.zk, zk_routes.ADDED_SHARDS_PATH, self._on_added_shards)
         self._mirror.start()
         self._checker.start()
 
@@ -170,6 +172,30 @@ class NodeCoordinator:
                     agent.lost_session()
         elif state == KazooState.CONNECTED:
             self.schedule("session", self._on_connected)
+
+    def _on_added_shards(self, children: list[str]) -> None:
+        """Runs on kazoo's thread: shards added while the bank runs are taken up on the worker."""
+        for child in children:
+            if child.isdigit() and int(child) not in self.agents:
+                self.schedule(f"add-shard-{child}", functools.partial(self._take_up, int(child)))
+
+    def _take_up(self, shard: int) -> None:
+        """Learns an added shard's members and starts its agent, as if it had been there at start."""
+        if shard in self.agents:
+            return
+        raw, _ = self.zk.get(f"{zk_routes.ADDED_SHARDS_PATH}/{shard}")
+        members = {dc: Member(**m) for dc, m in json.loads(raw).items()}
+        if self.view.dc not in members:
+            return
+        # The view's member table is shared with the node (it serves from it): extended in place.
+        self.view.members[shard] = members
+        self.zk.ensure_path(f"{failover.MEMBERS_PATH}/{shard}")
+        agent = ShardAgent(self, shard)
+        self.agents = {**self.agents, shard: agent}
+        agent.watch()
+        agent.register()
+        agent.reconcile()
+        log.info("event=shard_taken_up shard=%s", shard)
 
     def _on_connected(self) -> None:
         """After (re)connecting: membership again, leadership only where the session still holds it."""

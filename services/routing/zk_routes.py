@@ -15,6 +15,8 @@ from services.routing.table import RoutingTable, ShardRoute
 ROOT = "/bank"
 SLOTS_PATH = f"{ROOT}/slots"
 SHARDS_PATH = f"{ROOT}/shards"
+# Shards added while the bank runs: their members, so that every node can serve them at once.
+ADDED_SHARDS_PATH = f"{ROOT}/added-shards"
 
 
 def local_first(hosts: str, address: str) -> str:
@@ -91,3 +93,15 @@ def read_table(client: KazooClient, timeout_s: float | None = None) -> RoutingTa
         )
         version = max(version, stat.mzxid)
     return RoutingTable(version=version, slot_ranges=ranges, routes=routes)
+
+
+def add_shard(client: KazooClient, route: ShardRoute, members: dict[str, Any]) -> None:
+    """Registers a shard added while the bank runs: its members (read by every node), then its
+    route (read by gateways and relays). Each is written once; running it again changes nothing."""
+    client.ensure_path(ADDED_SHARDS_PATH)
+    members_path = f"{ADDED_SHARDS_PATH}/{route.shard}"
+    if not client.exists(members_path):
+        client.create(members_path, json.dumps(members).encode())
+    route_path = f"{SHARDS_PATH}/{route.shard}"
+    if not client.exists(route_path):
+        client.create(route_path, json.dumps(asdict(route)).encode())

@@ -291,3 +291,46 @@ def test_a_move_cut_after_the_hand_over_is_finished(bank_cluster: Cluster) -> No
 def mover_mark(mover: SlotMover) -> slot_copy.Mark:
     with psycopg.connect(mover.conninfo_of(0)) as src:
         return slot_copy.high_water(src)
+
+
+def test_a_shard_added_under_load_takes_its_share_by_rebalance(
+    bank_cluster: Cluster, accounts: dict[str, list[str]], pytestconfig: pytest.Config
+) -> None:
+    """add-shard while money moves: the new group is led by its DC's node and learnt by every
+    gateway without a restart; rebalance gives it a quarter of the slots; nothing fails."""
+    everyone = [a for group in accounts.values() for a in group]
+    loads = [Load(BankClient.from_home(bank_cluster.home, prefer_dc=dc, deadline_s=5), everyone, seed)
+             for seed, dc in enumerate(("dc1", "dc2"))]  # fmt: skip
+    for load in loads:
+        load.start()
+    started = time.monotonic()
+    added = bankctl(bank_cluster.home, "add-shard", "--json", timeout_s=300)
+    grown = time.monotonic() - started
+    balanced = bankctl(bank_cluster.home, "rebalance", "--batch", "64", "--json", timeout_s=600)
+    for load in loads:
+        load.stop.set()
+    for load in loads:
+        load.join(timeout=15)
+        load.client.close()
+    assert added.returncode == 0, added.stdout[-3000:] + added.stderr[-3000:]
+    assert printed_json(added.stdout)["shard"] == 3
+    assert balanced.returncode == 0, balanced.stdout[-3000:] + balanced.stderr[-3000:]
+    records = printed_json(balanced.stdout)
+    failed = [f for load in loads for f in load.failed]
+    acked = sum(len(load.acked) for load in loads)
+    freezes = [r["freeze_ms"] for r in records]
+    report(
+        pytestconfig,
+        f"\n[moves] add-shard in {grown:.1f} s; rebalance: {len(records)} batches, freeze {freezes} ms;"
+        f" {acked} acknowledged, {len(failed)} failed",
+    )
+    assert failed == [], failed[:5]
+    status = bank_cluster.status()
+    assert {s["shard"]: s["slot_count"] for s in status["shards"]} == {0: 256, 1: 256, 2: 256, 3: 256}
+    assert all(b["state"] == "streaming" for s in status["shards"] if s["shard"] == 3 for b in s["standbys"])
+    with bank_cluster.client(deadline_s=10) as client:
+        first, last = next(s["slots"][0] for s in status["shards"] if s["shard"] == 3)
+        newcomer = client.open_account(customers_in(first, last, 1, "grown")[0], "CNY").account_number
+        assert shard_owning(bank_cluster, int(newcomer[:4])) == 3
+        assert client.deposit(newcomer, 500, "CNY").balance_after == 500
+    assert bank_cluster.check(wait_s=30)["reconciled"]
