@@ -9,9 +9,9 @@ import time
 
 from services.chaos import faults
 from services.cluster import check, launcher, slot_moves, status, topology_svg
-from services.cluster.add_shard import add_shard
 from services.cluster.bulk_load import bulk_load
 from services.cluster.netns import choose_net
+from services.cluster.shard_changes import add_shard, remove_shard
 from services.cluster.state import ClusterState
 from services.cluster.switchover import switchover
 from services.cluster.topology import ClusterSpec
@@ -75,6 +75,11 @@ def run(args: argparse.Namespace) -> int:
         added = add_shard(args.home, args.primary_dc, say)
         if args.json:
             print(json.dumps(added, indent=2))
+        return 0
+    if args.command == "remove-shard":
+        removed = remove_shard(args.home, args.shard, args.batch, say)
+        if args.json:
+            print(json.dumps(removed, indent=2))
         return 0
     if args.command == "rebalance":
         records = slot_moves.rebalance(launcher.require_state(args.home), args.batch, say)

@@ -141,6 +141,13 @@ def _build_commands() -> argparse.ArgumentParser:
     grow.add_argument("--primary-dc", metavar="DC", help="where its primary goes (default: round-robin)")
     grow.add_argument("--json", action="store_true", help="print the new shard as JSON")
 
+    shrink = commands.add_parser(
+        "remove-shard", help="move a shard's slots to the others, then retire it (its data stays until down)"
+    )
+    shrink.add_argument("shard", type=int)
+    shrink.add_argument("--batch", type=int, default=32, help="slots per move (default 32)")
+    shrink.add_argument("--json", action="store_true", help="print the moves and the shards left as JSON")
+
     move = commands.add_parser(
         "move-slots", help="move a range of slots to another shard while the bank serves (copy, freeze, flip)"
     )
@@ -219,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             "move-slots",
             "rebalance",
             "add-shard",
+            "remove-shard",
         ):
             from services.cli import cluster_commands
 

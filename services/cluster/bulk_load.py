@@ -29,9 +29,8 @@ def bulk_load(
     validate_amount_minor(opening_minor, "balance")
     if not 1 <= count <= 10_000_000:
         raise ValueError(f"--count must be 1..10,000,000, not {count}")
-    spec = state.spec
     run = uuid.uuid4().hex[:6]
-    by_shard: dict[int, list[NewAccount]] = {s: [] for s in range(spec.shards)}
+    by_shard: dict[int, list[NewAccount]] = {s: [] for s in state.active_shards}
     owner = current_shard_of_slot(state)  # the map as it is now: slots may have moved
     for i in range(count):
         customer = f"c{run}-{i}"

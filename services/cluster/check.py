@@ -50,7 +50,7 @@ def current_primaries(state: ClusterState) -> dict[int, str]:
             client.close()
     except Exception:
         routes = {}
-    return {s: (routes[s].leader_dc if s in routes else spec.primary_dc(s)) for s in range(spec.shards)}
+    return {s: (routes[s].leader_dc if s in routes else spec.primary_dc(s)) for s in state.active_shards}
 
 
 def check_once(state: ClusterState) -> dict[str, Any]:

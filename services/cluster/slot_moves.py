@@ -48,8 +48,8 @@ def mover(
 def move_slots(
     state: ClusterState, first: int, last: int, target: int, say: Callable[[str], None]
 ) -> dict[str, Any]:
-    if not 0 <= target < state.spec.shards:
-        raise ValueError(f"--to must be a shard of this cluster (0-{state.spec.shards - 1}), not {target}")
+    if target not in state.active_shards:
+        raise ValueError(f"--to must be a shard of this cluster ({state.active_shards}), not {target}")
     slot_mover, close = mover(state, say)
     try:
         return slot_mover.move(first, last, target)
@@ -65,12 +65,15 @@ def resume(state: ClusterState, say: Callable[[str], None]) -> list[dict[str, An
         close()
 
 
-def rebalance(state: ClusterState, batch: int, say: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Moves batches of slots, one at a time, until every shard owns an equal share."""
+def rebalance(
+    state: ClusterState, batch: int, say: Callable[[str], None], leaving: int | None = None
+) -> list[dict[str, Any]]:
+    """Moves batches of slots, one at a time, until every shard owns an equal share (and the
+    shard `leaving`, if any, owns none)."""
     slot_mover, close = mover(state, say)
     try:
         raw = zk_routes.read_table(slot_mover.zk).slot_ranges
-        plan = plan_rebalance(raw, list(range(state.spec.shards)), batch)
+        plan = plan_rebalance(raw, [s for s in state.active_shards if s != leaving], batch)
         say(
             f"rebalance: {len(plan)} batch(es) of at most {batch} slots"
             if plan

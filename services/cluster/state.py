@@ -44,6 +44,7 @@ class ClusterState:
     # Chaos: every fault injected (with its measured recovery), and the accounts probed for it.
     faults: list[dict[str, Any]] = field(default_factory=list)
     probes: dict[str, str] = field(default_factory=dict)  # shard -> account number
+    retired: list[int] = field(default_factory=list)  # shards removed (remove-shard), numbers kept
     # Shards start in parallel threads, each recording its members.
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
@@ -60,6 +61,11 @@ class ClusterState:
             self.components = [c for c in self.components if c.name != component.name] + [component]
             self.save()
         return component
+
+    @property
+    def active_shards(self) -> list[int]:
+        """The shards serving now: every one `up` or `add-shard` made but those removed."""
+        return [s for s in range(self.spec.shards) if s not in self.retired]
 
     def find(self, kind: str, dc: str | None = None, shard: int | None = None) -> list[Component]:
         return [
@@ -84,6 +90,7 @@ class ClusterState:
             "started_at": self.started_at,
             "faults": self.faults,
             "probes": self.probes,
+            "retired": self.retired,
         }
         partial = self.path.with_suffix(".partial")
         partial.write_text(json.dumps(data, indent=2), encoding="utf-8")
@@ -106,6 +113,7 @@ class ClusterState:
             started_at=data.get("started_at", 0.0),
             faults=data.get("faults", []),
             probes=data.get("probes", {}),
+            retired=[int(s) for s in data.get("retired", [])],
         )
 
     def forget(self) -> None:

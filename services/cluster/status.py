@@ -57,7 +57,7 @@ def collect(state: ClusterState) -> dict[str, Any]:
         components = list(pool.map(lambda c: _probe(state, c), state.components))
     table, moves = _truth(state)
     ranges = table.slot_ranges or spec.slot_ranges()
-    shards = [_shard_status(state, shard, table.routes.get(shard), ranges) for shard in range(spec.shards)]
+    shards = [_shard_status(state, shard, table.routes.get(shard), ranges) for shard in state.active_shards]
     return {
         "status": state.status,
         "home": str(state.home),

@@ -92,6 +92,8 @@ class NodeCoordinator:
         self.schedule("session", self._on_connected)
         self.zk.ensure_path(zk_routes.ADDED_SHARDS_PATH)
         ChildrenWatch(self.zk, zk_routes.ADDED_SHARDS_PATH, self._on_added_shards)
+        self.zk.ensure_path(zk_routes.RETIRED_SHARDS_PATH)
+        ChildrenWatch(self.zk, zk_routes.RETIRED_SHARDS_PATH, self._on_retired_shards)
         self._mirror.start()
         self._checker.start()
 
@@ -179,9 +181,29 @@ class NodeCoordinator:
             if child.isdigit() and int(child) not in self.agents:
                 self.schedule(f"add-shard-{child}", functools.partial(self._take_up, int(child)))
 
+    def _on_retired_shards(self, children: list[str]) -> None:
+        for child in children:
+            if child.isdigit() and int(child) in self.agents:
+                self.schedule(f"retire-{child}", functools.partial(self._retire, int(child)))
+
+    def _retire(self, shard: int) -> None:
+        """A removed shard (its slots all moved away): stop serving it and acting for it."""
+        agent = self.agents.get(shard)
+        if agent is None:
+            return
+        agent.retired = True
+        self.agents = {s: a for s, a in self.agents.items() if s != shard}
+        if agent.serving_epoch is not None:
+            agent.serving_epoch = None
+            self.unserve(shard)
+        agent._release_leader_znode()
+        with contextlib.suppress(NoNodeError):
+            self.zk.delete(f"{failover.MEMBERS_PATH}/{shard}/{self.view.dc}")
+        log.warning("event=shard_retired shard=%s", shard)
+
     def _take_up(self, shard: int) -> None:
         """Learns an added shard's members and starts its agent, as if it had been there at start."""
-        if shard in self.agents:
+        if shard in self.agents or self.zk.exists(f"{zk_routes.RETIRED_SHARDS_PATH}/{shard}"):
             return
         raw, _ = self.zk.get(f"{zk_routes.ADDED_SHARDS_PATH}/{shard}")
         members = {dc: Member(**m) for dc, m in json.loads(raw).items()}
@@ -218,10 +240,16 @@ class ShardAgent:
         self.started = time.monotonic()
         self.not_streaming_since: float | None = None  # read and set by the standby check
         self.acted_at = 0.0  # when this node last re-pointed, rewound or re-cloned the member
+        self.retired = False  # the shard was removed: its watches may still fire, nothing acts
 
     @property
     def zk(self) -> KazooClient:
         return self.c.zk
+
+    def is_retired(self) -> bool:
+        """Removed (this node knows it, or ZooKeeper says so before its watch fired here): no
+        failover, no leading; the shard's slots all live elsewhere."""
+        return self.retired or bool(self.zk.exists(f"{zk_routes.RETIRED_SHARDS_PATH}/{self.shard}"))
 
     def watch(self) -> None:
         DataWatch(self.zk, f"{failover.zk_routes.SHARDS_PATH}/{self.shard}", self._on_route)
@@ -235,6 +263,8 @@ class ShardAgent:
 
     def switch_over(self) -> None:
         """Hands the shard to the DC a switchover request names, if this node leads it."""
+        if self.retired:
+            return
         path = f"{failover.SWITCHOVER_PATH}/{self.shard}"
         try:
             raw, _ = self.zk.get(path)
@@ -279,6 +309,8 @@ class ShardAgent:
 
     def register(self) -> None:
         """Announces this DC's member as live (only if its PostgreSQL answers)."""
+        if self.retired:
+            return
         if pg_control.probe(self.c.view, self.shard, self.dc) is None:
             log.warning("event=member_not_answering shard=%s", self.shard)
             self.c.schedule(f"register-{self.shard}", self.register, delay_s=1.0)
@@ -288,6 +320,8 @@ class ShardAgent:
 
     def reconcile(self) -> None:
         """Puts this DC's part of the shard in line with the route."""
+        if self.is_retired():
+            return
         route, _ = failover.read_route(self.zk, self.shard)
         local = pg_control.probe(self.c.view, self.shard, self.dc)
         if route.leader_dc == self.dc:
@@ -389,6 +423,8 @@ class ShardAgent:
     def standby_needs_repair(self) -> str | None:
         """The leader's DC when this DC's standby has not streamed from it for STANDBY_GRACE_S
         while the leader's member answers as primary, and nothing was done to it meanwhile."""
+        if self.retired:
+            return None
         route, _ = failover.read_route(self.zk, self.shard)
         if route.leader_dc == self.dc or self.serving_epoch is not None:
             self.not_streaming_since = None
@@ -421,6 +457,8 @@ class ShardAgent:
         (or re-clones) it: a timeline it cannot follow, WAL the leader does not have. With
         `ANY 1`, a shard whose one streaming standby is lost stops committing: a silent second
         standby must not wait for that to be noticed."""
+        if self.retired:
+            return
         route, _ = failover.read_route(self.zk, self.shard)
         since = self.not_streaming_since
         if (
@@ -449,6 +487,8 @@ class ShardAgent:
 
     def elect(self) -> None:
         """When the leader's znode and its node are gone, run the failover under the lock."""
+        if self.is_retired():
+            return
         if self.zk.exists(failover.leader_path(self.shard)):
             return
         route, _ = failover.read_route(self.zk, self.shard)

@@ -17,6 +17,8 @@ SLOTS_PATH = f"{ROOT}/slots"
 SHARDS_PATH = f"{ROOT}/shards"
 # Shards added while the bank runs: their members, so that every node can serve them at once.
 ADDED_SHARDS_PATH = f"{ROOT}/added-shards"
+# Shards removed (their slots all moved away): nodes stop serving them, nothing fails them over.
+RETIRED_SHARDS_PATH = f"{ROOT}/retired-shards"
 
 
 def local_first(hosts: str, address: str) -> str:

@@ -21,6 +21,7 @@ zero, and an auditor can follow every moved line to its transfer on both shards.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -252,3 +253,40 @@ def delete_rows(conn: psycopg.Connection[Any], slots: SlotRange) -> int:
     for statement in DELETES.values():
         deleted += conn.execute(statement.encode(), slots.params).rowcount
     return deleted
+
+
+SQL_SYSTEM_SUMS = """
+SELECT account_number, currency, sum(amount)::bigint FROM postings
+WHERE account_number LIKE 'SYS:CASH:%%' OR account_number LIKE 'SYS:TRANSIT:%%'
+GROUP BY account_number, currency HAVING sum(amount) <> 0 ORDER BY account_number
+"""
+SQL_CARRY_TRANSFER = """
+INSERT INTO transfers (transfer_id, request_id, kind, amount, currency, status, reference)
+VALUES (%s, %s, 'TRANSFER', %s, %s, 'COMMITTED', %s)
+"""
+SQL_CARRY_POSTINGS = """
+INSERT INTO postings (transfer_id, account_number, amount, currency, balance_after, counterparty)
+VALUES (%s, %s, %s, %s, NULL, %s), (%s, 'SYS:MIGRATION:' || %s, %s, %s, NULL, %s)
+"""
+
+
+def carry_system_accounts(
+    source: psycopg.Connection[Any],
+    target: psycopg.Connection[Any],
+    note: str,
+    new_id: Callable[[], str],
+) -> int:
+    """Carries a retiring shard's cash and transit balances to another shard, each as one
+    transfer booked on both (the sum leaves the source's system account and reaches the
+    target's, through the migration accounts), so that the retired shard's books hold nothing
+    and the bank's still add up without it. In the callers' transactions; returns the lines."""
+    sums = [(str(a), str(c), int(t)) for a, c, t in source.execute(SQL_SYSTEM_SUMS)]
+    for account, currency, total in sums:
+        tid = new_id()
+        for conn, sign in ((source, -1), (target, 1)):
+            conn.execute(SQL_CARRY_TRANSFER, (tid, f"carry:{tid}", abs(total), currency, note))
+            conn.execute(
+                SQL_CARRY_POSTINGS,
+                (tid, account, sign * total, currency, note, tid, currency, -sign * total, currency, note),
+            )
+    return len(sums)

@@ -334,3 +334,47 @@ def test_a_shard_added_under_load_takes_its_share_by_rebalance(
         assert shard_owning(bank_cluster, int(newcomer[:4])) == 3
         assert client.deposit(newcomer, 500, "CNY").balance_after == 500
     assert bank_cluster.check(wait_s=30)["reconciled"]
+
+
+def test_removing_a_shard_under_load_moves_its_slots_away_and_retires_it(
+    bank_cluster: Cluster, accounts: dict[str, list[str]], pytestconfig: pytest.Config
+) -> None:
+    """remove-shard of one of the first three while money moves: its slots go to the others,
+    its members stop, no node leads or fails it over, nothing fails, the books reconcile."""
+    everyone = [a for group in accounts.values() for a in group]
+    loads = [Load(BankClient.from_home(bank_cluster.home, prefer_dc=dc, deadline_s=5), everyone, seed)
+             for seed, dc in enumerate(("dc2", "dc3"))]  # fmt: skip
+    for load in loads:
+        load.start()
+    started = time.monotonic()
+    removed = bankctl(bank_cluster.home, "remove-shard", "1", "--batch", "64", "--json", timeout_s=600)
+    took = time.monotonic() - started
+    for load in loads:
+        load.stop.set()
+    for load in loads:
+        load.join(timeout=15)
+        load.client.close()
+    assert removed.returncode == 0, removed.stdout[-3000:] + removed.stderr[-3000:]
+    result = printed_json(removed.stdout)
+    failed = [f for load in loads for f in load.failed]
+    acked = sum(len(load.acked) for load in loads)
+    report(
+        pytestconfig,
+        f"\n[moves] remove-shard 1 in {took:.1f} s: {len(result['moves'])} batches, freeze"
+        f" {[m['freeze_ms'] for m in result['moves']]} ms; {acked} acknowledged, {len(failed)} failed",
+    )
+    assert failed == [], failed[:5]
+    assert result["shards"] == [0, 2, 3]
+    status = bank_cluster.status()
+    counts = {s["shard"]: s["slot_count"] for s in status["shards"]}
+    assert (
+        set(counts) == {0, 2, 3}
+        and sum(counts.values()) == 1024
+        and max(counts.values()) - min(counts.values()) <= 1
+    )
+    assert not [c for c in status["components"] if c["kind"] == "postgres" and c["shard"] == 1]
+    books = bank_cluster.check(wait_s=30)
+    assert books["reconciled"], books
+    with bank_cluster.client(deadline_s=10) as client:  # the accounts that lived on shard 1 serve on
+        for account in accounts["other"]:
+            assert client.deposit(account, 1, "CNY").balance_after > 0
