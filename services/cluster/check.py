@@ -17,40 +17,37 @@ from services.cluster.state import ClusterState
 from services.cluster.zookeeper import zk_client
 from services.common.identifiers import NUM_SLOTS
 from services.routing import zk_routes
+from services.routing.table import RoutingTable
 from services.storage.audit import ShardBooks, read_books
 
 
-def current_shard_of_slot(state: ClusterState) -> list[int]:
-    """slot -> shard, as ZooKeeper's slot map says now (slots move); the launcher's plan if it cannot."""
-    ranges: list[tuple[int, int, int]] = []
+def current_table(state: ClusterState) -> RoutingTable:
+    """The routing table as ZooKeeper has it now (an empty one when it cannot be reached)."""
     try:
         client = zk_client(state, timeout_s=5)
         try:
-            ranges = zk_routes.read_table(client).slot_ranges
+            return zk_routes.read_table(client)
         finally:
             client.stop()
             client.close()
     except Exception:
-        ranges = []
+        return RoutingTable(version=0, slot_ranges=[])
+
+
+def current_shard_of_slot(state: ClusterState) -> list[int]:
+    """slot -> shard, as ZooKeeper's slot map says now (slots move); the launcher's plan if it cannot."""
     owners = [0] * NUM_SLOTS
-    for first, last, shard in ranges or state.spec.slot_ranges():
+    for first, last, shard in current_table(state).slot_ranges or state.spec.slot_ranges():
         owners[first : last + 1] = [shard] * (last - first + 1)
     return owners
 
 
 def current_primaries(state: ClusterState) -> dict[int, str]:
     """shard -> DC of its primary, as ZooKeeper says (the launcher's plan if it cannot)."""
-    spec = state.spec
-    try:
-        client = zk_client(state, timeout_s=5)
-        try:
-            routes = zk_routes.read_table(client).routes
-        finally:
-            client.stop()
-            client.close()
-    except Exception:
-        routes = {}
-    return {s: (routes[s].leader_dc if s in routes else spec.primary_dc(s)) for s in state.active_shards}
+    routes = current_table(state).routes
+    return {
+        s: (routes[s].leader_dc if s in routes else state.spec.primary_dc(s)) for s in state.active_shards
+    }
 
 
 def check_once(state: ClusterState) -> dict[str, Any]:

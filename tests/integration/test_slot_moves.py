@@ -5,11 +5,13 @@ the move gets the same answer after it, and account numbers stay unique."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -98,6 +100,22 @@ class Load(threading.Thread):
             self.acked[moved.transfer_id] = (source, target, amount)
 
 
+@contextlib.contextmanager
+def under_load(clients: list[BankClient], accounts: list[str]) -> Iterator[list[Load]]:
+    """Transfers among `accounts` from each client while the block runs; stopped and closed after."""
+    loads = [Load(client, accounts, seed) for seed, client in enumerate(clients)]
+    for load in loads:
+        load.start()
+    try:
+        yield loads
+    finally:
+        for load in loads:
+            load.stop.set()
+        for load in loads:
+            load.join(timeout=15)
+            load.client.close()
+
+
 @pytest.fixture(scope="module")
 def accounts(bank_cluster: Cluster) -> dict[str, list[str]]:
     with bank_cluster.client(deadline_s=10) as client:
@@ -130,21 +148,12 @@ def test_moving_slots_under_load_loses_doubles_and_fails_nothing(
             )
             for dc in ("dc1", "dc2", "dc3")
         ]
-        loads = [Load(client, everyone, seed) for seed, client in enumerate(clients)]
-        for load in loads:
-            load.start()
-        time.sleep(2)
-        started = time.monotonic()
-        done = bankctl(
-            bank_cluster.home, "move-slots", "--slots", f"{MOVING[0]}-{MOVING[1]}", "--to", "1", "--json"
-        )
-        took = time.monotonic() - started
-        time.sleep(2)
-        for load in loads:
-            load.stop.set()
-        for load in loads:
-            load.join(timeout=15)
-            load.client.close()
+        with under_load(clients, everyone) as loads:
+            time.sleep(2)
+            started = time.monotonic()
+            done = bankctl(bank_cluster.home, "move-slots", "--slots", SLOTS, "--to", "1", "--json")
+            took = time.monotonic() - started
+            time.sleep(2)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         record = printed_json(done.stdout)
         acked = {tid: t for load in loads for tid, t in load.acked.items()}
@@ -299,19 +308,12 @@ def test_a_shard_added_under_load_takes_its_share_by_rebalance(
     """add-shard while money moves: the new group is led by its DC's node and learnt by every
     gateway without a restart; rebalance gives it a quarter of the slots; nothing fails."""
     everyone = [a for group in accounts.values() for a in group]
-    loads = [Load(BankClient.from_home(bank_cluster.home, prefer_dc=dc, deadline_s=5), everyone, seed)
-             for seed, dc in enumerate(("dc1", "dc2"))]  # fmt: skip
-    for load in loads:
-        load.start()
-    started = time.monotonic()
-    added = bankctl(bank_cluster.home, "add-shard", "--json", timeout_s=300)
-    grown = time.monotonic() - started
-    balanced = bankctl(bank_cluster.home, "rebalance", "--batch", "64", "--json", timeout_s=600)
-    for load in loads:
-        load.stop.set()
-    for load in loads:
-        load.join(timeout=15)
-        load.client.close()
+    clients = [BankClient.from_home(bank_cluster.home, prefer_dc=dc, deadline_s=5) for dc in ("dc1", "dc2")]
+    with under_load(clients, everyone) as loads:
+        started = time.monotonic()
+        added = bankctl(bank_cluster.home, "add-shard", "--json", timeout_s=300)
+        grown = time.monotonic() - started
+        balanced = bankctl(bank_cluster.home, "rebalance", "--batch", "64", "--json", timeout_s=600)
     assert added.returncode == 0, added.stdout[-3000:] + added.stderr[-3000:]
     assert printed_json(added.stdout)["shard"] == 3
     assert balanced.returncode == 0, balanced.stdout[-3000:] + balanced.stderr[-3000:]
@@ -342,18 +344,11 @@ def test_removing_a_shard_under_load_moves_its_slots_away_and_retires_it(
     """remove-shard of one of the first three while money moves: its slots go to the others,
     its members stop, no node leads or fails it over, nothing fails, the books reconcile."""
     everyone = [a for group in accounts.values() for a in group]
-    loads = [Load(BankClient.from_home(bank_cluster.home, prefer_dc=dc, deadline_s=5), everyone, seed)
-             for seed, dc in enumerate(("dc2", "dc3"))]  # fmt: skip
-    for load in loads:
-        load.start()
-    started = time.monotonic()
-    removed = bankctl(bank_cluster.home, "remove-shard", "1", "--batch", "64", "--json", timeout_s=600)
-    took = time.monotonic() - started
-    for load in loads:
-        load.stop.set()
-    for load in loads:
-        load.join(timeout=15)
-        load.client.close()
+    clients = [BankClient.from_home(bank_cluster.home, prefer_dc=dc, deadline_s=5) for dc in ("dc2", "dc3")]
+    with under_load(clients, everyone) as loads:
+        started = time.monotonic()
+        removed = bankctl(bank_cluster.home, "remove-shard", "1", "--batch", "64", "--json", timeout_s=600)
+        took = time.monotonic() - started
     assert removed.returncode == 0, removed.stdout[-3000:] + removed.stderr[-3000:]
     result = printed_json(removed.stdout)
     failed = [f for load in loads for f in load.failed]
