@@ -36,17 +36,9 @@ FROM pg_stat_replication ORDER BY application_name
 
 
 MOVE_FIELDS = (
-    "id",
-    "slots",
-    "from",
-    "to",
-    "state",
-    "freeze_ms",
-    "copied_rows",
-    "started_at",
-    "finished_at",
-    "error",
-)
+    "id", "slots", "from", "to", "state", "freeze_ms", "freeze_phases_ms", "copied_rows", "started_at",
+    "finished_at", "error",
+)  # fmt: skip
 SHARD_HEADER = f"{'shard':<7}{'primary':<9}{'epoch':<7}{'slots':<7}standbys (state, sync, lag)"
 
 

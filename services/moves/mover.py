@@ -87,23 +87,31 @@ class SlotMover:
         self.say(
             f"move {record['id']}: slots {slot_range.first}-{slot_range.last}, shard {source} -> {target}"
         )
+        clock = _Phases()
         try:
             copied, mark = self._copy(slot_range, source, target)
             self.journal.update(record, copied_rows=copied)
-            frozen_at = time.monotonic()
+            clock.start()
             self._set(source, slot_range, slots.FROZEN, None)
             self.journal.update(record, state=j.FROZEN)
+            clock.mark("freeze")
             copied += self._final_pass(slot_range, source, target, mark)
-            if time.monotonic() - frozen_at > self.max_freeze_s:
+            clock.mark("final_pass")
+            if clock.total_s() > self.max_freeze_s:
                 raise MoveFailed(f"the freeze passed {self.max_freeze_s} s before the hand-over")
         except Exception as err:
             self._roll_back(record, slot_range, f"{type(err).__name__}: {err}")
             raise MoveFailed(f"move {record['id']} rolled back: {err}") from err
         self._hand_over(record, slot_range)
+        clock.mark("hand_over")
         self._flip(record, slot_range)
-        freeze_ms = round((time.monotonic() - frozen_at) * 1000, 1)
-        self.journal.update(record, copied_rows=copied, freeze_ms=freeze_ms)
-        self.say(f"move {record['id']}: {copied} rows copied, writes of the slots frozen {freeze_ms} ms")
+        clock.mark("flip")
+        freeze_ms = round(clock.total_s() * 1000, 1)
+        self.journal.update(record, copied_rows=copied, freeze_ms=freeze_ms, freeze_phases_ms=clock.phases_ms)
+        self.say(
+            f"move {record['id']}: {copied} rows copied, writes of the slots frozen {freeze_ms} ms"
+            f" ({', '.join(f'{k} {v:.0f}' for k, v in clock.phases_ms.items())})"
+        )
         self._clean(record, slot_range)
         return record
 
@@ -232,6 +240,25 @@ class SlotMover:
     @staticmethod
     def _slot_list(slot_range: SlotRange) -> list[int]:
         return list(range(slot_range.first, slot_range.last + 1))
+
+
+class _Phases:
+    """Where a move's freeze goes: milliseconds per phase, from the freeze on."""
+
+    def __init__(self) -> None:
+        self.started = self.last = 0.0
+        self.phases_ms: dict[str, float] = {}
+
+    def start(self) -> None:
+        self.started = self.last = time.monotonic()
+
+    def mark(self, phase: str) -> None:
+        now = time.monotonic()
+        self.phases_ms[phase] = round((now - self.last) * 1000, 1)
+        self.last = now
+
+    def total_s(self) -> float:
+        return time.monotonic() - self.started
 
 
 def _require_not_owned(conn: psycopg.Connection[Any], slot_range: SlotRange, shard: int) -> None:

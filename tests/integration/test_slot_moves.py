@@ -160,7 +160,8 @@ def test_moving_slots_under_load_loses_doubles_and_fails_nothing(
         failed = [f for load in loads for f in load.failed]
         report(
             pytestconfig,
-            f"\n[moves] slots {SLOTS} 0 -> 1 in {took:.1f} s: freeze {record['freeze_ms']} ms,"
+            f"\n[moves] slots {SLOTS} 0 -> 1 in {took:.1f} s: freeze {record['freeze_ms']} ms"
+            f" {record['freeze_phases_ms']},"
             f" {record['copied_rows']} rows; {len(acked)} transfers acknowledged, {len(failed)} failed",
         )
         assert record["state"] == "done" and record["freeze_ms"] < 2000, record
