@@ -83,7 +83,10 @@ def rebalance(
         for number, step in enumerate(plan, 1):
             where = f"slots {step.first}-{step.last}, shard {step.source} -> {step.target}"
             say(f"batch {number}/{len(plan)}: {where}")
-            records.append(slot_mover.move(step.first, step.last, step.target))
-        return records
+            records.append(slot_mover.move(step.first, step.last, step.target, clean=False))
+        if plan:
+            say(f"rebalance: the moved rows leave their old shards after {slot_mover.grace_s:g} s of grace")
+        cleaned = {r["id"]: r for r in slot_mover.clean_moved()}
+        return [cleaned.get(r["id"], r) for r in records]
     finally:
         close()

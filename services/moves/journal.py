@@ -69,6 +69,12 @@ class Journal:
         self.zk.set(f"{MOVES_PATH}/{record['id']}", json.dumps(record).encode())
         return record
 
+    def update_soon(self, record: dict[str, Any], **changes: Any) -> None:
+        """As `update`, without waiting for ZooKeeper's answer: for a state that changes nothing
+        on resume (a later `update` of this session is applied after it: sessions are FIFO)."""
+        record.update(changes)
+        self.zk.set_async(f"{MOVES_PATH}/{record['id']}", json.dumps(record).encode())
+
     def all(self) -> list[dict[str, Any]]:
         return read_all(self.zk)
 

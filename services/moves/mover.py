@@ -3,22 +3,26 @@
 1. Lock and journal. One move at a time; the journal in ZooKeeper says where it is.
 2. Copy. The target marks the slots INCOMING (it refuses their writes) and receives every row
    of them from one snapshot of the source, while the source goes on writing them.
-3. Catch up. The rows changed since are copied again (a short pass: the copy's delta).
+3. Book ahead, catch up. The migration lines of the slots' postings so far are booked on both
+   sides, not counted yet (services/storage/migration_lines.py); the rows changed since the
+   copy are copied again.
 4. Freeze. The source marks the slots FROZEN: their writes are refused (retry-able) from now
    on, and the writes already past their check finish first (see services/storage/slots).
 5. Final pass and verify. The last changes are copied; per slot, both sides must agree on the
    accounts, the sum of their balances and a digest of their postings. Else: roll back.
-6. Hand over. The source books the migration lines and marks the slots GONE (naming the
-   target); the target books its lines and marks them OWNED. From here on the move is only
-   ever finished, never rolled back: the target may already have written.
+6. Hand over. The journal records it first. The source books the lines still missing, counts
+   them and marks the slots GONE (naming the target); the target does the same and marks them
+   OWNED, each in one statement. From here on the move is only ever finished, never rolled
+   back: the target may already have written.
 7. Flip. The slot map in ZooKeeper names the target (compare-and-set on its version).
    Gateways learn it at the source's first refusal, or from the Redis mirror.
 8. After a grace period the source's copies of the rows are removed.
 
-A move cut before step 6 is rolled back (the source owns the slots again, the target's copy is
-removed); one cut after is finished. `resume` does either from the journal; each step can run
-again without harm. The freeze is bounded: past `max_freeze_s` before the hand-over, the move
-is rolled back.
+Steps 4 to 7 are the freeze: the work in them is kept small (one connection per side, few
+round trips, the heavy lines booked before it). A move cut before step 6 is rolled back (the
+source owns the slots again, the target's copy and uncounted lines are removed); one cut after
+is finished. `resume` does either from the journal; each step can run again without harm. The
+freeze is bounded: past `max_freeze_s` before the hand-over, the move is rolled back.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from typing import Any
 
 import psycopg
@@ -36,11 +42,13 @@ from kazoo.client import KazooClient
 from services.moves import journal as j
 from services.moves.plan import reassign
 from services.routing import zk_routes
+from services.storage import migration_lines as ml
 from services.storage import slot_copy, slots
 from services.storage.slot_copy import Mark, SlotRange
 
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
+Conn = psycopg.Connection[Any]
 
 
 class MoveFailed(Exception):
@@ -59,17 +67,28 @@ class SlotMover:
         self.grace_s = grace_s
         self.journal = j.Journal(zk)
 
-    def move(self, first: int, last: int, target: int) -> dict[str, Any]:
-        """Moves slots `first`..`last` (all on one shard) to `target`; returns the journal record."""
+    def move(self, first: int, last: int, target: int, clean: bool = True) -> dict[str, Any]:
+        """Moves slots `first`..`last` (all on one shard) to `target`; returns the journal record.
+        With `clean` False the source's rows stay until `clean_moved` (a batch of moves waits
+        out their grace periods together); the move is flipped, and its slots are the target's."""
         self.journal.lock(f"mover pid {os.getpid()}")
         try:
             for leftover in self.journal.unfinished():
-                self._resume(leftover)
+                if leftover["state"] != j.FLIPPED or _overlap(leftover["slots"], (first, last)):
+                    self._resume(leftover)
             source = self._owner(first, last)
             if source == target:
                 raise ValueError(f"slots {first}-{last} already belong to shard {target}")
             record = self.journal.start(first, last, source, target)
-            return self._run(record)
+            return self._run(record, clean)
+        finally:
+            self.journal.unlock()
+
+    def clean_moved(self) -> list[dict[str, Any]]:
+        """Removes the source's rows of every flipped move once its grace period has passed."""
+        self.journal.lock("mover cleaning")
+        try:
+            return [self._resume(r) for r in self.journal.unfinished() if r["state"] == j.FLIPPED]
         finally:
             self.journal.unlock()
 
@@ -81,91 +100,154 @@ class SlotMover:
         finally:
             self.journal.unlock()
 
-    def _run(self, record: dict[str, Any]) -> dict[str, Any]:
+    def _run(self, record: dict[str, Any], clean: bool = True) -> dict[str, Any]:
         slot_range = SlotRange(*record["slots"])
         source, target = record["from"], record["to"]
         self.say(
             f"move {record['id']}: slots {slot_range.first}-{slot_range.last}, shard {source} -> {target}"
         )
-        clock = _Phases()
         try:
             copied, mark = self._copy(slot_range, source, target)
+            more, mark, ahead = self._pass(slot_range, source, target, mark, with_sums=True)
+            self._book_ahead(record, ahead)
+            copied += more
             self.journal.update(record, copied_rows=copied)
-            clock.start()
-            self._set(source, slot_range, slots.FROZEN, None)
-            self.journal.update(record, state=j.FROZEN)
-            clock.mark("freeze")
-            copied += self._final_pass(slot_range, source, target, mark)
-            clock.mark("final_pass")
-            if clock.total_s() > self.max_freeze_s:
-                raise MoveFailed(f"the freeze passed {self.max_freeze_s} s before the hand-over")
         except Exception as err:
             self._roll_back(record, slot_range, f"{type(err).__name__}: {err}")
             raise MoveFailed(f"move {record['id']} rolled back: {err}") from err
-        self._hand_over(record, slot_range)
-        clock.mark("hand_over")
+        clock = _Phases()
+        # One connection to each side for the whole freeze: connecting costs more than the work.
+        with self._connect(source) as src, self._connect(target) as dst:
+            epoch = _epoch(src, slot_range)
+            clock.start()
+            try:
+                touched, more = self._freeze_and_verify(record, slot_range, src, dst, mark, epoch, clock)
+            except Exception as err:
+                self._roll_back(record, slot_range, f"{type(err).__name__}: {err}")
+                raise MoveFailed(f"move {record['id']} rolled back: {err}") from err
+            # Only the transfers the final pass touched can differ from what was booked ahead.
+            booked_ahead = {key: ahead[key] for key in touched if key in ahead}
+            self._hand_over(record, slot_range, src, dst, touched, booked_ahead, epoch)
+            clock.mark("hand_over")
         self._flip(record, slot_range)
         clock.mark("flip")
+        copied += more
+        record["migration_lines"] = sum(1 for amount in {**ahead, **touched}.values() if amount)
         freeze_ms = round(clock.total_s() * 1000, 1)
         self.journal.update(record, copied_rows=copied, freeze_ms=freeze_ms, freeze_phases_ms=clock.phases_ms)
         self.say(
             f"move {record['id']}: {copied} rows copied, writes of the slots frozen {freeze_ms} ms"
             f" ({', '.join(f'{k} {v:.0f}' for k, v in clock.phases_ms.items())})"
         )
-        self._clean(record, slot_range)
+        if clean:
+            self._clean(record, slot_range)
         return record
 
+    def _freeze_and_verify(
+        self, record: dict[str, Any], slot_range: SlotRange, src: Conn, dst: Conn, mark: Mark, epoch: int,
+        clock: _Phases,
+    ) -> tuple[ml.Sums, int]:  # fmt: skip
+        """Steps 4 and 5: the slots frozen on the source, their last changes copied, both sides
+        compared; the moved sums of the transfers the last changes touched, and the rows copied."""
+        slots.change(src, self._slot_list(slot_range), slots.FROZEN, epoch, None)
+        self.journal.update_soon(record, state=j.FROZEN)  # for those who watch: resume rolls back either way
+        clock.mark("freeze")
+        touched, copied = self._final_pass(slot_range, src, dst, mark)
+        clock.mark("final_pass")
+        if clock.total_s() > self.max_freeze_s:
+            raise MoveFailed(f"the freeze passed {self.max_freeze_s} s before the hand-over")
+        return touched, copied
+
+    def _book_ahead(self, record: dict[str, Any], sums: ml.Sums) -> None:
+        """The migration lines of the moved sums of the last catch-up pass, booked on both sides
+        and not counted yet: the hand-over books only what the final pass changes."""
+        source, target = record["from"], record["to"]
+        with self._connect(source) as src, self._connect(target) as dst:
+            ml.book_ahead(src, ml.to_book(sums, 1, {}), ml.tag(target, record["id"]))
+            ml.book_ahead(dst, ml.to_book(sums, -1, {}), ml.tag(source, record["id"]))
+
     def _copy(self, slot_range: SlotRange, source: int, target: int) -> tuple[int, Mark]:
-        """Steps 2 and 3: the copy from one snapshot, then a pass over what changed meanwhile."""
+        """Step 2: the copy from one snapshot (step 3, the catch-up passes, follow)."""
         with self._connect(target) as conn, conn.transaction():
             _require_not_owned(conn, slot_range, target)
             slots.set_states(conn, self._slot_list(slot_range), slots.INCOMING, 0, None)
             slot_copy.delete_rows(conn, slot_range)  # what an earlier, rolled-back attempt left
-        copied, mark = self._pass(slot_range, source, target, None)
-        more, mark = self._pass(slot_range, source, target, mark)
-        return copied + more, mark
+        copied, mark, _ = self._pass(slot_range, source, target, None)
+        return copied, mark
 
-    def _pass(self, slot_range: SlotRange, source: int, target: int, since: Mark | None) -> tuple[int, Mark]:
+    def _pass(
+        self, slot_range: SlotRange, source: int, target: int, since: Mark | None, with_sums: bool = False
+    ) -> tuple[int, Mark, ml.Sums]:
+        """A copy pass from one snapshot of the source: the rows sent, the pass's mark, and (if
+        asked) the slots' moved sums in the same snapshot."""
         with self._connect(source) as src, self._connect(target) as dst:
             src.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             mark = slot_copy.high_water(src)
             with dst.transaction():
                 copied = slot_copy.copy_pass(src, dst, slot_range, since)
+            sums = ml.moved_sums(src, slot_range) if with_sums else {}
             src.execute("COMMIT")
-        return copied, mark
+        return copied, mark, sums
 
-    def _final_pass(self, slot_range: SlotRange, source: int, target: int, mark: Mark) -> int:
-        """Step 5: nothing writes the slots on the source now; the target must match it."""
-        with self._connect(source) as src, self._connect(target) as dst:
-            src.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    def _final_pass(self, slot_range: SlotRange, src: Conn, dst: Conn, mark: Mark) -> tuple[ml.Sums, int]:
+        """Step 5: nothing writes the slots on the source now; what changed since `mark` is
+        copied and the target must match the source. Returns the moved sums of the transfers
+        the pass touched (read on the target, equal to the source's) and the rows copied."""
+        src.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
             with dst.transaction():
                 copied = slot_copy.copy_pass(src, dst, slot_range, mark)
-                expected, found = slot_copy.digest(src, slot_range), slot_copy.digest(dst, slot_range)
+                with ThreadPoolExecutor(1) as pool:  # the source's digest while the target's is read
+                    expected_later = pool.submit(slot_copy.digest, src, slot_range)
+                    found = slot_copy.digest(dst, slot_range)
+                    expected = expected_later.result()
                 if expected != found:
                     wrong = sorted(s for s in {*expected, *found} if expected.get(s) != found.get(s))
                     raise MoveFailed(f"the copy differs from the source in slots {wrong[:10]}")
+                touched = ml.touched_sums(dst, slot_range)
+        finally:
             src.execute("COMMIT")
-        return copied
+        return touched, copied
 
-    def _hand_over(self, record: dict[str, Any], slot_range: SlotRange) -> None:
-        """Step 6, each half done once (a resumed move may find one half done)."""
-        source, target = record["from"], record["to"]
-        with self._connect(source) as src:
-            epoch = _epoch(src, slot_range)
-            with src.transaction():
-                states = slots.states(src)
-                if states.get(slot_range.first, ("",))[0] != slots.GONE:
-                    lines = slot_copy.migration_lines(src, slot_range)
-                    slot_copy.book_migration(src, lines, 1, f"shard {target}")
-                    slots.set_states(src, self._slot_list(slot_range), slots.GONE, epoch, target)
-                    record["migration_lines"] = len(lines)
+    def _hand_over(
+        self, record: dict[str, Any], slot_range: SlotRange, src: Conn | None = None, dst: Conn | None = None,
+        needed: ml.Sums | None = None, ahead: ml.Sums | None = None, epoch: int | None = None,
+    ) -> None:  # fmt: skip
+        """Step 6. The journal says it first: from here on the move is only finished (the source
+        is frozen and the copy verified, so either half may go first). Each half is one
+        statement, done once, that books the lines bringing what was booked `ahead` to the moved
+        sums `needed` (both for the same transfers). A resumed move reads the moved sums again
+        (the source's slots are frozen or gone, so they are the same) and what each side booked."""
+        if record["state"] != j.HANDED_OVER:
             self.journal.update(record, state=j.HANDED_OVER)
-            lines = slot_copy.migration_lines(src, slot_range)
-        with self._connect(target) as dst, dst.transaction():
-            if slots.states(dst).get(slot_range.first, ("",))[0] != slots.OWNED:
-                slot_copy.book_migration(dst, lines, -1, f"shard {source}")
-                slots.set_states(dst, self._slot_list(slot_range), slots.OWNED, epoch + 1, None)
-        self.journal.update(record, state=j.TARGET_OWNS)
+        with ExitStack() as stack:
+            src = src or stack.enter_context(self._connect(record["from"]))
+            dst = dst or stack.enter_context(self._connect(record["to"]))
+            epoch = epoch or _epoch(src, slot_range)
+            if needed is None:
+                needed = ml.moved_sums(src, slot_range)
+            with ThreadPoolExecutor(1) as pool:
+                taken = pool.submit(
+                    self._half, record, slot_range, dst, slots.OWNED, epoch + 1, needed, ahead
+                )
+                self._half(record, slot_range, src, slots.GONE, epoch, needed, ahead)
+                taken.result()
+        # Not journaled (TARGET_OWNS): resuming from HANDED_OVER does no more than the flip needs.
+        record["state"] = j.TARGET_OWNS
+
+    def _half(
+        self, record: dict[str, Any], slot_range: SlotRange, conn: Conn, state: str, epoch: int,
+        needed: ml.Sums, ahead: ml.Sums | None,
+    ) -> int:  # fmt: skip
+        """One side's hand-over: the source lets the slots go (GONE), the target takes them
+        (OWNED); its lines completed and counted in the same statement."""
+        source_side = state == slots.GONE
+        sign, other = (1, record["to"]) if source_side else (-1, record["from"])
+        line_tag = ml.tag(other, record["id"])
+        already = ml.booked(conn, line_tag) if ahead is None else {k: sign * a for k, a in ahead.items()}
+        moved_to = record["to"] if source_side else None
+        lines = ml.to_book(needed, sign, already)
+        return slots.change(conn, self._slot_list(slot_range), state, epoch, moved_to, lines, line_tag)
 
     def _flip(self, record: dict[str, Any], slot_range: SlotRange) -> None:
         """Step 7: the slot map names the target, by compare-and-set (retried on a conflict)."""
@@ -183,21 +265,28 @@ class SlotMover:
                 log.warning("event=slot_map_conflict move=%s error=%r", record["id"], err)
         else:
             raise RuntimeError("the slot map kept changing under the move; resume it")
-        self.journal.update(record, state=j.FLIPPED)
+        self.journal.update(record, state=j.FLIPPED, flipped_at=time.time())
 
     def _clean(self, record: dict[str, Any], slot_range: SlotRange) -> None:
-        """Step 8, after a grace period: readers that still route to the source see the rows."""
-        time.sleep(self.grace_s)
+        """Step 8, after a grace period: readers that still route to the source see the rows.
+        Only rows of slots still gone from the source go (a later move may have brought one back)."""
+        flipped_at = record.get("flipped_at") or time.time()
+        time.sleep(max(0.0, min(self.grace_s, flipped_at + self.grace_s - time.time())))
         with self._connect(record["from"]) as src, src.transaction():
-            removed = slot_copy.delete_rows(src, slot_range)
+            states = slots.states(src)
+            gone = all(states.get(s, ("",))[0] == slots.GONE for s in self._slot_list(slot_range))
+            removed = slot_copy.delete_rows(src, slot_range) if gone else 0
         self.journal.update(record, state=j.DONE, removed_rows=removed)
 
     def _roll_back(self, record: dict[str, Any], slot_range: SlotRange, why: str) -> None:
         self.say(f"move {record['id']}: rolling back ({why})")
         self._set(record["from"], slot_range, slots.OWNED, None)
+        with self._connect(record["from"]) as src:
+            ml.unbook(src, ml.tag(record["to"], record["id"]))
         with self._connect(record["to"]) as dst, dst.transaction():
             _require_not_owned(dst, slot_range, record["to"])
             slot_copy.delete_rows(dst, slot_range)
+            ml.unbook(dst, ml.tag(record["from"], record["id"]))
             slots.drop_states(dst, self._slot_list(slot_range), slots.INCOMING)
         self.journal.update(record, state=j.ROLLED_BACK, error=why)
 
@@ -267,6 +356,10 @@ def _require_not_owned(conn: psycopg.Connection[Any], slot_range: SlotRange, sha
             if slot_range.first <= s <= slot_range.last and state in (slots.OWNED, slots.FROZEN)]  # fmt: skip
     if held:
         raise RuntimeError(f"shard {shard} holds slots {held[:10]} already; its rows are not a copy")
+
+
+def _overlap(a: list[int] | tuple[int, int], b: list[int] | tuple[int, int]) -> bool:
+    return a[0] <= b[1] and b[0] <= a[1]
 
 
 def _epoch(conn: psycopg.Connection[Any], slot_range: SlotRange) -> int:

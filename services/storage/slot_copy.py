@@ -4,19 +4,16 @@ Everything of a slot goes: its accounts, their postings (the whole statement, in
 the transfers those postings belong to or that the slot's accounts debited, its holds, the
 answered requests routed by it, its outbox rows, and its serial counter. Rows are streamed with
 binary COPY into a temporary table on the target, then merged: rows that change (accounts,
-transfers, holds, outbox, counters) are upserted, so a catch-up may copy them again; postings
-and requests only ever arrive, and one already there (same transfer, account and amount) is
-not copied twice. A copy pass over postings starts a margin below the last high-water mark, so
-a posting whose sequence was taken before the mark but committed after it is not missed.
+transfers, holds, outbox, counters) are upserted where they differ; postings and requests only
+ever arrive, and one already there (same transfer, account and amount) is not copied twice.
+A catch-up pass sends only the rows written since the last pass's snapshot (its `Mark`): by
+the row's xmin, so a transaction that began before the snapshot and committed after it is
+not missed.
 
 A transfer id may have a row on both sides (a cross-shard transfer's debit and its credit);
 when they meet, a final status (the credit booked, or refused) wins over PENDING.
 
-A moved slot's postings leave their transfers' other postings behind (a deposit's cash line, a
-transfer's other account). So that each shard's transfers still sum to zero, the move books the
-difference on SYS:MIGRATION:<currency> under the same transfer id: the moved sum on the source,
-its opposite on the target (`migration_lines`). Across the bank the migration accounts sum to
-zero, and an auditor can follow every moved line to its transfer on both shards.
+The migration lines that keep each shard's transfers summing to zero are in migration_lines.py.
 """
 
 from __future__ import annotations
@@ -26,9 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-
-# Postings may take their sequence before a high-water mark is read and commit after it.
-SEQUENCE_MARGIN = 10_000
 
 ACCOUNTS = (
     "account_number, slot, customer_id, currency, status, balance, held, overdraft_limit, version, opened_at"
@@ -66,56 +60,67 @@ class SlotRange:
 
 
 IN_ACCOUNTS = "account_number >= %(acc_low)s AND account_number < %(acc_high)s"
-MOVING_POSTINGS = f"{IN_ACCOUNTS} AND sequence > %(since)s"
+# A row written since the last pass's snapshot: by a transaction not older than the oldest one
+# that snapshot did not see (xid ages compared: both are read against the same current xid).
+# Some rows the snapshot saw may come again; merges take them twice without harm.
+CHANGED = "(%(since_xid)s IS NULL OR age(xmin) <= age(%(since_xid)s::text::xid))"
 
-# What each table sends: the query on the source, and how the target merges it.
+# What each table sends: the query on the source, and how the target merges it (from its
+# temporary table, incoming_<table>).
 SOURCES = {
-    "accounts": f"SELECT {ACCOUNTS} FROM accounts WHERE {IN_ACCOUNTS}",
-    "postings": f"SELECT {POSTINGS} FROM postings WHERE {MOVING_POSTINGS} ORDER BY sequence",
+    "accounts": f"SELECT {ACCOUNTS} FROM accounts WHERE {IN_ACCOUNTS} AND {CHANGED}",
+    "postings": f"SELECT {POSTINGS} FROM postings WHERE {IN_ACCOUNTS} AND {CHANGED} ORDER BY sequence",
     "transfers": f"""
 SELECT {TRANSFERS} FROM transfers
-WHERE (transfer_id >= %(t_low)s AND transfer_id < %(t_high)s
-       AND (created_at >= %(since_time)s OR status = 'PENDING'))
-   OR transfer_id IN (SELECT transfer_id FROM postings WHERE {MOVING_POSTINGS})""",
-    "holds": f"SELECT {HOLDS} FROM holds WHERE hold_id >= %(h_low)s AND hold_id < %(h_high)s",
+WHERE transfer_id >= %(t_low)s AND transfer_id < %(t_high)s AND {CHANGED}
+UNION
+SELECT {TRANSFERS} FROM transfers WHERE transfer_id = ANY(%(posted)s::text[])""",
+    "holds": f"SELECT {HOLDS} FROM holds WHERE hold_id >= %(h_low)s AND hold_id < %(h_high)s AND {CHANGED}",
     "requests": f"""
 SELECT {REQUESTS} FROM requests
-WHERE slot BETWEEN %(first)s AND %(last)s AND created_at >= %(since_time)s""",
+WHERE slot BETWEEN %(first)s AND %(last)s AND {CHANGED}""",
     "outbox": f"""
 SELECT {OUTBOX} FROM outbox
-WHERE transfer_id >= %(t_low)s AND transfer_id < %(t_high)s
-  AND (created_at >= %(since_time)s OR status = 'PENDING')""",
+WHERE transfer_id >= %(t_low)s AND transfer_id < %(t_high)s AND {CHANGED}""",
     "slot_serials": "SELECT slot, last_serial FROM slot_serials WHERE slot BETWEEN %(first)s AND %(last)s",
 }
 MERGES = {
     "accounts": f"""
-INSERT INTO accounts ({ACCOUNTS}) SELECT {ACCOUNTS} FROM incoming
+INSERT INTO accounts ({ACCOUNTS}) SELECT {ACCOUNTS} FROM incoming_accounts
 ON CONFLICT (account_number) DO UPDATE SET status = EXCLUDED.status, balance = EXCLUDED.balance,
-    held = EXCLUDED.held, overdraft_limit = EXCLUDED.overdraft_limit, version = EXCLUDED.version""",
+    held = EXCLUDED.held, overdraft_limit = EXCLUDED.overdraft_limit, version = EXCLUDED.version
+WHERE (accounts.status, accounts.balance, accounts.held, accounts.overdraft_limit, accounts.version)
+    IS DISTINCT FROM (EXCLUDED.status, EXCLUDED.balance, EXCLUDED.held, EXCLUDED.overdraft_limit,
+                      EXCLUDED.version)""",
     "postings": f"""
-INSERT INTO postings ({POSTINGS}) SELECT {POSTINGS} FROM incoming i
+INSERT INTO postings ({POSTINGS}) SELECT {POSTINGS} FROM incoming_postings i
 WHERE NOT EXISTS (SELECT 1 FROM postings p WHERE p.transfer_id = i.transfer_id
                   AND p.account_number = i.account_number AND p.amount = i.amount)
 ORDER BY i.ord""",
     "transfers": f"""
-INSERT INTO transfers ({TRANSFERS}) SELECT {TRANSFERS} FROM incoming
-ON CONFLICT (transfer_id) DO UPDATE
-SET status = CASE WHEN transfers.status = 'PENDING' THEN EXCLUDED.status ELSE transfers.status END,
-    failure_reason = CASE WHEN transfers.status = 'PENDING' THEN EXCLUDED.failure_reason
-                          ELSE transfers.failure_reason END""",
+INSERT INTO transfers ({TRANSFERS}) SELECT {TRANSFERS} FROM incoming_transfers
+ON CONFLICT (transfer_id) DO UPDATE SET status = EXCLUDED.status, failure_reason = EXCLUDED.failure_reason
+WHERE transfers.status = 'PENDING' AND EXCLUDED.status <> 'PENDING'""",
     "holds": f"""
-INSERT INTO holds ({HOLDS}) SELECT {HOLDS} FROM incoming
+INSERT INTO holds ({HOLDS}) SELECT {HOLDS} FROM incoming_holds
 ON CONFLICT (hold_id) DO UPDATE SET status = EXCLUDED.status, captured_amount = EXCLUDED.captured_amount,
-    transfer_id = EXCLUDED.transfer_id""",
-    "requests": f"INSERT INTO requests ({REQUESTS}) SELECT {REQUESTS} FROM incoming ON CONFLICT DO NOTHING",
+    transfer_id = EXCLUDED.transfer_id
+WHERE (holds.status, holds.captured_amount, holds.transfer_id)
+    IS DISTINCT FROM (EXCLUDED.status, EXCLUDED.captured_amount, EXCLUDED.transfer_id)""",
+    "requests": f"""
+INSERT INTO requests ({REQUESTS}) SELECT {REQUESTS} FROM incoming_requests ON CONFLICT DO NOTHING""",
     "outbox": f"""
-INSERT INTO outbox ({OUTBOX}) SELECT {OUTBOX} FROM incoming
+INSERT INTO outbox ({OUTBOX}) SELECT {OUTBOX} FROM incoming_outbox
 ON CONFLICT (transfer_id) DO UPDATE SET status = EXCLUDED.status, attempts = EXCLUDED.attempts,
     next_attempt_at = EXCLUDED.next_attempt_at, last_error = EXCLUDED.last_error,
-    finished_at = EXCLUDED.finished_at""",
+    finished_at = EXCLUDED.finished_at
+WHERE (outbox.status, outbox.attempts, outbox.next_attempt_at, outbox.last_error, outbox.finished_at)
+    IS DISTINCT FROM (EXCLUDED.status, EXCLUDED.attempts, EXCLUDED.next_attempt_at, EXCLUDED.last_error,
+                      EXCLUDED.finished_at)""",
     "slot_serials": """
-INSERT INTO slot_serials (slot, last_serial) SELECT slot, last_serial FROM incoming
-ON CONFLICT (slot) DO UPDATE SET last_serial = GREATEST(slot_serials.last_serial, EXCLUDED.last_serial)""",
+INSERT INTO slot_serials (slot, last_serial) SELECT slot, last_serial FROM incoming_slot_serials
+ON CONFLICT (slot) DO UPDATE SET last_serial = EXCLUDED.last_serial
+WHERE EXCLUDED.last_serial > slot_serials.last_serial""",
 }
 # Accounts first (holds refer to them), postings before their transfers' merge is harmless (no key).
 ORDER = ("accounts", "transfers", "postings", "holds", "requests", "outbox", "slot_serials")
@@ -124,27 +129,19 @@ COLUMNS = {
     "requests": REQUESTS, "outbox": OUTBOX, "slot_serials": "slot, last_serial",
 }  # fmt: skip
 
-SQL_HIGH_WATER = "SELECT coalesce(max(sequence), 0), now() FROM postings"
-SQL_MIGRATION_SUMS = f"""
-SELECT transfer_id, currency, sum(amount)::bigint FROM postings WHERE {MOVING_POSTINGS}
-GROUP BY transfer_id, currency HAVING sum(amount) <> 0
-"""
-SQL_INSERT_MIGRATION = """
-INSERT INTO postings (transfer_id, account_number, amount, currency, balance_after, counterparty)
-SELECT t, 'SYS:MIGRATION:' || c, a, c, NULL, %s
-FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS m(t, c, a)
-"""
-# What both sides must agree on, per slot: accounts, their balances, and every posting.
+SQL_HIGH_WATER = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint % 4294967296"
+# What both sides must agree on, per slot: accounts, their balances, and every posting. The
+# digests are sums of 64-bit row hashes: no sort, and a row missing, added or changed on one
+# side changes its slot's sum (a statement's order is kept by the copy, see `_copy_table`).
 SQL_DIGEST = f"""
 SELECT slot, count(*), coalesce(sum(balance), 0)::bigint,
-       md5(string_agg(account_number || ':' || balance || ':' || status || ':' || held, ','
-                      ORDER BY account_number))
+       sum(hashtextextended(account_number || ':' || balance || ':' || status || ':' || held, 0)::numeric)
 FROM accounts WHERE {IN_ACCOUNTS} GROUP BY slot
 """
 SQL_POSTING_DIGEST = f"""
 SELECT substr(account_number, 1, 4)::integer, count(*),
-       md5(string_agg(transfer_id || ':' || account_number || ':' || amount || ':' || balance_after, ','
-                      ORDER BY account_number, transfer_id, amount))
+       sum(hashtextextended(transfer_id || ':' || account_number || ':' || amount || ':'
+                            || coalesce(balance_after::text, '-'), 0)::numeric)
 FROM postings WHERE {IN_ACCOUNTS} GROUP BY 1
 """
 DELETES = {
@@ -159,80 +156,61 @@ DELETES = {
 
 @dataclass(frozen=True)
 class Mark:
-    """How far a copy pass went: the postings' high-water sequence and the source's clock then."""
+    """How far a copy pass went: the oldest transaction its snapshot did not see, as a 32-bit
+    xid (rows it wrote, or later ones, are copied again)."""
 
-    sequence: int
-    time: Any
+    xmin: int
 
 
 def high_water(source: psycopg.Connection[Any]) -> Mark:
     row = source.execute(SQL_HIGH_WATER).fetchone()
     assert row is not None
-    return Mark(int(row[0]), row[1])
+    return Mark(int(row[0]))
 
 
 def copy_pass(
     source: psycopg.Connection[Any], target: psycopg.Connection[Any], slots: SlotRange, since: Mark | None
 ) -> int:
     """Streams the slots' rows changed since `since` (all of them without) from `source` to
-    `target` and merges them, in the callers' transactions; returns the rows sent."""
-    params = {
-        **slots.params,
-        "since": max(since.sequence - SEQUENCE_MARGIN, 0) if since else 0,
-        "since_time": since.time if since else "-infinity",
-    }
-    sent = 0
-    for table in ORDER:
-        sent += _copy_table(source, target, table, params)
-    return sent
+    `target` and merges them, in the callers' transactions; returns the rows sent. Few round
+    trips: the temporary tables made in one, a COPY per table, the merges in one. The tables
+    (incoming_<table>) stay until the transaction ends: the postings sent can be read there."""
+    params: dict[str, Any] = {**slots.params, "since_xid": since.xmin if since else None}
+    target.execute(";\n".join(_incoming(table) for table in ORDER).encode())
+    sent = {"postings": _stream(source, target, "postings", params)}
+    # The transfers of the postings sent go along (a transfer of another slot may credit one).
+    params["posted"] = [r[0] for r in target.execute("SELECT DISTINCT transfer_id FROM incoming_postings")]
+    sent.update({table: _stream(source, target, table, params) for table in ORDER if table != "postings"})
+    merges = [MERGES[table] for table in ORDER if sent[table]]
+    if merges:
+        target.execute(";\n".join(merges).encode())
+    return sum(sent.values())
 
 
-def _copy_table(
+def _incoming(table: str) -> str:
+    order = ", 0::bigint AS ord" if table == "postings" else ""
+    columns = f"{COLUMNS[table]}{order}"
+    return f"CREATE TEMP TABLE incoming_{table} ON COMMIT DROP AS SELECT {columns} FROM {table} LIMIT 0"
+
+
+def _stream(
     source: psycopg.Connection[Any], target: psycopg.Connection[Any], table: str, params: dict[str, Any]
 ) -> int:
-    ordered = table == "postings"
-    target.execute(
-        f"CREATE TEMP TABLE incoming ON COMMIT DROP AS SELECT {COLUMNS[table]}"
-        f"{', 0::bigint AS ord' if ordered else ''} FROM {table} LIMIT 0"
-    )
+    """One table's rows from the source's query into its temporary table on the target."""
     query = SOURCES[table]
-    if ordered:  # the source's order travels along, so that statements keep it on the target
+    if table == "postings":  # the source's order travels along, so that statements keep it
         query = query.replace(
             f"SELECT {POSTINGS}", f"SELECT {POSTINGS}, row_number() OVER (ORDER BY sequence)"
         )
-    sent = 0
+    statement = psycopg.ClientCursor(source).mogrify(query, params)
     with source.cursor() as out_cur, target.cursor() as in_cur:
-        statement = psycopg.ClientCursor(source).mogrify(query, params)
         with (
             out_cur.copy(f"COPY ({statement}) TO STDOUT (FORMAT BINARY)") as out,
-            in_cur.copy("COPY incoming FROM STDIN (FORMAT BINARY)") as into,
+            in_cur.copy(f"COPY incoming_{table} FROM STDIN (FORMAT BINARY)") as into,
         ):
             for block in out:
                 into.write(block)
-        row = target.execute("SELECT count(*) FROM incoming").fetchone()
-        sent = int(row[0]) if row else 0
-        if sent:
-            target.execute(MERGES[table].encode())
-        target.execute("DROP TABLE incoming")
-    return sent
-
-
-def migration_lines(source: psycopg.Connection[Any], slots: SlotRange) -> list[tuple[str, str, int]]:
-    """(transfer id, currency, sum) of all the slots' postings whose transfers keep other lines
-    behind (a transfer moved whole sums to zero and needs none). Read once the slots are frozen."""
-    params = {**slots.params, "since": 0}
-    return [(str(t), str(c), int(a)) for t, c, a in source.execute(SQL_MIGRATION_SUMS, params)]
-
-
-def book_migration(
-    conn: psycopg.Connection[Any], lines: list[tuple[str, str, int]], sign: int, other: str
-) -> None:
-    """The migration lines on one side: `sign` 1 on the source (the moved sum), -1 on the target."""
-    if lines:
-        conn.execute(
-            SQL_INSERT_MIGRATION,
-            (other, [t for t, _, _ in lines], [c for _, c, _ in lines], [sign * a for _, _, a in lines]),
-        )
+        return max(in_cur.rowcount, 0)
 
 
 def digest(conn: psycopg.Connection[Any], slots: SlotRange) -> dict[int, tuple[Any, ...]]:

@@ -9,7 +9,7 @@ by the move's catch-up) or is refused, and no slot is writable on two shards.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -29,6 +29,8 @@ SET state = EXCLUDED.state, epoch = EXCLUDED.epoch, moved_to = EXCLUDED.moved_to
 SQL_DROP_STATES = "DELETE FROM slot_state WHERE slot = ANY(%s::integer[]) AND state = %s"
 SQL_STATES = "SELECT slot, state, epoch, moved_to FROM slot_state ORDER BY slot"
 SQL_IS_EMPTY = "SELECT NOT EXISTS (SELECT 1 FROM slot_state)"
+SQL_CHANGE = "SELECT slot_change(%s::integer[], %s, %s, %s, %s::text[], %s::text[], %s::bigint[], %s)"
+Lines = Sequence[tuple[str, str, int]]
 
 
 def unwritable(
@@ -58,6 +60,24 @@ def set_states(
     check has finished (the EXCLUSIVE lock waits for them); commit to make it count."""
     conn.execute(SQL_LOCK_EXCLUSIVE)
     conn.execute(SQL_SET_STATES, (state, epoch, moved_to, sorted(slots)))
+
+
+def change(
+    conn: psycopg.Connection[Any], slots: list[int], state: str, epoch: int, moved_to: int | None,
+    lines: Lines = (), tag: str = "",
+) -> int:  # fmt: skip
+    """A move's change of the slots' state in one statement (migration 0006): the migration
+    `lines` (transfer id, currency, signed amount) booked and those booked ahead under `tag`
+    counted, then the state set, unless the slots are in `state` already. Its own transaction on
+    an autocommit connection. Returns the lines booked, or -1 when the slots were in `state`."""
+    row = conn.execute(
+        SQL_CHANGE,
+        (
+            sorted(slots), state, epoch, moved_to,
+            [t for t, _, _ in lines], [c for _, c, _ in lines], [a for _, _, a in lines], tag,
+        ),
+    ).fetchone()  # fmt: skip
+    return int(row[0]) if row else -1
 
 
 def drop_states(conn: psycopg.Connection[Any], slots: list[int], state: str) -> None:

@@ -24,7 +24,7 @@ from services.cluster import slot_moves
 from services.cluster.launcher import require_state
 from services.common.identifiers import slot_of_customer
 from services.moves.mover import SlotMover
-from services.storage import slot_copy, slots
+from services.storage import slots
 from services.storage.slot_copy import SlotRange
 from tests.integration.cluster_helpers import Cluster, bankctl
 from tests.integration.conftest import report
@@ -272,35 +272,36 @@ def test_a_move_cut_before_the_hand_over_is_rolled_back(bank_cluster: Cluster, c
     assert after["reconciled"] and after["currencies"] == before["currencies"]
 
 
-def test_a_move_cut_after_the_hand_over_is_finished(bank_cluster: Cluster) -> None:
-    """The mover stops once the source let the slots go: `--resume` finishes the move."""
+@pytest.mark.parametrize("halves", [(), ("source",), ("target",)])
+def test_a_move_cut_after_the_hand_over_is_finished(bank_cluster: Cluster, halves: tuple[str, ...]) -> None:
+    """The mover stops once the journal passed the hand-over (with neither half done, or only
+    the source's, or only the target's): `--resume` finishes the move, each half once."""
     accounts_before = bank_cluster.sql(0, LEFT, CUT)
     mover, close = cut_mover(bank_cluster)
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(close)
         record = mover.journal.start(CUT[0], CUT[1], 0, 1)
-        mover._copy(SlotRange(*CUT), 0, 1)
+        _, mark = mover._copy(SlotRange(*CUT), 0, 1)
+        _, mark, ahead = mover._pass(SlotRange(*CUT), 0, 1, mark, with_sums=True)
+        mover._book_ahead(record, ahead)
         mover._set(0, SlotRange(*CUT), "FROZEN", None)
-        mover._final_pass(SlotRange(*CUT), 0, 1, mover_mark(mover))
+        src = stack.enter_context(psycopg.connect(mover.conninfo_of(0), autocommit=True))
+        dst = stack.enter_context(psycopg.connect(mover.conninfo_of(1), autocommit=True))
+        touched, _ = mover._final_pass(SlotRange(*CUT), src, dst, mark)
         mover.journal.update(record, state="handed_over")
-        with psycopg.connect(mover.conninfo_of(0)) as src, src.transaction():  # the source's half only
-            slot_copy.book_migration(src, slot_copy.migration_lines(src, SlotRange(*CUT)), 1, "shard 1")
-            slots.set_states(src, list(range(CUT[0], CUT[1] + 1)), slots.GONE, 1, 1)
-    finally:
-        close()
+        if "source" in halves:
+            mover._half(record, SlotRange(*CUT), src, slots.GONE, 1, {**ahead, **touched}, ahead)
+        if "target" in halves:
+            mover._half(record, SlotRange(*CUT), dst, slots.OWNED, 2, {**ahead, **touched}, ahead)
     done = bankctl(bank_cluster.home, "move-slots", "--resume", "--json")
     assert done.returncode == 0, done.stderr[-3000:]
     (resumed,) = printed_json(done.stdout)
     assert resumed["state"] == "done"
     assert owner_and_states(bank_cluster, CUT[0]) == (1, "GONE", "OWNED")
     assert bank_cluster.sql(1, LEFT, CUT) == accounts_before and bank_cluster.sql(0, LEFT, CUT) == [(0,)]
-    assert bank_cluster.check(wait_s=30)["reconciled"]
+    assert bank_cluster.check(wait_s=30)["reconciled"]  # each side's lines booked once
     done = bankctl(bank_cluster.home, "move-slots", "--slots", f"{CUT[0]}-{CUT[1]}", "--to", "0")
     assert done.returncode == 0, done.stderr[-3000:]
-
-
-def mover_mark(mover: SlotMover) -> slot_copy.Mark:
-    with psycopg.connect(mover.conninfo_of(0)) as src:
-        return slot_copy.high_water(src)
 
 
 def test_a_shard_added_under_load_takes_its_share_by_rebalance(

@@ -30,7 +30,7 @@ class RecordingMover(SlotMover):
         self.steps.append("roll_back")
         record["state"] = j.ROLLED_BACK
 
-    def _hand_over(self, record: dict[str, Any], slot_range: SlotRange) -> None:
+    def _hand_over(self, record: dict[str, Any], slot_range: SlotRange, *args: Any, **kwargs: Any) -> None:
         self.steps.append("hand_over")
         record["state"] = j.TARGET_OWNS
 
