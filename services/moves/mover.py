@@ -3,13 +3,15 @@
 1. Lock and journal. One move at a time; the journal in ZooKeeper says where it is.
 2. Copy. The target marks the slots INCOMING (it refuses their writes) and receives every row
    of them from one snapshot of the source, while the source goes on writing them.
-3. Book ahead, catch up. The migration lines of the slots' postings so far are booked on both
-   sides, not counted yet (services/storage/migration_lines.py); the rows changed since the
-   copy are copied again.
+3. Catch up, verify, book ahead. The rows changed since the copy are copied again, and both
+   sides compared in full per slot (accounts, the sum of their balances, a digest of the
+   postings); the migration lines of the slots' postings so far are booked on both sides, not
+   counted yet (services/storage/migration_lines.py).
 4. Freeze. The source marks the slots FROZEN: their writes are refused (retry-able) from now
    on, and the writes already past their check finish first (see services/storage/slots).
 5. Final pass and verify. The last changes are copied; per slot, both sides must agree on the
-   accounts, the sum of their balances and a digest of their postings. Else: roll back.
+   accounts, the sum of their balances and the number of postings (postings are only ever
+   added, and those before were compared in step 3). Else: roll back.
 6. Hand over. The journal records it first. The source books the lines still missing, counts
    them and marks the slots GONE (naming the target); the target does the same and marks them
    OWNED, each in one statement. From here on the move is only ever finished, never rolled
@@ -108,7 +110,7 @@ class SlotMover:
         )
         try:
             copied, mark = self._copy(slot_range, source, target)
-            more, mark, ahead = self._pass(slot_range, source, target, mark, with_sums=True)
+            more, mark, ahead = self._pass(slot_range, source, target, mark, catch_up=True)
             self._book_ahead(record, ahead)
             copied += more
             self.journal.update(record, copied_rows=copied)
@@ -176,16 +178,19 @@ class SlotMover:
         return copied, mark
 
     def _pass(
-        self, slot_range: SlotRange, source: int, target: int, since: Mark | None, with_sums: bool = False
+        self, slot_range: SlotRange, source: int, target: int, since: Mark | None, catch_up: bool = False
     ) -> tuple[int, Mark, ml.Sums]:
-        """A copy pass from one snapshot of the source: the rows sent, the pass's mark, and (if
-        asked) the slots' moved sums in the same snapshot."""
+        """A copy pass from one snapshot of the source: the rows sent and the pass's mark. The
+        catch-up pass also compares both sides in full (so that the final pass, in the freeze,
+        need only count the postings it added) and returns the slots' moved sums."""
         with self._connect(source) as src, self._connect(target) as dst:
             src.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             mark = slot_copy.high_water(src)
             with dst.transaction():
                 copied = slot_copy.copy_pass(src, dst, slot_range, since)
-            sums = ml.moved_sums(src, slot_range) if with_sums else {}
+                if catch_up:
+                    _verify(src, dst, slot_range, full=True)
+            sums = ml.moved_sums(src, slot_range) if catch_up else {}
             src.execute("COMMIT")
         return copied, mark, sums
 
@@ -197,13 +202,7 @@ class SlotMover:
         try:
             with dst.transaction():
                 copied = slot_copy.copy_pass(src, dst, slot_range, mark)
-                with ThreadPoolExecutor(1) as pool:  # the source's digest while the target's is read
-                    expected_later = pool.submit(slot_copy.digest, src, slot_range)
-                    found = slot_copy.digest(dst, slot_range)
-                    expected = expected_later.result()
-                if expected != found:
-                    wrong = sorted(s for s in {*expected, *found} if expected.get(s) != found.get(s))
-                    raise MoveFailed(f"the copy differs from the source in slots {wrong[:10]}")
+                _verify(src, dst, slot_range, full=False)
                 touched = ml.touched_sums(dst, slot_range)
         finally:
             src.execute("COMMIT")
@@ -356,6 +355,17 @@ def _require_not_owned(conn: psycopg.Connection[Any], slot_range: SlotRange, sha
             if slot_range.first <= s <= slot_range.last and state in (slots.OWNED, slots.FROZEN)]  # fmt: skip
     if held:
         raise RuntimeError(f"shard {shard} holds slots {held[:10]} already; its rows are not a copy")
+
+
+def _verify(src: Conn, dst: Conn, slot_range: SlotRange, full: bool) -> None:
+    """Per slot, both sides must agree (the source's digest read while the target's is)."""
+    with ThreadPoolExecutor(1) as pool:
+        expected_later = pool.submit(slot_copy.digest, src, slot_range, full)
+        found = slot_copy.digest(dst, slot_range, full)
+        expected = expected_later.result()
+    if expected != found:
+        wrong = sorted(s for s in {*expected, *found} if expected.get(s) != found.get(s))
+        raise MoveFailed(f"the copy differs from the source in slots {wrong[:10]}")
 
 
 def _overlap(a: list[int] | tuple[int, int], b: list[int] | tuple[int, int]) -> bool:

@@ -67,3 +67,18 @@ class Cluster:
         done = bankctl(self.home, "check", "--json", "--wait", str(wait_s))
         assert done.stdout, done.stderr[-3000:]
         return dict(json.loads(done.stdout))
+
+
+def printed_json(stdout: str) -> Any:
+    """The JSON a command printed after its progress lines (a line of its own opens it)."""
+    lines = stdout.splitlines()
+    start = max(i for i, line in enumerate(lines) if line in ("[", "{", "[]"))
+    return json.loads("\n".join(lines[start:]))
+
+
+def shard_owning(cluster: Cluster, slot: int) -> int:
+    """The shard the slot map names for `slot`, as `status` shows it."""
+    for shard in cluster.status()["shards"]:
+        if any(a <= slot <= b for a, b in shard["slots"]):
+            return int(shard["shard"])
+    raise AssertionError(f"slot {slot} has no shard")

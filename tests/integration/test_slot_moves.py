@@ -6,7 +6,6 @@ the move gets the same answer after it, and account numbers stay unique."""
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 import threading
 import time
@@ -23,10 +22,10 @@ from bankclient import BankClient
 from services.cluster import slot_moves
 from services.cluster.launcher import require_state
 from services.common.identifiers import slot_of_customer
-from services.moves.mover import SlotMover
+from services.moves.mover import MoveFailed, SlotMover
 from services.storage import slots
 from services.storage.slot_copy import SlotRange
-from tests.integration.cluster_helpers import Cluster, bankctl
+from tests.integration.cluster_helpers import Cluster, bankctl, printed_json, shard_owning
 from tests.integration.conftest import report
 
 MOVING = (0, 31)  # on shard 0 in the default map
@@ -42,13 +41,6 @@ WHERE transfer_id = ANY(%s) AND amount < 0 AND account_number NOT LIKE 'SYS:%%'
 """
 STATES = "SELECT state, count(*) FROM slot_state WHERE slot BETWEEN %s AND %s GROUP BY 1"
 LEFT = "SELECT count(*) FROM accounts WHERE slot BETWEEN %s AND %s"
-
-
-def printed_json(stdout: str) -> Any:
-    """The JSON a command printed after its progress lines (a line of its own opens it)."""
-    lines = stdout.splitlines()
-    start = max(i for i, line in enumerate(lines) if line in ("[", "{", "[]"))
-    return json.loads("\n".join(lines[start:]))
 
 
 def customers_in(first: int, last: int, count: int, prefix: str) -> list[str]:
@@ -68,13 +60,6 @@ def statement(client: BankClient, account: str) -> list[Any]:
         token = page.next_page_token
         if not token:
             return lines
-
-
-def shard_owning(cluster: Cluster, slot: int) -> int:
-    for shard in cluster.status()["shards"]:
-        if any(a <= slot <= b for a, b in shard["slots"]):
-            return int(shard["shard"])
-    raise AssertionError(f"slot {slot} has no shard")
 
 
 class Load(threading.Thread):
@@ -272,6 +257,33 @@ def test_a_move_cut_before_the_hand_over_is_rolled_back(bank_cluster: Cluster, c
     assert after["reconciled"] and after["currencies"] == before["currencies"]
 
 
+def test_a_copy_that_differs_from_its_source_is_rolled_back_before_any_freeze(bank_cluster: Cluster) -> None:
+    """A copied balance altered on the target (as a faulty copy would leave it): the catch-up's
+    comparison finds it, names the slot, and the move rolls back without freezing anything."""
+    with bank_cluster.client() as client:  # accounts of the cut's slots, whatever ran before
+        for customer in customers_in(*CUT, 3, "cut-differs"):
+            account = client.open_account(customer, "CNY").account_number
+            client.deposit(account, 10_000, "CNY")
+    before = bank_cluster.check(wait_s=30)
+    mover, close = cut_mover(bank_cluster)
+    try:
+        record = mover.journal.start(CUT[0], CUT[1], 0, 1)
+        _, mark = mover._copy(SlotRange(*CUT), 0, 1)
+        ((altered,),) = bank_cluster.sql(
+            1, "UPDATE accounts SET balance = balance + 1 WHERE account_number ="
+            " (SELECT min(account_number) FROM accounts WHERE slot BETWEEN %s AND %s) RETURNING slot", CUT,
+        )  # fmt: skip
+        with pytest.raises(MoveFailed, match=f"differs from the source in slots \\[{altered}\\]"):
+            mover._pass(SlotRange(*CUT), 0, 1, mark, catch_up=True)
+        mover._roll_back(record, SlotRange(*CUT), "the copy differs")
+    finally:
+        close()
+    assert owner_and_states(bank_cluster, altered) == (0, "OWNED", None)
+    assert bank_cluster.sql(1, LEFT, CUT) == [(0,)]
+    after = bank_cluster.check(wait_s=30)
+    assert after["reconciled"] and after["currencies"] == before["currencies"]
+
+
 @pytest.mark.parametrize("halves", [(), ("source",), ("target",)])
 def test_a_move_cut_after_the_hand_over_is_finished(bank_cluster: Cluster, halves: tuple[str, ...]) -> None:
     """The mover stops once the journal passed the hand-over (with neither half done, or only
@@ -282,7 +294,7 @@ def test_a_move_cut_after_the_hand_over_is_finished(bank_cluster: Cluster, halve
         stack.callback(close)
         record = mover.journal.start(CUT[0], CUT[1], 0, 1)
         _, mark = mover._copy(SlotRange(*CUT), 0, 1)
-        _, mark, ahead = mover._pass(SlotRange(*CUT), 0, 1, mark, with_sums=True)
+        _, mark, ahead = mover._pass(SlotRange(*CUT), 0, 1, mark, catch_up=True)
         mover._book_ahead(record, ahead)
         mover._set(0, SlotRange(*CUT), "FROZEN", None)
         src = stack.enter_context(psycopg.connect(mover.conninfo_of(0), autocommit=True))
