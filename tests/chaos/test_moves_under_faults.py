@@ -1,0 +1,183 @@
+"""A slot move cut by the loss of a data center, under load: the source's primary DC killed while
+the move copies, the target's while it hands over. Once the shard is led again, `move-slots
+--resume` rolls the first back and finishes the second; every slot ends owned by one shard,
+nothing acknowledged is lost or booked twice, the books reconcile. The moved slot goes home at
+the end, so the later tests find the slot map they expect."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from services.chaos import faults
+from services.cluster import slot_moves
+from services.cluster.launcher import require_state
+from services.moves import journal as j
+from services.moves.mover import SlotMover
+from services.storage import slot_copy, slots
+from tests.chaos.helpers import SHARDS, Load, leader_of, shard_of, wait_for_progress
+from tests.eventually import eventually
+from tests.integration.cluster_helpers import Cluster, bankctl, printed_json
+from tests.integration.conftest import report
+
+SOURCE = 0
+
+
+def owners(cluster: Cluster, slot: int) -> dict[int, str]:
+    """Each shard's recorded state of `slot` (on its current primary)."""
+    found = {}
+    for shard in range(SHARDS):
+        rows = cluster.sql(shard, "SELECT state FROM slot_state WHERE slot = %s", (slot,))
+        if rows:
+            found[shard] = str(rows[0][0])
+    return found
+
+
+def slot_map(cluster: Cluster) -> dict[int, int]:
+    """slot -> the shard the slot map names, as `status` shows it."""
+    return {
+        slot: int(shard["shard"])
+        for shard in cluster.status()["shards"]
+        for first, last in shard["slots"]
+        for slot in range(first, last + 1)
+    }
+
+
+def led_everywhere(cluster: Cluster) -> bool:
+    status = cluster.status()
+    primaries = [c for c in status["components"] if c["kind"] == "postgres" and c["role"] == "primary"]
+    return sorted(c["shard"] for c in primaries) == list(range(SHARDS))
+
+
+def booked_once_where_they_live(cluster: Cluster, load: Load) -> None:
+    """Every acknowledged transfer has one row and one debit on the shard that owns its slot now."""
+    owner = slot_map(cluster)
+    by_shard: dict[int, list[str]] = {}
+    for transfer_id in load.acked.values():
+        by_shard.setdefault(owner[int(transfer_id[1:5])], []).append(transfer_id)
+    for shard, ids in by_shard.items():
+        rows = dict(
+            cluster.sql(
+                shard,
+                "SELECT transfer_id, count(*) FROM transfers WHERE transfer_id = ANY(%s) GROUP BY 1",
+                (ids,),
+            )
+        )
+        assert all(rows.get(t) == 1 for t in ids), [t for t in ids if rows.get(t) != 1][:10]
+
+
+def cut_move(
+    cluster: Cluster, slot: int, target: int, arm: Callable[[SlotMover], list[str]]
+) -> tuple[dict[str, Any], str]:
+    """Moves `slot` from SOURCE to `target` in this process with a DC kill armed inside it; returns
+    the move's journal record as the mover left it, and the error it stopped with (if any)."""
+    mover, close = slot_moves.mover(require_state(cluster.home), lambda line: None)
+    error = ""
+    try:
+        struck = arm(mover)
+        try:
+            mover.move(slot, slot, target)
+        except Exception as err:  # whatever the lost DC makes of the step it was in
+            error = f"{type(err).__name__}: {err}"
+        assert struck, "the DC was not killed: the move never reached the point armed"
+        return next(r for r in reversed(mover.journal.all()) if r["slots"] == [slot, slot]), error
+    finally:
+        close()
+
+
+def kill_dc_in(
+    cluster: Cluster, dc: str, owner: Any, name: str, wanted: Callable[..., bool]
+) -> Callable[[SlotMover], list[str]]:
+    """Arms a kill of `dc` at the first call of `owner.name` (the mover's own method when
+    `owner` is None) whose arguments `wanted` takes; the kill returns once every shard is led
+    again. Undone by `restore`."""
+
+    def arm(mover: SlotMover) -> list[str]:
+        target = owner or mover
+        original = getattr(target, name)
+        struck: list[str] = []
+
+        def strike(*args: Any, **kwargs: Any) -> Any:
+            if not struck and wanted(*args, **kwargs):
+                struck.append(dc)
+                faults.inject(require_state(cluster.home), "kill-dc", {"dc": dc}, lambda line: None)
+            return original(*args, **kwargs)
+
+        setattr(target, name, strike)
+        if owner is not None:
+            restore.append(lambda: setattr(owner, name, original))
+        return struck
+
+    return arm
+
+
+restore: list[Callable[[], None]] = []
+
+
+def in_catch_up(*args: Any, **kwargs: Any) -> bool:
+    return args[3] is not None  # copy_pass(source, target, slots, since): the first pass has none
+
+
+def target_taking_over(*args: Any, **kwargs: Any) -> bool:
+    return bool(args[3] == slots.OWNED)  # _half(record, slot_range, conn, state, ...)
+
+
+@pytest.mark.parametrize("lost", ["source", "target"])
+def test_a_move_cut_by_a_lost_dc_ends_with_one_owner_and_nothing_lost(
+    cluster: Cluster, accounts: list[str], pytestconfig: pytest.Config, lost: str
+) -> None:
+    slot = int(next(a for a in accounts if shard_of(a) == SOURCE)[:4])
+    # A target led from another DC than the source (earlier faults may have moved leaders).
+    target = next(s for s in range(1, SHARDS) if leader_of(cluster, s) != leader_of(cluster, SOURCE))
+    dc = leader_of(cluster, SOURCE if lost == "source" else target)
+    load = Load(cluster, accounts)
+    load.run()
+    started = time.monotonic()
+    try:
+        wait_for_progress(load, 50)
+        if lost == "source":  # its connections open in the catch-up pass, before anything is frozen
+            arm = kill_dc_in(cluster, dc, slot_copy, "copy_pass", in_catch_up)
+        else:  # the journal has passed the hand-over; the target has not taken the slot yet
+            arm = kill_dc_in(cluster, dc, None, "_half", target_taking_over)
+        try:
+            record, error = cut_move(cluster, slot, target, arm)
+        finally:
+            while restore:
+                restore.pop()()
+        left = record["state"]
+        if lost == "target":
+            assert left == j.HANDED_OVER and error, (record, error)
+        if left not in (j.DONE, j.ROLLED_BACK):
+            eventually(lambda: led_everywhere(cluster), 60, "every shard led again after the kill")
+            done = bankctl(cluster.home, "move-slots", "--resume", "--json", timeout_s=120)
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            record = next(r for r in printed_json(done.stdout) if r["id"] == record["id"])
+        assert record["state"] in (j.DONE, j.ROLLED_BACK), record
+        expected_owner = target if record["state"] == j.DONE else SOURCE
+        wait_for_progress(load, 50)
+        restarted = bankctl(cluster.home, "chaos", "restart-dc", dc, timeout_s=180)
+        assert restarted.returncode == 0, restarted.stdout[-2000:] + restarted.stderr[-2000:]
+        wait_for_progress(load, 50)
+    finally:
+        load.finish()
+    report(
+        pytestconfig,
+        f"\n[chaos] move of slot {slot} cut by losing the {lost}'s DC {dc}: left {left}"
+        f" ({error[:80] or 'no error'}), then {record['state']} in {time.monotonic() - started:.0f} s;"
+        f" {len(load.acked)} acknowledged, {len(load.failed)} failed",
+    )
+    states = owners(cluster, slot)
+    writable = [s for s, state in states.items() if state in ("OWNED", "FROZEN")]
+    assert writable == [expected_owner] and states[expected_owner] == "OWNED", states
+    assert slot_map(cluster)[slot] == expected_owner
+    books = cluster.check(wait_s=60)
+    assert books["reconciled"] and books["pending_transfers"] == 0, books
+    booked_once_where_they_live(cluster, load)
+    if expected_owner != SOURCE:  # home again, for the tests after this one
+        back = bankctl(
+            cluster.home, "move-slots", "--slots", f"{slot}-{slot}", "--to", str(SOURCE), timeout_s=120
+        )
+        assert back.returncode == 0, back.stdout[-3000:] + back.stderr[-3000:]
