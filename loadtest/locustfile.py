@@ -37,9 +37,11 @@ def _options(parser: Any) -> None:
 
 
 class Accounts:
-    """The loaded accounts, by shard (read once per process)."""
+    """The loaded accounts, by shard as loaded and by slot (read once per process). A slot's
+    accounts share a shard wherever moves take it; a shard's, as loaded, may not after a move."""
 
     by_shard: dict[int, list[str]] = {}
+    by_slot: dict[str, list[str]] = {}
     acked_file: Any = None
 
     @classmethod
@@ -52,6 +54,7 @@ class Accounts:
         for line in path.read_text(encoding="ascii").split():
             number, shard, _ = line.split(",")
             cls.by_shard.setdefault(int(shard), []).append(number)
+            cls.by_slot.setdefault(number[:4], []).append(number)
         (home / "acked").mkdir(exist_ok=True)
         cls.acked_file = open(home / "acked" / f"acked-{os.getpid()}.log", "a", encoding="ascii")  # noqa: SIM115
 
@@ -136,8 +139,8 @@ class BankUser(BankGrpcUser):
         )
 
     def op_hold(self) -> None:
-        shard = self.rng.choice(self.shards)
-        source, target = self._account(shard), self._account(shard)
+        source = self._account()  # holds are between accounts of one shard: take two of a slot
+        target = self.rng.choice(Accounts.by_slot[source[:4]])
         if source == target:
             return
         hold = self.client.call(
