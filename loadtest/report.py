@@ -91,7 +91,26 @@ def plot(out: Path, data: dict[str, Any]) -> list[str]:
                 axis.annotate(dcs[w], (t, shard + 0.25 * w / max(len(dcs) - 1, 1)), fontsize=8)
     axis.set_yticks(shards, [f"shard {s}" for s in shards])
     images.append(_finish(fig, axis, out, "leaders.png", "Leader DC of each shard (labels: the DC)", faults))
+    if data.get("scale_out"):
+        images.append(plot_slots(out, data, faults))
     return images
+
+
+def plot_slots(out: Path, data: dict[str, Any], faults: list[dict[str, Any]]) -> str:
+    """Slots owned by each shard over time, each batch's flip marked."""
+    samples = [s for s in data["leaders"] if "slots" in s]
+    shards = sorted({int(k) for s in samples for k in s["slots"]})
+    fig, axis = plt.subplots(figsize=(9, 3.5))
+    for shard in shards:
+        axis.step([s["t"] for s in samples], [s["slots"].get(str(shard), 0) for s in samples],
+                  where="post", label=f"shard {shard}")  # fmt: skip
+    for move in data["scale_out"]["moves"]:
+        if move.get("flipped_t") is not None:
+            axis.axvline(move["flipped_t"], color="#999", linewidth=0.6)
+    axis.set_ylabel("slots owned")
+    if shards:
+        axis.legend(loc="center left")
+    return _finish(fig, axis, out, "slots.png", "Slots per shard (grey: a batch's flip)", faults)
 
 
 def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
@@ -112,6 +131,7 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
             f"RTO {failover['rto_s']} s on shards {', '.join(map(str, failover['shards']))},"
             f" {failover['failed_requests']} requests failed",
         ))  # fmt: skip
+    rows += scale_out_rows(data.get("scale_out"))
     rows += [
         ("acknowledged movements", f"{data['acked_transfers']:,}"),
         ("acknowledged and lost", str(data["acked_lost"])),
@@ -123,6 +143,25 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
         ),
     ]
     return rows
+
+
+def scale_out_rows(grown: dict[str, Any] | None) -> list[tuple[str, str]]:
+    if not grown:
+        return []
+    if grown.get("error"):
+        return [("scale-out", f"FAILED: {grown['error']}")]
+    freeze, rates = grown["freeze_ms"], grown.get("throughput_rps", {})
+    added = f"shard {grown.get('shard')} added at {grown.get('started_t')} s"
+    moved = f"{freeze['count']} batches of {grown['batch']} slots moved by {grown.get('finished_t')} s"
+    rate = " / ".join(str(rates.get(key)) for key in ("before", "during", "after"))
+    lowest = f"lowest 10 s window: {rates.get('lowest_window_ratio')} of before"
+    errors = f"{grown.get('client_errors')} of {grown.get('requests') or 0:,} requests"
+    return [
+        ("scale-out", f"{added}, {moved}"),
+        ("freeze per batch p50 / p99 / max", f"{freeze['p50']} / {freeze['p99']} / {freeze['max']} ms"),
+        ("requests/s before / during / after", f"{rate} ({lowest})"),
+        ("client errors while growing", errors),
+    ]
 
 
 def plot_cost(out: Path, cost: dict[str, Any]) -> str:
@@ -149,5 +188,8 @@ def write(out: Path, data: dict[str, Any]) -> tuple[Path, Path]:
     json_path = out / "report.json"
     json_path.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
     html_path = out / "report.html"
-    html_path.write_text(report_page.page(data, summary_rows(data), images, cost_chart), encoding="utf-8")
+    grown = report_page.scale_out_section(data.get("scale_out"), scale_out_rows(data.get("scale_out")))
+    plots = [name for name in images if name != "slots.png"]
+    page = report_page.page(data, summary_rows(data), plots, cost_chart, grown)
+    html_path.write_text(page, encoding="utf-8")
     return json_path, html_path

@@ -66,11 +66,27 @@ def verdict(data: dict[str, Any]) -> tuple[bool, list[str]]:
             f" (shards {', '.join(map(str, failover['shards']))}), {failover['failed_requests']} calls failed"
             " around it."
         )
+    grown = data.get("scale_out")
+    if grown:
+        lines.append(scale_out_line(grown))
     drill = data.get("drill")
     if drill:
         scores = ", ".join(f"{name.replace('_', ' ')} {'yes' if ok else 'NO'}" for name, ok in drill.items())
         lines.append(f"Drill: {scores}.")
-    return nothing_lost and bool(data["invariant_ok"]), lines
+    grew = not grown or not grown.get("error")
+    return nothing_lost and bool(data["invariant_ok"]) and grew, lines
+
+
+def scale_out_line(grown: dict[str, Any]) -> str:
+    if grown.get("error"):
+        return f"Growing the bank FAILED: {grown['error']}."
+    freeze, rates = grown["freeze_ms"], grown.get("throughput_rps", {})
+    return (
+        f"Grown online: shard {grown.get('shard')} added and {freeze['count']} batches of slots moved onto it"
+        f" under load; writes of a batch frozen {freeze['p50']} ms at the median, {freeze['max']} ms at most;"
+        f" {grown.get('client_errors')} client errors meanwhile; the slowest 10 s of the moves served"
+        f" {rates.get('lowest_window_ratio')} of the rate before."
+    )
 
 
 def _table(rows: list[tuple[str, str]], numeric: bool = False) -> str:
@@ -102,9 +118,35 @@ def cost_section(cost: dict[str, Any], chart: str | None) -> str:
     )
 
 
+def _phases(phases_ms: dict[str, float]) -> str:
+    return ", ".join(f"{phase.replace('_', ' ')} {ms:.0f}" for phase, ms in phases_ms.items())
+
+
+def scale_out_section(grown: dict[str, Any] | None, rows: list[tuple[str, str]]) -> str:
+    """Growing the bank: its figures, each batch of slots moved, and the slots per shard plot."""
+    if not grown:
+        return ""
+    head = "<tr><th>slots</th><th>from</th><th>to</th><th>started (s)</th><th>rows copied</th>"
+    head += "<th>writes frozen (ms)</th><th>where the freeze went (ms)</th></tr>"
+    batches = "".join(
+        f"<tr><td>{m['slots'][0]}-{m['slots'][1]}</td><td>shard {m['from']}</td><td>shard {m['to']}</td>"
+        f'<td class="n">{m["started_t"]}</td><td class="n">{_number(m["copied_rows"] or 0)}</td>'
+        f'<td class="n">{m["freeze_ms"]}</td>'
+        f"<td>{_esc(_phases(m['freeze_phases_ms']))}</td></tr>"
+        for m in grown["moves"]
+    )
+    image = '<p><img src="slots.png" alt="slots per shard over time"></p>' if grown["moves"] else ""
+    return (
+        "<h2>Growing the bank</h2><p>A shard added while the load ran, then the slots rebalanced onto it"
+        " batch by batch: each batch copied while writes went on, its writes frozen only for the final"
+        f" pass, the hand-over and the flip.</p>{_table(rows)}<table>{head}{batches}</table>{image}"
+    )
+
+
 def page(
-    data: dict[str, Any], summary: list[tuple[str, str]], plots: list[str], cost_chart: str | None
-) -> str:
+    data: dict[str, Any], summary: list[tuple[str, str]], plots: list[str], cost_chart: str | None,
+    grown: str = "",
+) -> str:  # fmt: skip
     ok, lines = verdict(data)
     verdict_html = "".join(f"<li>{_esc(line)}</li>" for line in lines)
     kind, word = ("pass", "PASS") if ok else ("fail", "FAIL")
@@ -116,6 +158,7 @@ def page(
 <div class="verdict {kind}"><strong>{word}</strong><ul>{verdict_html}</ul></div>
 <h2>Figures</h2>{_table(summary)}
 <h2>Over time</h2><p>Faults and their undoing, marked on every plot: {_esc(marks)}.</p>{figures}
+{grown}
 {cost_section(data["cost"], cost_chart)}
 <p>Every figure comes from this run: Locust's CSVs beside this file, the faults as bankctl recorded them,
 the ledger audited afterwards; report.json holds them all.</p></body></html>"""

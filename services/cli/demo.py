@@ -33,9 +33,12 @@ def _scenario(state: ClusterState, args: argparse.Namespace, kind: str) -> dict[
             raise ValueError("need 0 < --fault-at < --restart-at < --duration")
         fault_dc = args.dc or leaders(state)[0]
     out = args.reports / time.strftime("%Y%m%d-%H%M%S")
+    if args.scale_out_at is not None and not 0 < args.scale_out_at < args.duration:
+        raise ValueError("need 0 < --scale-out-at < --duration")
     return run_scenario(
         state, kind, args.duration, args.users, out, say, fault_dc=fault_dc, fault_at_s=args.fault_at,
-        restart_at_s=args.restart_at, assumptions=_assumptions(args),
+        restart_at_s=args.restart_at, assumptions=_assumptions(args), scale_out_at_s=args.scale_out_at,
+        scale_out_batch=args.scale_out_batch,
     )  # fmt: skip
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 from loadtest import report
 from services.chaos import faults
+from services.cli import scale_out
+from services.cli.scale_out import ScaleOut
 from services.cluster.check import check, current_primaries, current_shard_of_slot
 from services.cluster.pg_group import member_instance
 from services.cluster.state import ClusterState
@@ -29,7 +31,7 @@ WARM_UP_S = 5.0
 
 
 class LeaderSampler(threading.Thread):
-    """Which DC leads each shard, once a second, from ZooKeeper (the truth)."""
+    """Which DC leads each shard and how many slots it owns, once a second, from ZooKeeper."""
 
     def __init__(self, state: ClusterState, t0: float) -> None:
         super().__init__(name="leader-sampler", daemon=True)
@@ -42,11 +44,15 @@ class LeaderSampler(threading.Thread):
         try:
             while not self.stop.wait(1.0):
                 try:
-                    routes = zk_routes.read_table(client, timeout_s=0.5).routes
+                    table = zk_routes.read_table(client, timeout_s=0.5)
                 except Exception:  # ZooKeeper busy re-electing: this second has no sample
                     continue
-                leaders = {str(s): r.leader_dc for s, r in routes.items()}
-                self.samples.append({"t": round(time.time() - self.t0, 2), "leaders": leaders})
+                leaders = {str(s): r.leader_dc for s, r in table.routes.items()}
+                slots = {str(s): 0 for s in table.routes}
+                for first, last, shard in table.slot_ranges:
+                    slots[str(shard)] = slots.get(str(shard), 0) + last - first + 1
+                sample = {"t": round(time.time() - self.t0, 2), "leaders": leaders, "slots": slots}
+                self.samples.append(sample)
         finally:
             client.stop()
             client.close()
@@ -55,7 +61,7 @@ class LeaderSampler(threading.Thread):
 def run_scenario(
     state: ClusterState, name: str, duration_s: int, users: int, out: Path, say: Say,
     fault_dc: str | None = None, fault_at_s: float = 0, restart_at_s: float = 0,
-    assumptions: Assumptions | None = None,
+    assumptions: Assumptions | None = None, scale_out_at_s: float | None = None, scale_out_batch: int = 32,
 ) -> dict[str, Any]:  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     acked_dir = state.home / "acked"
@@ -72,6 +78,9 @@ def run_scenario(
         locust = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     leaders = LeaderSampler(state, t0)
     leaders.start()
+    growing = ScaleOut(state.home, t0, scale_out_at_s, scale_out_batch, say) if scale_out_at_s else None
+    if growing:
+        growing.start()
     time.sleep(WARM_UP_S)  # the steady window starts after the users have ramped up
     cpu_before, window_start = sampler.cpu_seconds(state), time.time()
     steady_end = t0 + (fault_at_s if fault_dc else duration_s - 2)
@@ -85,6 +94,9 @@ def run_scenario(
         faults.restart(state, fault_dc, say)
         undone.append({"t": round(time.time() - t0, 2), "label": f"restart-dc {fault_dc}", "undo": True})
     locust.wait(timeout=duration_s + 120)
+    if growing:
+        growing.join()  # the audit reads the books once the last move is done
+        state = ClusterState.load(state.home) or state  # with the shard it added
     memory, disk = sampler.memory_bytes(state), sampler.disk_bytes(state)
     leaders.stop.set()
     leaders.join(timeout=5)
@@ -118,6 +130,7 @@ def run_scenario(
         "cost": per_account_year(measured, assumptions or Assumptions()),
         "timeline": {k: v for k, v in history.items() if k != "start"},
         "leaders": leaders.samples,
+        "scale_out": scale_out.figures(growing.record, history, duration_s) if growing else None,
         "fault_marks": [
             *({"t": round(e["at"] - t0, 2), "label": f"{e['fault']} {e['target']}"} for e in entries),
             *undone,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import report
+from services.cli import scale_out
 from services.cost.model import Assumptions, Measured, per_account_year
 
 
@@ -58,3 +59,44 @@ def test_lost_money_turns_the_verdict_into_a_failure(tmp_path: Path) -> None:
     _, html_path = report.write(tmp_path, run_data(lost=2))
     page = html_path.read_text(encoding="utf-8")
     assert "FAIL" in page and "MONEY LOST OR DOUBLED: 2 of 8,000" in page and ">PASS<" not in page
+
+
+def grown(error: str | None = None) -> dict[str, Any]:
+    """A scale-out at 20 s: shard 2 added, two batches moved by 40 s, with two failures in them."""
+    moves = [
+        {"slots": [0, 31], "from": 0, "to": 2, "state": "done", "freeze_ms": 120.0, "freeze_phases_ms": {},
+         "copied_rows": 900, "started_t": 25.0, "flipped_t": 30.0},
+        {"slots": [512, 543], "from": 1, "to": 2, "state": "done", "freeze_ms": 310.0, "freeze_phases_ms": {},
+         "copied_rows": 950, "started_t": 31.0, "flipped_t": 38.0},
+    ]  # fmt: skip
+    record = {"at_s": 20.0, "batch": 32, "error": error, "moves": [] if error else moves, "shard": 2,
+              "started_t": 20.0, "added_t": 24.0, "finished_t": 40.0}  # fmt: skip
+    history = run_data()["timeline"]
+    history = {
+        **history,
+        "rps": [200.0] * 20 + [150.0] * 20 + [210.0] * 20,
+        "fps": [0.0] * 33 + [2.0] + [0.0] * 26,
+    }
+    return scale_out.figures(record, history, 60.0)
+
+
+def test_a_scale_out_has_its_section_figures_and_plot(tmp_path: Path) -> None:
+    data = {**run_data(), "scale_out": grown()}
+    data["leaders"] = [{**s, "slots": {"0": 512, "1": 512} if s["t"] < 30 else {"0": 480, "1": 512, "2": 32}}
+                       for s in data["leaders"]]  # fmt: skip
+    figures = data["scale_out"]
+    assert figures["freeze_ms"]["p50"] == 215.0 and figures["freeze_ms"]["max"] == 310.0
+    assert figures["throughput_rps"]["before"] == 200.0 and figures["throughput_rps"]["after"] == 210.0
+    assert figures["throughput_rps"]["lowest_window_ratio"] == 0.75 and figures["client_errors"] == 2
+    _, html_path = report.write(tmp_path, data)
+    page = html_path.read_text(encoding="utf-8")
+    assert "slots.png" in page and (tmp_path / "slots.png").stat().st_size > 1000
+    assert "Grown online: shard 2 added and 2 batches" in page and "PASS" in page
+    text = re.sub(r"<[^>]+>", " ", page)
+    assert [key for key in figures if "_" in key and key in text] == []
+
+
+def test_a_failed_scale_out_fails_the_verdict(tmp_path: Path) -> None:
+    data = {**run_data(), "scale_out": grown(error="LaunchError: no room")}
+    page = report.write(tmp_path, data)[1].read_text(encoding="utf-8")
+    assert "Growing the bank FAILED: LaunchError: no room" in page and ">PASS<" not in page
