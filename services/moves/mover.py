@@ -42,6 +42,7 @@ import psycopg
 from kazoo.client import KazooClient
 
 from services.moves import journal as j
+from services.moves import priority
 from services.moves.plan import reassign
 from services.routing import zk_routes
 from services.storage import migration_lines as ml
@@ -118,9 +119,11 @@ class SlotMover:
             self._roll_back(record, slot_range, f"{type(err).__name__}: {err}")
             raise MoveFailed(f"move {record['id']} rolled back: {err}") from err
         clock = _Phases()
-        # One connection to each side for the whole freeze: connecting costs more than the work.
-        with self._connect(source) as src, self._connect(target) as dst:
+        # One connection to each side for the whole freeze (connecting costs more than the work),
+        # served first: the clients' writes of the slots wait for it.
+        with self._connect(source, priority.CRITICAL) as src, self._connect(target, priority.CRITICAL) as dst:
             epoch = _epoch(src, slot_range)
+            slot_copy.prepare_incoming(dst)
             clock.start()
             try:
                 touched, more = self._freeze_and_verify(record, slot_range, src, dst, mark, epoch, clock)
@@ -164,7 +167,10 @@ class SlotMover:
         """The migration lines of the moved sums of the last catch-up pass, booked on both sides
         and not counted yet: the hand-over books only what the final pass changes."""
         source, target = record["from"], record["to"]
-        with self._connect(source) as src, self._connect(target) as dst:
+        with (
+            self._connect(source, priority.BACKGROUND) as src,
+            self._connect(target, priority.BACKGROUND) as dst,
+        ):
             ml.book_ahead(src, ml.to_book(sums, 1, {}), ml.tag(target, record["id"]))
             ml.book_ahead(dst, ml.to_book(sums, -1, {}), ml.tag(source, record["id"]))
 
@@ -182,8 +188,12 @@ class SlotMover:
     ) -> tuple[int, Mark, ml.Sums]:
         """A copy pass from one snapshot of the source: the rows sent and the pass's mark. The
         catch-up pass also compares both sides in full (so that the final pass, in the freeze,
-        need only count the postings it added) and returns the slots' moved sums."""
-        with self._connect(source) as src, self._connect(target) as dst:
+        need only count the postings it added) and returns the slots' moved sums. Background
+        work: its sessions yield the CPU to the bank's clients."""
+        with (
+            self._connect(source, priority.BACKGROUND) as src,
+            self._connect(target, priority.BACKGROUND) as dst,
+        ):
             src.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             mark = slot_copy.high_water(src)
             with dst.transaction():
@@ -322,8 +332,11 @@ class SlotMover:
         with self._connect(shard) as conn, conn.transaction():
             slots.set_states(conn, self._slot_list(slot_range), state, _epoch(conn, slot_range), moved_to)
 
-    def _connect(self, shard: int) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.conninfo_of(shard), autocommit=True, connect_timeout=3)
+    def _connect(self, shard: int, nice: int | None = None) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(self.conninfo_of(shard), autocommit=True, connect_timeout=3)
+        if nice is not None:
+            priority.favour(conn, nice)
+        return conn
 
     @staticmethod
     def _slot_list(slot_range: SlotRange) -> list[int]:

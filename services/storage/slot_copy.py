@@ -178,10 +178,11 @@ def copy_pass(
 ) -> int:
     """Streams the slots' rows changed since `since` (all of them without) from `source` to
     `target` and merges them, in the callers' transactions; returns the rows sent. Few round
-    trips: the temporary tables made in one, a COPY per table, the merges in one. The tables
-    (incoming_<table>) stay until the transaction ends: the postings sent can be read there."""
+    trips: the temporary tables made in one (if not made already), a COPY per table, the
+    merges in one. The tables (incoming_<table>) keep the rows sent until the transaction ends:
+    the postings sent can be read there."""
     params: dict[str, Any] = {**slots.params, "since_xid": since.xmin if since else None}
-    target.execute(";\n".join(_incoming(table) for table in ORDER).encode())
+    prepare_incoming(target)
     sent = {"postings": _stream(source, target, "postings", params)}
     # The transfers of the postings sent go along (a transfer of another slot may credit one).
     params["posted"] = [r[0] for r in target.execute("SELECT DISTINCT transfer_id FROM incoming_postings")]
@@ -192,10 +193,19 @@ def copy_pass(
     return sum(sent.values())
 
 
+def prepare_incoming(target: psycopg.Connection[Any]) -> None:
+    """The temporary tables a copy pass fills on the target, made once per session (emptied at
+    every commit): a session made ready before a freeze writes no catalog rows in it."""
+    target.execute(";\n".join(_incoming(table) for table in ORDER).encode())
+
+
 def _incoming(table: str) -> str:
     order = ", 0::bigint AS ord" if table == "postings" else ""
     columns = f"{COLUMNS[table]}{order}"
-    return f"CREATE TEMP TABLE incoming_{table} ON COMMIT DROP AS SELECT {columns} FROM {table} LIMIT 0"
+    return (
+        f"CREATE TEMP TABLE IF NOT EXISTS incoming_{table} ON COMMIT DELETE ROWS"
+        f" AS SELECT {columns} FROM {table} LIMIT 0"
+    )
 
 
 def _stream(

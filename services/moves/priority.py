@@ -1,0 +1,60 @@
+"""CPU priority for a move's own database sessions, when their server runs on this machine.
+
+A move has two kinds of work. The copy is background work: the bank's clients should not pay for
+it, so its sessions yield the CPU to theirs (`BACKGROUND`). The freeze is a critical section:
+every client write of the moving slots waits until it ends, so its sessions go first
+(`CRITICAL`). On a machine whose cores the load keeps busy, this is what keeps the freeze short
+and the clients' throughput up while slots move.
+
+A session's server process is found by its pid (pg_backend_pid) and checked to be this very
+connection (the process title on this machine names the client's address and port) before its
+nice value is changed: a server elsewhere, or one this process may not renice (raising priority
+takes CAP_SYS_NICE), is left as it is. Priority never changes what a move does, only how soon.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+BACKGROUND = 10
+CRITICAL = -10
+
+
+def favour(conn: psycopg.Connection[Any], nice: int) -> bool:
+    """Sets the nice value of `conn`'s server process, if it is on this machine and this
+    process may; True if it did."""
+    pid = _local_backend(conn)
+    if pid is None:
+        return False
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
+    except OSError as err:  # not allowed (no CAP_SYS_NICE), or the backend is gone
+        log.debug("event=move_priority_unchanged pid=%s nice=%s error=%r", pid, nice, err)
+        return False
+    return True
+
+
+def _local_backend(conn: psycopg.Connection[Any]) -> int | None:
+    """The pid of `conn`'s server process if it runs here (its title names our socket's port)."""
+    try:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        with socket.fromfd(conn.pgconn.socket, socket.AF_INET, socket.SOCK_STREAM) as sock:
+            port = sock.getsockname()[1]
+    except (OSError, psycopg.Error, IndexError, TypeError):
+        return None
+    if not row:
+        return None
+    pid = int(row[0])
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:  # not a process of this machine
+        return None
+    return pid if title.startswith("postgres:") and f"({port})" in title else None

@@ -1,0 +1,45 @@
+"""A move changes the CPU priority only of its own PostgreSQL sessions on this machine: a pid
+that is not a postgres process serving this very socket is left alone (the real sessions are
+favoured in the slot-move tests, against real PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from services.moves import priority
+
+
+class FakeSession:
+    """A connection whose 'server process' is the pid given, on a real TCP socket."""
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid, self.pgconn = pid, type("PgConn", (), {"socket": sock.fileno()})()
+
+    def execute(self, query: str) -> Any:
+        assert query == "SELECT pg_backend_pid()"
+        return type("Cursor", (), {"fetchone": lambda _: (self.pid,)})()
+
+
+@pytest.fixture
+def tcp_socket() -> Iterator[socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        try:
+            yield client
+        finally:
+            client.close()
+
+
+def test_a_pid_that_is_not_a_postgres_session_of_this_socket_is_left_alone(tcp_socket: socket.socket) -> None:
+    before = os.getpriority(os.PRIO_PROCESS, os.getpid())
+    assert priority.favour(FakeSession(os.getpid(), tcp_socket), priority.BACKGROUND) is False  # type: ignore[arg-type]
+    assert os.getpriority(os.PRIO_PROCESS, os.getpid()) == before
+
+
+def test_a_pid_of_no_process_here_is_left_alone(tcp_socket: socket.socket) -> None:
+    assert priority.favour(FakeSession(2**22 + 12345, tcp_socket), priority.CRITICAL) is False  # type: ignore[arg-type]
