@@ -221,6 +221,8 @@ class BankNode:
         if self.routing is not None and self.relay is not None:
             self.routing.start()
             self.routing.on_change(lambda table: self.shards.follow(table.slot_ranges))
+            routing = self.routing
+            self.shards.relearn = lambda: routing.refresh(from_truth=True)
             self.relay.start()
         self._sweeper.start()
         if self.coordinator is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.account.handler import AccountHandler
@@ -19,6 +21,7 @@ from services.rpc.status import ROUTED_EPOCH
 from services.storage.ledger_store import LedgerStore
 
 SlotRange = tuple[int, int, int]  # first slot, last slot, shard
+RELEARN_EVERY_S = 0.2  # at most this often a miss reads the slot map from its truth again
 
 
 @dataclass
@@ -48,8 +51,24 @@ class ShardDirectory:
         self.epochs: dict[int, int] = {}
         # Set while the node's ZooKeeper session is suspended or lost: it leads nothing then.
         self.fenced = False
+        # Reads the slot map from its truth (and calls `follow`); set by the node.
+        self.relearn: Callable[[], object] | None = None
+        self._relearnt_at = 0.0
 
     def shard_of_slot(self, slot: int) -> int:
+        return self._shard_by_slot[slot]
+
+    def _shard_for(self, slot: int) -> int:
+        """The slot's shard; when the map names a shard not led here, the map is read again
+        first (rate-limited): a gateway that learnt of a move before this node routes the slot's
+        requests here, and they must not be refused until this node hears of it too."""
+        shard = self._shard_by_slot[slot]
+        if shard in self.local or self.relearn is None:
+            return shard
+        now = time.monotonic()
+        if now - self._relearnt_at >= RELEARN_EVERY_S:
+            self._relearnt_at = now
+            self.relearn()
         return self._shard_by_slot[slot]
 
     def follow(self, slot_ranges: list[SlotRange]) -> None:
@@ -84,18 +103,18 @@ class ShardDirectory:
         return handlers
 
     def for_account(self, number: str, field: str = "account_number") -> ShardHandlers:
-        shard = self.shard_of_slot(parse_account_number(number, field))
+        shard = self._shard_for(parse_account_number(number, field))
         return self.served(shard, f"{field} {number}")
 
     def for_customer(self, customer_id: str) -> ShardHandlers:
         validate_customer_id(customer_id)
-        return self.served(self.shard_of_slot(slot_of_customer(customer_id)), f"customer {customer_id}")
+        return self.served(self._shard_for(slot_of_customer(customer_id)), f"customer {customer_id}")
 
     def for_transfer_id(self, transfer_id: str) -> ShardHandlers:
-        return self.served(self.shard_of_slot(parse_transfer_id(transfer_id)), f"transfer {transfer_id}")
+        return self.served(self._shard_for(parse_transfer_id(transfer_id)), f"transfer {transfer_id}")
 
     def for_hold_id(self, hold_id: str) -> ShardHandlers:
-        return self.served(self.shard_of_slot(parse_hold_id(hold_id)), f"hold {hold_id}")
+        return self.served(self._shard_for(parse_hold_id(hold_id)), f"hold {hold_id}")
 
     def for_pair(
         self, source: str, target: str, source_field: str, target_field: str
