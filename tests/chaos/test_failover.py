@@ -12,9 +12,11 @@ import re
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psutil
+import psycopg
 import pytest
 
 from bank.v1 import account_pb2, account_pb2_grpc
@@ -28,6 +30,7 @@ from tests.chaos.helpers import (
     verify,
     wait_for_progress,
 )
+from tests.eventually import eventually
 from tests.integration.cluster_helpers import Cluster, bankctl, peer_metadata
 from tests.integration.conftest import report
 
@@ -229,6 +232,9 @@ def test_a_failover_cut_short_after_its_promotion_is_finished_with_the_member_it
     chosen, other = (d for d in cluster.status()["dcs"] if d != leader)
     state = ClusterState.load(cluster.home)
     assert state is not None
+    # A standby an earlier test restarted may still be starting: the cut begins once both answer.
+    eventually(lambda: all(_answers(member_instance(state, shard, dc)) for dc in (chosen, other)), 60,
+               f"shard {shard}'s standbys to accept connections")  # fmt: skip
     # What the failover had done when it was cut short, in its order.
     for dc in (chosen, other):
         member_instance(state, shard, dc).execute("ALTER SYSTEM SET primary_conninfo = ''")
@@ -295,3 +301,11 @@ def test_two_faults_on_one_dc_heal_into_one_copy_of_each_process(cluster: Cluste
             break
         assert time.monotonic() < deadline, unhealthy
         time.sleep(1)
+
+
+def _answers(member: Any) -> bool:
+    try:
+        member.execute("SELECT 1")
+    except psycopg.OperationalError:  # "the database system is starting up", or not up yet
+        return False
+    return True
