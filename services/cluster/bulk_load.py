@@ -2,10 +2,15 @@
 
 The account numbers go to `<home>/accounts.csv` (account,shard,slot), which the load harness
 reads. Shown as progress: accounts are written in batches, shard by shard.
+
+The rows are written by COPY, past the slot fence of the bank's own writes; so a load holds the
+movers' lock throughout (no slot moves meanwhile) and refuses to start while a move is left
+half way.
 """
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -14,8 +19,10 @@ from pathlib import Path
 from services.cluster.check import current_primaries, current_shard_of_slot
 from services.cluster.pg_group import member_instance
 from services.cluster.state import ClusterState
+from services.cluster.zookeeper import zk_client
 from services.common.identifiers import slot_of_customer
 from services.common.money import validate_amount_minor, validate_currency
+from services.moves import journal as j
 from services.storage.bulk import NewAccount, load_accounts
 
 BATCH = 20_000
@@ -29,6 +36,28 @@ def bulk_load(
     validate_amount_minor(opening_minor, "balance")
     if not 1 <= count <= 10_000_000:
         raise ValueError(f"--count must be 1..10,000,000, not {count}")
+    client = zk_client(state, timeout_s=10)
+    journal = j.Journal(client)
+    try:
+        journal.lock(f"bankctl load-accounts pid {os.getpid()}")  # MoverBusy while slots move
+        try:
+            return _load(state, count, opening_minor, currency, say, journal)
+        finally:
+            journal.unlock()
+    finally:
+        client.stop()
+        client.close()
+
+
+def _load(
+    state: ClusterState, count: int, opening_minor: int, currency: str, say: Callable[[str], None],
+    journal: j.Journal,
+) -> Path:  # fmt: skip
+    half_way = [r["id"] for r in journal.unfinished() if r["state"] != j.FLIPPED]
+    if half_way:
+        raise j.MoverBusy(
+            f"move {half_way[0]} was left half way; `bankctl move-slots --resume` first, then load"
+        )
     run = uuid.uuid4().hex[:6]
     by_shard: dict[int, list[NewAccount]] = {s: [] for s in state.active_shards}
     owner = current_shard_of_slot(state)  # the map as it is now: slots may have moved

@@ -284,6 +284,27 @@ def test_a_copy_that_differs_from_its_source_is_rolled_back_before_any_freeze(ba
     assert after["reconciled"] and after["currencies"] == before["currencies"]
 
 
+def test_accounts_are_not_loaded_while_slots_move(bank_cluster: Cluster) -> None:
+    """load-accounts writes by COPY, past the slot fence: it is refused while a mover works and
+    while a move is left half way, and loads once the moves are settled."""
+    mover, close = cut_mover(bank_cluster)
+    try:
+        mover.journal.lock("a mover of this test")
+        try:
+            busy = bankctl(bank_cluster.home, "load-accounts", "--count", "10")
+        finally:
+            mover.journal.unlock()
+        record = mover.journal.start(CUT[0], CUT[1], 0, 1)  # left half way before it did anything
+        half_way = bankctl(bank_cluster.home, "load-accounts", "--count", "10")
+        mover.journal.update(record, state="rolled_back", error="left by a test before any step")
+    finally:
+        close()
+    assert busy.returncode == 2 and "another mover is at work (a mover of this test)" in busy.stderr, busy
+    assert half_way.returncode == 2 and f"move {record['id']} was left half way" in half_way.stderr, half_way
+    loaded = bankctl(bank_cluster.home, "load-accounts", "--count", "10")
+    assert loaded.returncode == 0, loaded.stdout[-2000:] + loaded.stderr[-2000:]
+
+
 @pytest.mark.parametrize("halves", [(), ("source",), ("target",)])
 def test_a_move_cut_after_the_hand_over_is_finished(bank_cluster: Cluster, halves: tuple[str, ...]) -> None:
     """The mover stops once the journal passed the hand-over (with neither half done, or only
