@@ -23,15 +23,21 @@ WINDOW_S = 10  # the throughput during the moves is judged per window of this ma
 
 
 class ScaleOut(threading.Thread):
-    """At `at_s` into the run: add-shard, then rebalance in batches of `batch` slots."""
+    """At `at_s` into the run (and not before `ready` is set: a restart in flight records its
+    processes in the cluster's state, as add-shard does): add-shard, then rebalance in batches
+    of `batch` slots."""
 
-    def __init__(self, home: Path, t0: float, at_s: float, batch: int, say: Say) -> None:
+    def __init__(
+        self, home: Path, t0: float, at_s: float, batch: int, say: Say, ready: threading.Event
+    ) -> None:
         super().__init__(name="scale-out", daemon=True)
         self.home, self.t0, self.at_s, self.batch, self.say = home, t0, at_s, batch, say
+        self.ready = ready
         self.record: dict[str, Any] = {"at_s": at_s, "batch": batch, "error": None, "moves": []}
 
     def run(self) -> None:
         time.sleep(max(0.0, self.t0 + self.at_s - time.time()))
+        self.ready.wait()
         record = self.record
         record["started_t"] = self._t()
         try:

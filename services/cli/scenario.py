@@ -78,7 +78,11 @@ def run_scenario(
         locust = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     leaders = LeaderSampler(state, t0)
     leaders.start()
-    growing = ScaleOut(state.home, t0, scale_out_at_s, scale_out_batch, say) if scale_out_at_s else None
+    # The scale-out starts once the DC is back: both record processes in the cluster's state.
+    restarted = threading.Event()
+    growing = (
+        ScaleOut(state.home, t0, scale_out_at_s, scale_out_batch, say, restarted) if scale_out_at_s else None
+    )
     if growing:
         growing.start()
     time.sleep(WARM_UP_S)  # the steady window starts after the users have ramped up
@@ -93,6 +97,7 @@ def run_scenario(
         _sleep_until(t0 + restart_at_s)
         faults.restart(state, fault_dc, say)
         undone.append({"t": round(time.time() - t0, 2), "label": f"restart-dc {fault_dc}", "undo": True})
+    restarted.set()
     locust.wait(timeout=duration_s + 120)
     if growing:
         growing.join()  # the audit reads the books once the last move is done
