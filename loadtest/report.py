@@ -37,6 +37,11 @@ def read_history(path: Path) -> dict[str, list[float]]:
     return series
 
 
+def window(history: dict[str, list[float]], key: str, start: float, end: float) -> list[float]:
+    """The per-second values of one series (rps, fps, ...) from `start` to `end` seconds."""
+    return [v for t, v in zip(history["t"], history[key], strict=True) if start <= t < end]
+
+
 def _mark_faults(axis: Any, faults: list[dict[str, Any]]) -> None:
     """A fault as a red dashed line, its undoing (a restart, a heal) as a green one."""
     for fault in faults:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from loadtest.report import window
 from services.cluster.launcher import require_state
 from services.cluster.shard_changes import add_shard
 from services.cluster.slot_moves import rebalance
@@ -81,8 +82,8 @@ def figures(record: dict[str, Any], history: dict[str, list[float]], end_s: floa
         "lowest_window": min(windows, default=None),
         "lowest_window_ratio": round(min(windows) / before, 3) if windows and before else None,
     }
-    out["client_errors"] = int(_sum(history, "fps", start, finish + 5))
-    out["requests"] = int(_sum(history, "rps", start, finish + 5))
+    out["client_errors"] = int(sum(window(history, "fps", start, finish + 5)))
+    out["requests"] = int(sum(window(history, "rps", start, finish + 5)))
     return out
 
 
@@ -97,10 +98,6 @@ def _steps(start: float, stop: float, step: float) -> list[float]:
     return [start + i * step for i in range(int(max(stop - start, 0) // step) + 1)] if stop >= start else []
 
 
-def _sum(history: dict[str, list[float]], key: str, start: float, end: float) -> float:
-    return sum(v for t, v in zip(history["t"], history[key], strict=True) if start <= t < end)
-
-
 def _rate(history: dict[str, list[float]], start: float, end: float) -> float | None:
-    seconds = [v for t, v in zip(history["t"], history["rps"], strict=True) if start <= t < end]
+    seconds = window(history, "rps", start, end)
     return round(sum(seconds) / len(seconds), 1) if seconds else None

@@ -110,7 +110,7 @@ def run_scenario(
     lost, duplicates, acked = audit(state, acked_dir)
     history = report.read_history(out / "locust_stats_history.csv")
     totals = _aggregated(out / "locust_stats.csv")
-    served = _requests_between(history, window_start - t0, window_end - t0)
+    served = int(sum(report.window(history, "rps", window_start - t0, window_end - t0)))
     measured = Measured(
         cpu_seconds=sampler.cpu_used(cpu_before, cpu_after), window_s=window_end - window_start,
         transactions=served, memory_bytes=memory, disk_bytes=disk,
@@ -159,14 +159,10 @@ def _aggregated(path: Path) -> dict[str, Any]:
     }
 
 
-def _requests_between(history: dict[str, list[float]], start: float, end: float) -> int:
-    return int(sum(r for t, r in zip(history["t"], history["rps"], strict=True) if start <= t < end))
-
-
 def _failover(entry: dict[str, Any], history: dict[str, list[float]], t0: float) -> dict[str, Any]:
     start = entry["at"] - t0
     end = start + (entry.get("rto_s") or 0) + 5
-    failed = sum(f for t, f in zip(history["t"], history["fps"], strict=True) if start <= t < end)
+    failed = sum(report.window(history, "fps", start, end))
     return {
         "fault": entry["fault"],
         "dc": entry["target"],
