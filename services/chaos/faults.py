@@ -25,10 +25,10 @@ from services.cluster.dc_lifecycle import (
 )
 from services.cluster.launcher import restart_node
 from services.cluster.netns import in_dc
-from services.cluster.processes import LaunchError, pid_alive
 from services.cluster.state import ClusterState
 from services.cluster.topology import NETNS
 from services.cluster.zookeeper import zk_mode
+from services.host.processes import LaunchError, pid_alive
 
 Say = Callable[[str], None]
 

@@ -17,9 +17,9 @@ from bankclient import BankClient
 from services.chaos import checker, faults, rto
 from services.chaos.schedule import Step, draw
 from services.chaos.workload import CURRENCY, History, Op, Workload, call_transfer
-from services.cluster.processes import LaunchError
 from services.cluster.state import ClusterState
 from services.common.identifiers import slot_of_customer
+from services.host.processes import LaunchError
 
 Say = Callable[[str], None]
 HOT_ACCOUNTS, COLD_ACCOUNTS = 8, 48

@@ -45,9 +45,9 @@ from services.cluster.bulk_load import bulk_load
 from services.cluster.check import check, current_primaries
 from services.cluster.netns import choose_net
 from services.cluster.pg_group import member_instance
-from services.cluster.postgres import postgres_bin_dir
 from services.cluster.state import ClusterState
 from services.cluster.topology import ClusterSpec
+from services.host.postgres import postgres_bin_dir
 
 Say = Callable[[str], None]
 PGBENCH_ACCOUNTS = 100_000

@@ -14,10 +14,10 @@ from services.cli.scenario import run_scenario
 from services.cluster import launcher
 from services.cluster.bulk_load import bulk_load
 from services.cluster.netns import choose_net
-from services.cluster.processes import LaunchError
 from services.cluster.state import ClusterState
 from services.cluster.topology import ClusterSpec
 from services.cost.model import Assumptions
+from services.host.processes import LaunchError
 
 
 def _assumptions(args: argparse.Namespace) -> Assumptions:

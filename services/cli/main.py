@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 from services.cli import bank_commands
-from services.cluster.processes import LaunchError
 from services.common.errors import BankError
 from services.cost.model import Assumptions
+from services.host.processes import LaunchError
 from services.moves.journal import MoverBusy
 from services.moves.mover import MoveFailed
 

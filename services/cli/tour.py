@@ -14,11 +14,11 @@ from pathlib import Path
 import grpc
 
 from bank.v1 import account_pb2, account_pb2_grpc, ledger_pb2, ledger_pb2_grpc
-from services.cluster.postgres import PostgresInstance
-from services.cluster.processes import free_port
 from services.cluster.service_process import ServiceProcess, start_service
-from services.cluster.service_user import data_root, remove_data_root
 from services.common.money import format_minor
+from services.host.postgres import PostgresInstance
+from services.host.processes import free_port
+from services.host.service_user import data_root, remove_data_root
 from services.node.server import NodeConfig
 
 HOST = "127.0.0.1"

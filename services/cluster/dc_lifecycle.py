@@ -12,11 +12,11 @@ import psutil
 
 from services.cluster.netns import in_dc
 from services.cluster.pg_group import member_instance
-from services.cluster.processes import LaunchError, pid_alive, wait_until
 from services.cluster.redis_group import redis_role, sentinel_primary, start_redis, start_sentinel
 from services.cluster.service_process import start_service
 from services.cluster.state import ClusterState, Component
 from services.cluster.zookeeper import start_zookeeper, zk_mode
+from services.host.processes import LaunchError, pid_alive, wait_until
 
 Say = Callable[[str], None]
 

@@ -21,7 +21,6 @@ from typing import Any
 import yaml
 
 from services.cluster import zookeeper
-from services.cluster.postgres import BASE_SETTINGS
 from services.cluster.redis_group import DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS, SENTINEL_QUORUM
 from services.cluster.topology import (
     GATEWAY_METRICS_PORT,
@@ -35,6 +34,7 @@ from services.cluster.topology import (
     ZK_PEER_PORT,
     ClusterSpec,
 )
+from services.host.postgres import BASE_SETTINGS
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

@@ -17,7 +17,6 @@ from services.cluster.bulk_load import ACCOUNTS_FILE
 from services.cluster.credentials import DEFAULT_CLIENT_RATE_PER_S, tokens_file, write_credentials
 from services.cluster.netns import create_network, delete_network, in_dc, probe_netem
 from services.cluster.pg_group import member_instance, start_shard_group
-from services.cluster.processes import LaunchError, pid_alive, terminate, wait_until
 from services.cluster.prometheus import start_prometheus
 from services.cluster.redis_group import (
     redis_role,
@@ -27,7 +26,6 @@ from services.cluster.redis_group import (
     start_sentinel,
 )
 from services.cluster.service_process import start_service
-from services.cluster.service_user import remove_data_root
 from services.cluster.state import ClusterState, Component
 from services.cluster.tls import ca_file, dc_files, make_certificates
 from services.cluster.topology import (
@@ -41,6 +39,8 @@ from services.cluster.topology import (
 from services.cluster.zookeeper import start_zookeeper, zk_client, zk_hosts, zk_mode
 from services.coordinator.failover import leader_path
 from services.coordinator.view import ClusterView, Member
+from services.host.processes import LaunchError, pid_alive, terminate, wait_until
+from services.host.service_user import remove_data_root
 from services.node.server import NodeConfig
 from services.routing import redis_mirror, zk_routes
 from services.routing.table import ShardRoute

@@ -7,9 +7,9 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 
-from services.cluster.processes import LaunchError, run_checked
-from services.cluster.service_user import running_as_root
 from services.cluster.topology import LOOPBACK, NETNS, ClusterSpec
+from services.host.processes import LaunchError, run_checked
+from services.host.service_user import running_as_root
 
 
 def netns_usable() -> bool:

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from services.cluster.netns import in_dc
-from services.cluster.postgres import PostgresInstance
-from services.cluster.processes import wait_until
-from services.cluster.service_user import data_root
 from services.cluster.state import ClusterState, Component
 from services.cluster.topology import NETNS, NETNS_PREFIX, ClusterSpec
+from services.host.postgres import PostgresInstance
+from services.host.processes import wait_until
+from services.host.service_user import data_root
 
 
 def sync_standby_names(spec: ClusterSpec, shard: int) -> str:

@@ -11,8 +11,8 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from services.cluster.processes import LaunchError, free_port, wait_until
 from services.cluster.state import ClusterState, Component, spawn
+from services.host.processes import LaunchError, free_port, wait_until
 
 HOST = "127.0.0.1"  # on the host, which reaches every DC; not on any DC's network
 SCRAPE_INTERVAL_S = 2

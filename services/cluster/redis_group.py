@@ -9,9 +9,9 @@ from typing import Any
 import redis
 
 from services.cluster.netns import in_dc
-from services.cluster.processes import LaunchError
 from services.cluster.state import ClusterState, Component, spawn
 from services.cluster.topology import REDIS_PORT, SENTINEL_MASTER, SENTINEL_PORT, ClusterSpec
+from services.host.processes import LaunchError
 
 SENTINEL_QUORUM = 2
 DOWN_AFTER_MS = 1000

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.cluster.processes import LaunchError, pid_alive, terminate, wait_until
 from services.cluster.state import spawn
+from services.host.processes import LaunchError, pid_alive, terminate, wait_until
 
 
 @dataclass

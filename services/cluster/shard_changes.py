@@ -23,10 +23,10 @@ from kazoo.exceptions import NoNodeError
 
 from services.cluster.launcher import require_state
 from services.cluster.pg_group import member_instance, start_shard_group
-from services.cluster.processes import LaunchError, wait_until
 from services.cluster.slot_moves import rebalance
 from services.cluster.zookeeper import zk_client
 from services.common.identifiers import new_transfer_id
+from services.host.processes import LaunchError, wait_until
 from services.routing import zk_routes
 from services.routing.table import ShardRoute
 from services.storage import slot_copy

@@ -16,13 +16,13 @@ import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.cluster.pg_group import member_instance
-from services.cluster.processes import pid_alive
 from services.cluster.prometheus import ready as prometheus_ready
 from services.cluster.redis_group import redis_role, sentinel_primary
 from services.cluster.state import ClusterState, Component
 from services.cluster.tls import ca_file
 from services.cluster.topology import NETNS
 from services.cluster.zookeeper import zk_client, zk_mode
+from services.host.processes import pid_alive
 from services.moves.journal import Journal
 from services.routing import zk_routes
 from services.routing.table import RoutingTable, ShardRoute

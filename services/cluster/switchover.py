@@ -13,10 +13,10 @@ from collections.abc import Callable
 
 from kazoo.exceptions import NodeExistsError
 
-from services.cluster.processes import LaunchError
 from services.cluster.state import ClusterState
 from services.cluster.zookeeper import zk_client
 from services.coordinator.failover import SWITCHOVER_PATH, leader_path, read_route
+from services.host.processes import LaunchError
 
 
 def switchover(

@@ -9,9 +9,9 @@ from pathlib import Path
 from kazoo.client import KazooClient
 
 from services.cluster.netns import in_dc
-from services.cluster.processes import LaunchError
 from services.cluster.state import ClusterState, Component, spawn
 from services.cluster.topology import ZK_CLIENT_PORT, ZK_ELECTION_PORT, ZK_PEER_PORT, ClusterSpec
+from services.host.processes import LaunchError
 from services.routing import zk_routes
 
 ZK_JARS = ["/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-simple.jar"]

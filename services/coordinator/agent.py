@@ -27,9 +27,9 @@ from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, NoNodeError
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
-from services.cluster.postgres import PostgresInstance
 from services.coordinator import failover, pg_control
 from services.coordinator.view import ClusterView, Member
+from services.host.postgres import PostgresInstance
 from services.routing import zk_routes
 from services.rpc import metrics
 

@@ -12,9 +12,9 @@ import grpc
 import pytest
 
 from bank.v1 import account_pb2, account_pb2_grpc, ledger_pb2, ledger_pb2_grpc
-from services.cluster.postgres import PostgresInstance
-from services.cluster.processes import free_port
-from services.cluster.service_user import data_root, remove_data_root
+from services.host.postgres import PostgresInstance
+from services.host.processes import free_port
+from services.host.service_user import data_root, remove_data_root
 from services.node.server import BankNode, NodeConfig
 from tests.integration.conftest import HOST, rid
 

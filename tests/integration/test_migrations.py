@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import psycopg
 
-from services.cluster.postgres import PostgresInstance
 from services.common.identifiers import make_account_number
+from services.host.postgres import PostgresInstance
 from services.storage.migrate import apply_migrations, migration_files
 from tests.integration.conftest import fresh_database
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import psycopg
 
-from services.cluster.processes import LaunchError, pid_alive, run_checked, wait_until
-from services.cluster.service_user import as_service_user, give_to_service_user
+from services.host.processes import LaunchError, pid_alive, run_checked, wait_until
+from services.host.service_user import as_service_user, give_to_service_user
 
 SUPERUSER = "bank"
 DATABASE = "bank"

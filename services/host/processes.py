@@ -1,4 +1,4 @@
-"""Starting, waiting for and stopping the processes the launcher owns, by the PIDs it recorded."""
+"""Starting, waiting for and stopping processes on this host, by the PIDs recorded for them."""
 
 from __future__ import annotations
 
