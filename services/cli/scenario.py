@@ -22,7 +22,6 @@ from services.cluster.state import ClusterState
 from services.cluster.zookeeper import zk_client
 from services.cost import sampler
 from services.cost.model import Assumptions, Measured, per_account_year
-from services.routing import zk_routes
 from services.storage.audit import find_transfers
 
 Say = Callable[[str], None]
@@ -40,11 +39,10 @@ class LeaderSampler(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        client = zk_client(self.state, timeout_s=10, session_s=4.0)
-        try:
+        with zk_client(self.state, timeout_s=10, session_s=4.0) as dcs:
             while not self.stop.wait(1.0):
                 try:
-                    table = zk_routes.read_table(client, timeout_s=0.5)
+                    table = dcs.read_table(timeout_s=0.5)
                 except Exception:  # ZooKeeper busy re-electing: this second has no sample
                     continue
                 leaders = {str(s): r.leader_dc for s, r in table.routes.items()}
@@ -53,9 +51,6 @@ class LeaderSampler(threading.Thread):
                     slots[str(shard)] = slots.get(str(shard), 0) + last - first + 1
                 sample = {"t": round(time.time() - self.t0, 2), "leaders": leaders, "slots": slots}
                 self.samples.append(sample)
-        finally:
-            client.stop()
-            client.close()
 
 
 def run_scenario(

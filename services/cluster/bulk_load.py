@@ -36,17 +36,13 @@ def bulk_load(
     validate_amount_minor(opening_minor, "balance")
     if not 1 <= count <= 10_000_000:
         raise ValueError(f"--count must be 1..10,000,000, not {count}")
-    client = zk_client(state, timeout_s=10)
-    journal = j.Journal(client)
-    try:
+    with zk_client(state, timeout_s=10) as dcs:
+        journal = j.Journal(dcs.client)
         journal.lock(f"bankctl load-accounts pid {os.getpid()}")  # MoverBusy while slots move
         try:
             return _load(state, count, opening_minor, currency, say, journal)
         finally:
             journal.unlock()
-    finally:
-        client.stop()
-        client.close()
 
 
 def _load(

@@ -16,20 +16,15 @@ from services.cluster.pg_group import member_instance
 from services.cluster.state import ClusterState
 from services.cluster.zookeeper import zk_client
 from services.common.identifiers import NUM_SLOTS
-from services.routing import zk_routes
-from services.routing.table import RoutingTable
+from services.common.routes import RoutingTable
 from services.storage.audit import ShardBooks, read_books
 
 
 def current_table(state: ClusterState) -> RoutingTable:
     """The routing table as ZooKeeper has it now (an empty one when it cannot be reached)."""
     try:
-        client = zk_client(state, timeout_s=5)
-        try:
-            return zk_routes.read_table(client)
-        finally:
-            client.stop()
-            client.close()
+        with zk_client(state, timeout_s=5) as dcs:
+            return dcs.read_table()
     except Exception:
         return RoutingTable(version=0, slot_ranges=[])
 

@@ -41,9 +41,10 @@ from services.cluster.topology import (
     ZK_CLIENT_PORT,
     ClusterSpec,
 )
+from services.common.routes import ShardRoute
 from services.coordinator.view import ClusterView, Member
-from services.routing import redis_mirror, zk_routes
-from services.routing.table import ShardRoute
+from services.dcs.store import Dcs
+from services.routing import redis_mirror
 from services.rpc.auth import ADMIN, CLIENT, PEER, identity_entry
 
 DEFAULT_HOSTS = {
@@ -139,19 +140,16 @@ def init(spec: ClusterSpec) -> None:
     ]
     for attempt in range(60):  # ZooKeeper may still be forming its quorum
         try:
-            client = zk_routes.connect(zk_hosts(spec), timeout_s=10, auth=env("BANK_ZK_AUTH"))
+            dcs = Dcs.connect(zk_hosts(spec), timeout_s=10, auth=env("BANK_ZK_AUTH"))
             break
         except (KazooException, TimeoutError) as err:
             print(f"container init: ZooKeeper not ready ({err}); attempt {attempt + 1}", flush=True)
             time.sleep(2)
     else:
         raise SystemExit("container init: ZooKeeper never answered")
-    try:
-        zk_routes.write_initial(client, spec.slot_ranges(), routes)
-        table = zk_routes.read_table(client)
-    finally:
-        client.stop()
-        client.close()
+    with dcs:
+        dcs.write_initial(spec.slot_ranges(), routes)
+        table = dcs.read_table()
     primary = redis.Redis(host=host("BANK_REDIS_HOST", spec, spec.dc_names[0]), port=REDIS_PORT,
                           password=env("BANK_REDIS_PASSWORD"), socket_timeout=5)  # fmt: skip
     try:

@@ -37,13 +37,12 @@ from services.cluster.topology import (
     ClusterSpec,
 )
 from services.cluster.zookeeper import start_zookeeper, zk_client, zk_hosts, zk_mode
-from services.coordinator.failover import leader_path
+from services.common.routes import ShardRoute
 from services.coordinator.view import ClusterView, Member
 from services.host.processes import LaunchError, pid_alive, terminate, wait_until
 from services.host.service_user import remove_data_root
 from services.node.server import NodeConfig
-from services.routing import redis_mirror, zk_routes
-from services.routing.table import ShardRoute
+from services.routing import redis_mirror
 
 Say = Callable[[str], None]
 STOP_ORDER = ["prometheus", "gateway", "node", "postgres", "sentinel", "redis", "zookeeper"]
@@ -182,13 +181,9 @@ def _write_topology(state: ClusterState, say: Say) -> None:
         ShardRoute(shard, spec.primary_dc(shard), 1, spec.node_endpoint(spec.primary_dc(shard)))
         for shard in range(spec.shards)
     ]
-    client = zk_client(state)
-    try:
-        zk_routes.write_initial(client, spec.slot_ranges(), routes)
-        table = zk_routes.read_table(client)
-    finally:
-        client.stop()
-        client.close()
+    with zk_client(state) as dcs:
+        dcs.write_initial(spec.slot_ranges(), routes)
+        table = dcs.read_table()
     password = state.secrets["redis_password"]
     primary = sentinel_primary(spec.address(spec.dc_names[0]), password=password)
     if primary is None:
@@ -264,17 +259,13 @@ def _start_nodes(state: ClusterState, say: Say) -> None:
             Component(dc, "node", name, spec.address(dc), node.port, node.pid, str(log_file),
                       metrics_port=NODE_METRICS_PORT)
         )  # fmt: skip
-    client = zk_client(state)
-    try:
+    with zk_client(state) as dcs:
         wait_until(
-            _running(state, "node", lambda: all(client.exists(leader_path(s)) for s in range(spec.shards))),
+            _running(state, "node", lambda: all(dcs.leader_exists(s) for s in range(spec.shards))),
             60,
             f"every shard to have a serving leader (logs: {state.home / 'logs'}/node-*.log)",
             interval_s=0.1,
         )
-    finally:
-        client.stop()
-        client.close()
     led = {dc: [s for s in range(spec.shards) if spec.primary_dc(s) == dc] for dc in spec.dc_names}
     say("bank-nodes: " + "; ".join(f"{dc} leads shards {shards or 'none'}" for dc, shards in led.items()))
 

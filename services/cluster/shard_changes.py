@@ -12,23 +12,20 @@ PostgreSQL members stop; their data stays under the home until `down`."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from kazoo.exceptions import NoNodeError
 
 from services.cluster.launcher import require_state
 from services.cluster.pg_group import member_instance, start_shard_group
 from services.cluster.slot_moves import rebalance
 from services.cluster.zookeeper import zk_client
 from services.common.identifiers import new_transfer_id
+from services.common.routes import RoutingTable, ShardRoute
 from services.host.processes import LaunchError, wait_until
-from services.routing import zk_routes
-from services.routing.table import ShardRoute
 from services.storage import slot_copy
 from services.storage.migrate import apply_migrations
 
@@ -56,19 +53,11 @@ def add_shard(home: Path, primary_dc: str | None, say: Callable[[str], None]) ->
         for m in [member_instance(state, shard, dc)]
     }
     route = ShardRoute(shard, primary_dc, 1, state.spec.node_endpoint(primary_dc))
-    client = zk_client(state)
-    try:
-        zk_routes.add_shard(client, route, members)
-        wait_until(lambda: _led(client, shard), 60, f"shard {shard}'s node in {primary_dc} to lead it")
-    finally:
-        client.stop()
-        client.close()
+    with zk_client(state) as dcs:
+        dcs.add_shard(route, members)
+        wait_until(lambda: dcs.leader_exists(shard), 60, f"shard {shard}'s node in {primary_dc} to lead it")
     say(f"shard {shard}: led by the node of {primary_dc}; it owns no slot yet (move-slots, rebalance)")
     return {"shard": shard, "primary_dc": primary_dc, "members": members}
-
-
-def _led(client: Any, shard: int) -> bool:
-    return bool(client.exists(f"{zk_routes.ROOT}/leaders/{shard}"))
 
 
 def remove_shard(home: Path, shard: int, batch: int, say: Callable[[str], None]) -> dict[str, Any]:
@@ -78,27 +67,16 @@ def remove_shard(home: Path, shard: int, batch: int, say: Callable[[str], None])
     if len(state.active_shards) < 2:
         raise LaunchError("the last shard cannot be removed: its slots would have nowhere to go")
     moves = rebalance(state, batch, say, leaving=shard)
-    client = zk_client(state)
-    try:
-        left = [r for r in zk_routes.read_table(client).slot_ranges if r[2] == shard]
+    with zk_client(state) as dcs:
+        left = [r for r in dcs.read_table().slot_ranges if r[2] == shard]
         if left:
             raise LaunchError(f"shard {shard} still owns slots {left}; run remove-shard again")
         heir = min(s for s in state.active_shards if s != shard)
-        carried = _carry_books(state, client, shard, heir)
+        carried = _carry_books(state, dcs.read_table(), shard, heir)
         say(f"shard {shard}: {carried} system balance(s) (cash, transit) carried to shard {heir}")
-        client.ensure_path(zk_routes.RETIRED_SHARDS_PATH)
-        if not client.exists(f"{zk_routes.RETIRED_SHARDS_PATH}/{shard}"):
-            client.create(f"{zk_routes.RETIRED_SHARDS_PATH}/{shard}", b"{}")
-        wait_until(
-            lambda: not client.exists(f"{zk_routes.ROOT}/leaders/{shard}"),
-            30,
-            f"shard {shard} to lose its leader",
-        )
-        with contextlib.suppress(NoNodeError):
-            client.delete(f"{zk_routes.SHARDS_PATH}/{shard}")
-    finally:
-        client.stop()
-        client.close()
+        dcs.retire(shard)
+        wait_until(lambda: not dcs.leader_exists(shard), 30, f"shard {shard} to lose its leader")
+        dcs.delete_route(shard)
     for component in state.find("postgres", shard=shard):
         member_instance(state, shard, component.dc).stop()
         say(f"stopped {component.name} (its data stays in {component.data_dir} until down)")
@@ -109,9 +87,8 @@ def remove_shard(home: Path, shard: int, batch: int, say: Callable[[str], None])
     return {"shard": shard, "moves": moves, "shards": state.active_shards}
 
 
-def _carry_books(state: Any, client: Any, shard: int, heir: int) -> int:
+def _carry_books(state: Any, table: RoutingTable, shard: int, heir: int) -> int:
     """The retiring shard's system balances, carried to `heir` in one transaction on each side."""
-    table = zk_routes.read_table(client)
 
     def conninfo(s: int) -> str:
         route = table.routes.get(s)

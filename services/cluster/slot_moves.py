@@ -10,9 +10,9 @@ from services.cluster.pg_group import member_instance
 from services.cluster.state import ClusterState
 from services.cluster.zookeeper import zk_client
 from services.common.identifiers import NUM_SLOTS
+from services.dcs.store import Dcs
 from services.moves.mover import SlotMover
 from services.moves.plan import plan_rebalance
-from services.routing import zk_routes
 
 
 def parse_slots(text: str) -> tuple[int, int]:
@@ -31,18 +31,14 @@ def mover(
     state: ClusterState, say: Callable[[str], None], **options: Any
 ) -> tuple[SlotMover, Callable[[], None]]:
     """A mover of this cluster's slots, and how to close it."""
-    zk = zk_client(state, timeout_s=10)
+    dcs = zk_client(state, timeout_s=10)
 
     def conninfo_of(shard: int) -> str:
-        route = zk_routes.read_table(zk).routes.get(shard)
+        route = dcs.read_table().routes.get(shard)
         leader_dc = route.leader_dc if route else state.spec.primary_dc(shard)
         return member_instance(state, shard, leader_dc).conninfo(application_name="bankctl-mover")
 
-    def close() -> None:
-        zk.stop()
-        zk.close()
-
-    return SlotMover(zk, conninfo_of, say, **options), close
+    return SlotMover(dcs.client, conninfo_of, say, **options), dcs.close
 
 
 def move_slots(
@@ -72,7 +68,7 @@ def rebalance(
     shard `leaving`, if any, owns none)."""
     slot_mover, close = mover(state, say)
     try:
-        raw = zk_routes.read_table(slot_mover.zk).slot_ranges
+        raw = Dcs(slot_mover.zk).read_table().slot_ranges
         plan = plan_rebalance(raw, [s for s in state.active_shards if s != leaving], batch)
         say(
             f"rebalance: {len(plan)} batch(es) of at most {batch} slots"

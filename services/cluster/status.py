@@ -22,10 +22,9 @@ from services.cluster.state import ClusterState, Component
 from services.cluster.tls import ca_file
 from services.cluster.topology import NETNS
 from services.cluster.zookeeper import zk_client, zk_mode
+from services.common.routes import RoutingTable, ShardRoute
 from services.host.processes import pid_alive
 from services.moves.journal import Journal
-from services.routing import zk_routes
-from services.routing.table import RoutingTable, ShardRoute
 from services.rpc import tls
 
 SQL_REPLICATION = """
@@ -146,14 +145,11 @@ def _truth(state: ClusterState) -> tuple[RoutingTable, list[dict[str, Any]]]:
     """The routing table and the slot moves' journal, as ZooKeeper has them (empty when it
     cannot be reached: the shard table then says so with epoch None)."""
     try:
-        client = zk_client(state, timeout_s=3)
+        dcs = zk_client(state, timeout_s=3)
     except Exception:
         return RoutingTable(version=0, slot_ranges=[]), []
-    try:
-        return zk_routes.read_table(client), Journal(client).all()
-    finally:
-        client.stop()
-        client.close()
+    with dcs:
+        return dcs.read_table(), Journal(dcs.client).all()
 
 
 def _shard_status(

@@ -7,15 +7,11 @@ it, re-points the rest and publishes the route; then it rejoins as a standby.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 
-from kazoo.exceptions import NodeExistsError
-
 from services.cluster.state import ClusterState
 from services.cluster.zookeeper import zk_client
-from services.coordinator.failover import SWITCHOVER_PATH, leader_path, read_route
 from services.host.processes import LaunchError
 
 
@@ -28,22 +24,19 @@ def switchover(
         raise LaunchError(f"no shard {shard}; the cluster has shards 0-{spec.shards - 1}")
     if target_dc not in spec.dc_names:
         raise LaunchError(f"no DC {target_dc!r}; the cluster has {', '.join(spec.dc_names)}")
-    client = zk_client(state, timeout_s=10)
-    try:
-        route, _ = read_route(client, shard)
+    with zk_client(state, timeout_s=10) as dcs:
+        route, _ = dcs.read_route(shard)
         if route.leader_dc == target_dc:
             say(f"shard {shard} is already led by {target_dc} (epoch {route.epoch})")
             return 0.0
         started = time.monotonic()
-        try:
-            client.create(f"{SWITCHOVER_PATH}/{shard}", json.dumps({"to": target_dc}).encode(), makepath=True)
-        except NodeExistsError:
-            raise LaunchError(f"a switchover of shard {shard} is already under way") from None
+        if not dcs.request_switchover(shard, target_dc):
+            raise LaunchError(f"a switchover of shard {shard} is already under way")
         say(f"switchover of shard {shard}: {route.leader_dc} -> {target_dc} requested")
         deadline = time.monotonic() + timeout_s
         while True:
-            now, _ = read_route(client, shard)
-            if now.leader_dc == target_dc and client.exists(leader_path(shard)):
+            now, _ = dcs.read_route(shard)
+            if now.leader_dc == target_dc and dcs.leader_exists(shard):
                 break
             if time.monotonic() > deadline:
                 raise LaunchError(
@@ -53,6 +46,3 @@ def switchover(
         took = time.monotonic() - started
         say(f"shard {shard} is led by {target_dc} at epoch {now.epoch}, {took:.2f} s after the request")
         return took
-    finally:
-        client.stop()
-        client.close()

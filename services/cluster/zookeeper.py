@@ -6,13 +6,11 @@ import shutil
 import socket
 from pathlib import Path
 
-from kazoo.client import KazooClient
-
 from services.cluster.netns import in_dc
 from services.cluster.state import ClusterState, Component, spawn
 from services.cluster.topology import ZK_CLIENT_PORT, ZK_ELECTION_PORT, ZK_PEER_PORT, ClusterSpec
+from services.dcs.store import Dcs
 from services.host.processes import LaunchError
-from services.routing import zk_routes
 
 ZK_JARS = ["/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-simple.jar"]
 TICK_MS = 500  # session expiry is checked every tick: a fine tick makes failover prompt
@@ -23,9 +21,10 @@ def zk_hosts(spec: ClusterSpec) -> str:
     return ",".join(f"{spec.address(dc)}:{ZK_CLIENT_PORT}" for dc in spec.dc_names)
 
 
-def zk_client(state: ClusterState, timeout_s: float = 10.0, session_s: float = 4.0) -> KazooClient:
-    """A started client of the ensemble, authenticated as the bank's digest user."""
-    return zk_routes.connect(
+def zk_client(state: ClusterState, timeout_s: float = 10.0, session_s: float = 4.0) -> Dcs:
+    """A started session of the ensemble, authenticated as the bank's digest user (close it,
+    or use it as a context manager)."""
+    return Dcs.connect(
         zk_hosts(state.spec), timeout_s=timeout_s, session_s=session_s, auth=state.secrets.get("zk_auth", "")
     )
 

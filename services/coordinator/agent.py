@@ -11,26 +11,22 @@ Every action runs on one worker thread, so agents never race each other inside a
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import heapq
 import itertools
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from kazoo.client import KazooClient, KazooState
-from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, NoNodeError
-from kazoo.recipe.watchers import ChildrenWatch, DataWatch
+from kazoo.exceptions import KazooException, NoNodeError
 
 from services.coordinator import failover, pg_control
 from services.coordinator.view import ClusterView, Member
+from services.dcs import paths, store
+from services.dcs.store import Dcs
 from services.host.postgres import PostgresInstance
-from services.routing import zk_routes
 from services.rpc import metrics
 
 log = logging.getLogger(__name__)
@@ -56,14 +52,12 @@ class NodeCoordinator:
         self.serve = serve
         self.unserve = unserve
         self.fence = fence
-        self.zk = KazooClient(
-            hosts=zk_routes.local_first(view.zk_hosts, view.node_endpoints[view.dc].rsplit(":", 1)[0]),
-            # The DC's own ZooKeeper server first: losing another DC then costs this session nothing.
-            randomize_hosts=False,
-            timeout=view.session_timeout_s,
-            connection_retry={"max_tries": -1, "delay": 0.1, "max_delay": 1.0},
-            command_retry={"max_tries": 3, "delay": 0.1, "max_delay": 0.5},
-            **zk_routes.digest_auth(view.zk_auth),
+        self.dcs = Dcs.session(
+            view.zk_hosts,
+            view.session_timeout_s,
+            local=view.node_endpoints[view.dc].rsplit(":", 1)[0],
+            auth=view.zk_auth,
+            lock_tries=3,
         )
         self.agents = {
             shard: ShardAgent(self, shard) for shard in view.members if view.dc in view.members[shard]
@@ -78,22 +72,16 @@ class NodeCoordinator:
         self._checker = threading.Thread(target=self._check_standbys, name="standby-check", daemon=True)
 
     def start(self) -> None:
-        self.zk.add_listener(self._on_state)
-        self.zk.start(timeout=15)
-        for path in (
-            failover.LEADERS_PATH,
-            failover.LOCKS_PATH,
-            *[f"{failover.MEMBERS_PATH}/{s}" for s in self.agents],
-        ):
-            self.zk.ensure_path(path)
+        self.dcs.on_session(self._on_state)
+        self.dcs.start(timeout_s=15)
+        self.dcs.ensure_paths(paths.LEADERS, paths.LOCKS, *[paths.members(s) for s in self.agents])
         self._worker.start()
         for agent in self.agents.values():
             agent.watch()
         self.schedule("session", self._on_connected)
-        self.zk.ensure_path(zk_routes.ADDED_SHARDS_PATH)
-        ChildrenWatch(self.zk, zk_routes.ADDED_SHARDS_PATH, self._on_added_shards)
-        self.zk.ensure_path(zk_routes.RETIRED_SHARDS_PATH)
-        ChildrenWatch(self.zk, zk_routes.RETIRED_SHARDS_PATH, self._on_retired_shards)
+        self.dcs.ensure_paths(paths.ADDED_SHARDS, paths.RETIRED_SHARDS)
+        self.dcs.watch_children(paths.ADDED_SHARDS, self._on_added_shards)
+        self.dcs.watch_children(paths.RETIRED_SHARDS, self._on_retired_shards)
         self._mirror.start()
         self._checker.start()
 
@@ -102,11 +90,7 @@ class NodeCoordinator:
         with self._lock:
             self._lock.notify_all()
         self._worker.join(timeout=5)
-        try:
-            self.zk.stop()
-            self.zk.close()
-        except KazooException:
-            pass
+        self.dcs.close()
 
     def schedule(self, key: str, task: Callable[[], None], delay_s: float = 0.0) -> None:
         """Queues `task` unless the same key is already waiting (watches fire in bursts)."""
@@ -139,10 +123,10 @@ class NodeCoordinator:
         """Keeps Redis's copy of the routes as new as ZooKeeper's: a publication lost while Redis
         itself was failing over is made again here (on its own thread: Redis may be slow)."""
         while not self._stopping.wait(MIRROR_EVERY_S):
-            if not self.zk.connected:
+            if not self.dcs.connected:
                 continue
             try:
-                failover.publish_routes(self.zk, self.view, only_if_behind=True)
+                failover.publish_routes(self.dcs, self.view, only_if_behind=True)
             except KazooException as err:
                 log.warning("event=route_mirror_failed error=%r", str(err))
 
@@ -153,7 +137,7 @@ class NodeCoordinator:
         worker also runs failovers); only a repair goes to the worker."""
         while not self._stopping.wait(STANDBY_CHECK_S):
             for shard, agent in self.agents.items():
-                if not self.zk.connected:
+                if not self.dcs.connected:
                     break
                 try:
                     leader_dc = agent.standby_needs_repair()
@@ -166,13 +150,13 @@ class NodeCoordinator:
     def _on_state(self, state: str) -> None:
         """Runs on kazoo's thread: decide at once, never block."""
         metrics.set_zk_state(state)
-        if state in (KazooState.SUSPENDED, KazooState.LOST):
+        if state in (store.SUSPENDED, store.LOST):
             log.warning("event=zk_session_%s action=stop_serving", state.lower())
             self.fence(True)
-            if state == KazooState.LOST:
+            if state == store.LOST:
                 for agent in self.agents.values():
                     agent.lost_session()
-        elif state == KazooState.CONNECTED:
+        elif state == store.CONNECTED:
             self.schedule("session", self._on_connected)
 
     def _on_added_shards(self, children: list[str]) -> None:
@@ -197,21 +181,19 @@ class NodeCoordinator:
             agent.serving_epoch = None
             self.unserve(shard)
         agent._release_leader_znode()
-        with contextlib.suppress(NoNodeError):
-            self.zk.delete(f"{failover.MEMBERS_PATH}/{shard}/{self.view.dc}")
+        self.dcs.unregister_member(shard, self.view.dc)
         log.warning("event=shard_retired shard=%s", shard)
 
     def _take_up(self, shard: int) -> None:
         """Learns an added shard's members and starts its agent, as if it had been there at start."""
-        if shard in self.agents or self.zk.exists(f"{zk_routes.RETIRED_SHARDS_PATH}/{shard}"):
+        if shard in self.agents or self.dcs.is_retired(shard):
             return
-        raw, _ = self.zk.get(f"{zk_routes.ADDED_SHARDS_PATH}/{shard}")
-        members = {dc: Member(**m) for dc, m in json.loads(raw).items()}
+        members = {dc: Member(**m) for dc, m in self.dcs.added_members(shard).items()}
         if self.view.dc not in members:
             return
         # The view's member table is shared with the node (it serves from it): extended in place.
         self.view.members[shard] = members
-        self.zk.ensure_path(f"{failover.MEMBERS_PATH}/{shard}")
+        self.dcs.ensure_paths(paths.members(shard))
         agent = ShardAgent(self, shard)
         self.agents = {**self.agents, shard: agent}
         agent.watch()
@@ -243,21 +225,21 @@ class ShardAgent:
         self.retired = False  # the shard was removed: its watches may still fire, nothing acts
 
     @property
-    def zk(self) -> KazooClient:
-        return self.c.zk
+    def dcs(self) -> Dcs:
+        return self.c.dcs
 
     def is_retired(self) -> bool:
         """Removed (this node knows it, or ZooKeeper says so before its watch fired here): no
         failover, no leading; the shard's slots all live elsewhere."""
-        return self.retired or bool(self.zk.exists(f"{zk_routes.RETIRED_SHARDS_PATH}/{self.shard}"))
+        return self.retired or self.dcs.is_retired(self.shard)
 
     def watch(self) -> None:
-        DataWatch(self.zk, f"{failover.zk_routes.SHARDS_PATH}/{self.shard}", self._on_route)
-        DataWatch(self.zk, failover.leader_path(self.shard), self._on_leader)
-        ChildrenWatch(self.zk, f"{failover.MEMBERS_PATH}/{self.shard}", self._on_members)
-        DataWatch(self.zk, f"{failover.SWITCHOVER_PATH}/{self.shard}", self._on_switchover)
+        self.dcs.watch_data(paths.route(self.shard), self._on_route)
+        self.dcs.watch_data(paths.leader(self.shard), self._on_leader)
+        self.dcs.watch_children(paths.members(self.shard), self._on_members)
+        self.dcs.watch_data(paths.switchover(self.shard), self._on_switchover)
 
-    def _on_switchover(self, data: bytes | None, stat: Any) -> None:
+    def _on_switchover(self, data: bytes | None) -> None:
         if data is not None:
             self.c.schedule(f"switchover-{self.shard}", self.switch_over)
 
@@ -265,34 +247,29 @@ class ShardAgent:
         """Hands the shard to the DC a switchover request names, if this node leads it."""
         if self.retired:
             return
-        path = f"{failover.SWITCHOVER_PATH}/{self.shard}"
-        try:
-            raw, _ = self.zk.get(path)
-        except NoNodeError:
-            return
-        target = json.loads(raw).get("to")
-        if self.serving_epoch is None or target == self.dc:
+        target = self.dcs.switchover_target(self.shard)
+        if target is None or self.serving_epoch is None or target == self.dc:
             return  # not ours to move (the leader's node answers it), or already there
         log.info("event=switchover_start shard=%s to=%s", self.shard, target)
         self.serving_epoch = None
         self.c.unserve(self.shard)  # drain: gateways hold the shard's requests meanwhile
         local = instance(self.c.view, self.shard, self.dc)
         try:
-            failover.switch_over(self.zk, self.c.view, self.shard, target, stop_local=local.stop)
+            failover.switch_over(self.dcs, self.c.view, self.shard, target, stop_local=local.stop)
         except Exception:
             log.exception("event=switchover_failed shard=%s to=%s", self.shard, target)
             local.start()
-            self.zk.delete(path)
+            self.dcs.clear_switchover(self.shard)
             self.reconcile()  # lead again: nothing moved
             return
-        self.zk.delete(failover.leader_path(self.shard))
-        self.zk.delete(path)
+        self.dcs.release_leader(self.shard)
+        self.dcs.clear_switchover(self.shard)
         self._follow(target, None)
 
-    def _on_route(self, data: bytes | None, stat: Any) -> None:
+    def _on_route(self, data: bytes | None) -> None:
         self.c.schedule(f"reconcile-{self.shard}", self.reconcile)
 
-    def _on_leader(self, data: bytes | None, stat: Any) -> None:
+    def _on_leader(self, data: bytes | None) -> None:
         if data is not None:
             self.leader_seen = True
         else:
@@ -315,14 +292,13 @@ class ShardAgent:
             log.warning("event=member_not_answering shard=%s", self.shard)
             self.c.schedule(f"register-{self.shard}", self.register, delay_s=1.0)
             return
-        with contextlib.suppress(NodeExistsError):
-            self.zk.create(failover.member_path(self.shard, self.dc), b"", ephemeral=True, makepath=True)
+        self.dcs.register_member(self.shard, self.dc)
 
     def reconcile(self) -> None:
         """Puts this DC's part of the shard in line with the route."""
         if self.is_retired():
             return
-        route, _ = failover.read_route(self.zk, self.shard)
+        route, _ = self.dcs.read_route(self.shard)
         local = pg_control.probe(self.c.view, self.shard, self.dc)
         if route.leader_dc == self.dc:
             if local is not None and not local.in_recovery:
@@ -341,29 +317,16 @@ class ShardAgent:
         """The route names another DC: a leader znode this session still holds would keep that DC
         from ever leading (seen when a restarted node took the lead again just as a failover
         moved the shard away: the new leader waited for the znode forever)."""
-        path = failover.leader_path(self.shard)
-        try:
-            _data, stat = self.zk.get(path)
-            if stat.ephemeralOwner == self.zk.client_id[0]:
-                self.zk.delete(path, version=stat.version)
-                log.warning("event=leader_znode_released shard=%s", self.shard)
-        except (NoNodeError, BadVersionError):
-            pass  # gone already, or changed hands meanwhile
+        if self.dcs.release_leader(self.shard):
+            log.warning("event=leader_znode_released shard=%s", self.shard)
 
     def _lead(self, epoch: int) -> None:
         if self.serving_epoch == epoch:
             return
-        value = json.dumps({"dc": self.dc, "epoch": epoch}).encode()
-        path = failover.leader_path(self.shard)
-        try:
-            self.zk.create(path, value, ephemeral=True)
-        except NodeExistsError:
-            _data, stat = self.zk.get(path)
-            if stat.ephemeralOwner != self.zk.client_id[0]:
-                # An earlier session (ours before a restart, or the old leader) still holds it.
-                self.c.schedule(f"reconcile-{self.shard}", self.reconcile, delay_s=RETRY_S)
-                return
-            self.zk.set(path, value)
+        if not self.dcs.take_leader(self.shard, self.dc, epoch):
+            # An earlier session (ours before a restart, or the old leader) still holds it.
+            self.c.schedule(f"reconcile-{self.shard}", self.reconcile, delay_s=RETRY_S)
+            return
         self.serving_epoch = epoch
         self.c.serve(self.shard, epoch)
         log.info("event=leading shard=%s epoch=%s", self.shard, epoch)
@@ -374,7 +337,7 @@ class ShardAgent:
         leader_host = view.members[self.shard][leader_dc].host
         if local is not None and local.in_recovery and local.upstream_host == leader_host:
             return  # already in line: nothing to ask the (possibly unreachable) leader
-        if not self.zk.exists(failover.member_path(self.shard, leader_dc)):
+        if not self.dcs.member_alive(self.shard, leader_dc):
             return  # the leader's node is gone: a failover comes, and its route change brings us back
         leader = pg_control.probe(view, self.shard, leader_dc)
         if leader is None or leader.in_recovery:
@@ -403,7 +366,7 @@ class ShardAgent:
                 instance(view, self.shard, leader_dc), name
             )
             log.info("event=member_rejoined shard=%s how=%s leader=%s", self.shard, how, leader_dc)
-            route, _ = failover.read_route(self.zk, self.shard)
+            route, _ = self.dcs.read_route(self.shard)
             if route.leader_dc in (leader_dc, self.dc):
                 break
             successor = pg_control.probe(view, self.shard, route.leader_dc)
@@ -425,7 +388,7 @@ class ShardAgent:
         while the leader's member answers as primary, and nothing was done to it meanwhile."""
         if self.retired:
             return None
-        route, _ = failover.read_route(self.zk, self.shard)
+        route, _ = self.dcs.read_route(self.shard)
         if route.leader_dc == self.dc or self.serving_epoch is not None:
             self.not_streaming_since = None
             return None
@@ -439,7 +402,7 @@ class ShardAgent:
             self.not_streaming_since = now
         if now - max(self.not_streaming_since, self.acted_at) < STANDBY_GRACE_S:
             return None
-        if not self.zk.exists(failover.member_path(self.shard, route.leader_dc)):
+        if not self.dcs.member_alive(self.shard, route.leader_dc):
             return None  # the leader's node is gone: its failover brings a new route, and us with it
         leader = pg_control.probe(view, self.shard, route.leader_dc)
         if leader is None or leader.in_recovery:
@@ -459,7 +422,7 @@ class ShardAgent:
         standby must not wait for that to be noticed."""
         if self.retired:
             return
-        route, _ = failover.read_route(self.zk, self.shard)
+        route, _ = self.dcs.read_route(self.shard)
         since = self.not_streaming_since
         if (
             route.leader_dc != leader_dc
@@ -489,28 +452,28 @@ class ShardAgent:
         """When the leader's znode and its node are gone, run the failover under the lock."""
         if self.is_retired():
             return
-        if self.zk.exists(failover.leader_path(self.shard)):
+        if self.dcs.leader_exists(self.shard):
             return
-        route, _ = failover.read_route(self.zk, self.shard)
+        route, _ = self.dcs.read_route(self.shard)
         if route.leader_dc == self.dc:
             self.reconcile()
             return
-        if self.zk.exists(failover.member_path(self.shard, route.leader_dc)):
+        if self.dcs.member_alive(self.shard, route.leader_dc):
             return  # its node lives and will take (or retake) the lead
         if not self.leader_seen and time.monotonic() - self.started < STARTUP_GRACE_S:
             self.c.schedule(f"elect-{self.shard}", self.elect, delay_s=1.0)
             return
-        lock = self.zk.Lock(f"{failover.LOCKS_PATH}/failover-{self.shard}", self.dc)
+        lock = self.dcs.failover_lock(self.shard, self.dc)
         if not lock.acquire(timeout=10):
             self.c.schedule(f"elect-{self.shard}", self.elect, delay_s=RETRY_S)
             return
         try:
-            route_now, _ = failover.read_route(self.zk, self.shard)
-            leaderless = not self.zk.exists(failover.leader_path(self.shard))
+            route_now, _ = self.dcs.read_route(self.shard)
+            leaderless = not self.dcs.leader_exists(self.shard)
             moved = route_now.epoch != route.epoch or not leaderless
             if not moved:
                 started = time.monotonic()
-                new_route = failover.fail_over(self.zk, self.c.view, self.shard)
+                new_route = failover.fail_over(self.dcs, self.c.view, self.shard)
                 label = str(self.shard)
                 metrics.FAILOVERS.labels(shard=label, outcome="done" if new_route else "not_possible").inc()
                 if new_route is not None:

@@ -13,64 +13,34 @@ Choosing again would promote a second member, one that may lack commits only the
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 
 import psycopg
 import redis
-from kazoo.client import KazooClient
-from kazoo.exceptions import NodeExistsError, NoNodeError
 from redis.sentinel import Sentinel
 
+from services.common.routes import RoutingTable, ShardRoute
 from services.coordinator import pg_control
 from services.coordinator.view import ClusterView
-from services.routing import redis_mirror, zk_routes
-from services.routing.table import RoutingTable, ShardRoute
+from services.dcs.store import Dcs
+from services.routing import redis_mirror
 
 log = logging.getLogger(__name__)
 
-LEADERS_PATH = f"{zk_routes.ROOT}/leaders"
-MEMBERS_PATH = f"{zk_routes.ROOT}/members"
-LOCKS_PATH = f"{zk_routes.ROOT}/locks"
-SWITCHOVER_PATH = f"{zk_routes.ROOT}/switchover"
-CHOSEN_PATH = f"{zk_routes.ROOT}/failover"  # /<shard>: {"epoch": the route's before, "dc": chosen}
 CATCH_UP_TIMEOUT_S = 15.0
 
 
-def leader_path(shard: int) -> str:
-    return f"{LEADERS_PATH}/{shard}"
-
-
-def member_path(shard: int, dc: str) -> str:
-    return f"{MEMBERS_PATH}/{shard}/{dc}"
-
-
-def read_route(zk: KazooClient, shard: int) -> tuple[ShardRoute, int]:
-    data, stat = zk.get(f"{zk_routes.SHARDS_PATH}/{shard}")
-    raw = json.loads(data)
-    return ShardRoute(
-        int(raw["shard"]), str(raw["leader_dc"]), int(raw["epoch"]), str(raw["endpoint"])
-    ), stat.version
-
-
-def live_members(zk: KazooClient, shard: int) -> list[str]:
-    path = f"{MEMBERS_PATH}/{shard}"
-    return sorted(zk.get_children(path)) if zk.exists(path) else []
-
-
-def fail_over(zk: KazooClient, view: ClusterView, shard: int) -> ShardRoute | None:
+def fail_over(dcs: Dcs, view: ClusterView, shard: int) -> ShardRoute | None:
     """Moves the shard's leadership; None when there is nothing to do or nobody to take it."""
     started = time.monotonic()
-    route, version = read_route(zk, shard)
-    survivors = [dc for dc in live_members(zk, shard) if dc != route.leader_dc]
+    route, version = dcs.read_route(shard)
+    survivors = [dc for dc in dcs.live_members(shard) if dc != route.leader_dc]
     members = [s for s in (pg_control.probe(view, shard, dc) for dc in survivors) if s]
     standbys = [s for s in members if s.in_recovery]
-    chosen = _chosen_before(zk, shard, route.epoch)
+    chosen = dcs.chosen_before(shard, route.epoch)
     promoted = next((s for s in members if s.dc == chosen and not s.in_recovery), None)
     if promoted is not None:
         log.warning("event=failover_resumed shard=%s new_leader=%s", shard, promoted.dc)
@@ -91,7 +61,7 @@ def fail_over(zk: KazooClient, view: ClusterView, shard: int) -> ShardRoute | No
             "event=failover_chosen shard=%s old_leader=%s new_leader=%s positions=%s",
             shard, route.leader_dc, best.dc, {s.dc: s.receive_lsn for s in settled},
         )  # fmt: skip
-        _write_choice(zk, shard, route.epoch, best.dc)
+        dcs.write_choice(shard, route.epoch, best.dc)
         pg_control.promote(view, shard, best.dc)
     for other in settled:
         if other.dc != best.dc:
@@ -102,11 +72,10 @@ def fail_over(zk: KazooClient, view: ClusterView, shard: int) -> ShardRoute | No
                     "event=failover_repoint_failed shard=%s dc=%s error=%r", shard, other.dc, str(err)
                 )
     new_route = ShardRoute(shard, best.dc, route.epoch + 1, view.node_endpoints[best.dc])
-    zk.set(f"{zk_routes.SHARDS_PATH}/{shard}", json.dumps(asdict(new_route)).encode(), version=version)
-    with contextlib.suppress(NoNodeError):
-        zk.delete(f"{CHOSEN_PATH}/{shard}")
+    dcs.set_route(new_route, version)
+    dcs.clear_choice(shard)
     # Redis may be failing over itself (a lost DC can hold its primary): never wait for it here.
-    threading.Thread(target=publish_routes, args=(zk, view), name="publish-routes", daemon=True).start()
+    threading.Thread(target=publish_routes, args=(dcs, view), name="publish-routes", daemon=True).start()
     log.info(
         "event=failover_done shard=%s leader=%s epoch=%s took_ms=%.0f",
         shard, best.dc, new_route.epoch, (time.monotonic() - started) * 1000,
@@ -114,28 +83,10 @@ def fail_over(zk: KazooClient, view: ClusterView, shard: int) -> ShardRoute | No
     return new_route
 
 
-def _chosen_before(zk: KazooClient, shard: int, epoch: int) -> str | None:
-    """The DC an earlier, unfinished failover from this route promoted (or was about to)."""
-    try:
-        raw, _ = zk.get(f"{CHOSEN_PATH}/{shard}")
-    except NoNodeError:
-        return None
-    choice = json.loads(raw)
-    return str(choice["dc"]) if int(choice["epoch"]) == epoch else None
-
-
-def _write_choice(zk: KazooClient, shard: int, epoch: int, dc: str) -> None:
-    value = json.dumps({"epoch": epoch, "dc": dc}).encode()
-    try:
-        zk.create(f"{CHOSEN_PATH}/{shard}", value, makepath=True)
-    except NodeExistsError:
-        zk.set(f"{CHOSEN_PATH}/{shard}", value)
-
-
-def publish_routes(zk: KazooClient, view: ClusterView, only_if_behind: bool = False) -> RoutingTable | None:
+def publish_routes(dcs: Dcs, view: ClusterView, only_if_behind: bool = False) -> RoutingTable | None:
     """Mirrors ZooKeeper's table into Redis through the primary Sentinel names (best effort:
     readers fall back to ZooKeeper, and every node mirrors again when the table changes)."""
-    table = zk_routes.read_table(zk)
+    table = dcs.read_table()
     sentinels = [(h, int(p)) for h, p in (s.rsplit(":", 1) for s in view.sentinels)]
     try:
         password = view.redis_password or None
@@ -154,13 +105,13 @@ def publish_routes(zk: KazooClient, view: ClusterView, only_if_behind: bool = Fa
 
 
 def switch_over(
-    zk: KazooClient, view: ClusterView, shard: int, target_dc: str, stop_local: Callable[[], None]
+    dcs: Dcs, view: ClusterView, shard: int, target_dc: str, stop_local: Callable[[], None]
 ) -> ShardRoute:
     """A planned move of the shard's leadership, run by the current leader (already drained:
     it serves no more writes for the shard): stop the primary cleanly, let the target replay
     every byte of it, promote the target, re-point the rest, publish the route."""
     started = time.monotonic()
-    route, version = read_route(zk, shard)
+    route, version = dcs.read_route(shard)
     assert route.leader_dc == view.dc, "only the leader moves its shard"
     primary = pg_control.probe(view, shard, view.dc)
     target = pg_control.probe(view, shard, target_dc)
@@ -180,8 +131,8 @@ def switch_over(
             if member is not None and member.in_recovery:
                 pg_control.follow(view, shard, dc, target_dc)
     new_route = ShardRoute(shard, target_dc, route.epoch + 1, view.node_endpoints[target_dc])
-    zk.set(f"{zk_routes.SHARDS_PATH}/{shard}", json.dumps(asdict(new_route)).encode(), version=version)
-    threading.Thread(target=publish_routes, args=(zk, view), name="publish-routes", daemon=True).start()
+    dcs.set_route(new_route, version)
+    threading.Thread(target=publish_routes, args=(dcs, view), name="publish-routes", daemon=True).start()
     log.info(
         "event=switchover_done shard=%s from=%s to=%s epoch=%s took_ms=%.0f",
         shard, view.dc, target_dc, new_route.epoch, (time.monotonic() - started) * 1000,

@@ -17,10 +17,10 @@ from typing import Any
 from kazoo.client import KazooClient
 from kazoo.exceptions import NodeExistsError, NoNodeError
 
-from services.routing.zk_routes import ROOT
+from services.dcs import paths
 
-MOVES_PATH = f"{ROOT}/moves"
-LOCK_PATH = f"{ROOT}/locks/mover"
+MOVES_PATH = paths.MOVES
+LOCK_PATH = paths.MOVER_LOCK
 
 # The states of a move, in order. Before HANDED_OVER a move is rolled back when cut; from
 # HANDED_OVER on (the source has let the slots go for good) it is only ever finished.

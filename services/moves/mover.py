@@ -41,10 +41,10 @@ from typing import Any
 import psycopg
 from kazoo.client import KazooClient
 
+from services.dcs import paths
 from services.moves import journal as j
 from services.moves import priority
 from services.moves.plan import reassign
-from services.routing import zk_routes
 from services.storage import migration_lines as ml
 from services.storage import slot_copy, slots
 from services.storage.slot_copy import Mark, SlotRange
@@ -261,14 +261,14 @@ class SlotMover:
     def _flip(self, record: dict[str, Any], slot_range: SlotRange) -> None:
         """Step 7: the slot map names the target, by compare-and-set (retried on a conflict)."""
         for _ in range(20):
-            raw, stat = self.zk.get(zk_routes.SLOTS_PATH)
+            raw, stat = self.zk.get(paths.SLOTS)
             ranges = [(int(r["first"]), int(r["last"]), int(r["shard"])) for r in json.loads(raw)["ranges"]]
             updated = reassign(ranges, slot_range.first, slot_range.last, record["to"])
             if updated == ranges:
                 break
             try:
                 data = {"ranges": [{"first": a, "last": b, "shard": s} for a, b, s in updated]}
-                self.zk.set(zk_routes.SLOTS_PATH, json.dumps(data).encode(), version=stat.version)
+                self.zk.set(paths.SLOTS, json.dumps(data).encode(), version=stat.version)
                 break
             except Exception as err:  # BadVersionError: someone else changed the map; read again
                 log.warning("event=slot_map_conflict move=%s error=%r", record["id"], err)
@@ -316,7 +316,7 @@ class SlotMover:
         return record
 
     def _owner(self, first: int, last: int) -> int:
-        raw, _ = self.zk.get(zk_routes.SLOTS_PATH)
+        raw, _ = self.zk.get(paths.SLOTS)
         owners = {
             int(r["shard"])
             for r in json.loads(raw)["ranges"]

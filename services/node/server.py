@@ -214,7 +214,7 @@ class BankNode:
             host, port = self.config.metrics_listen.rsplit(":", 1)
             known = sorted({s for _, _, s in self.config.slot_ranges})
             coordinator = self.coordinator
-            moves = (lambda: read_moves(coordinator.zk)) if coordinator is not None else None
+            moves = (lambda: read_moves(coordinator.dcs.client)) if coordinator is not None else None
             REGISTRY.register(NodeCollector(self.shards, known, moves))
             zero_node_series(known)
             serve_metrics(host, int(port))

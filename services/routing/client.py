@@ -4,20 +4,19 @@ unreachable or a route turns out stale."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 
 import redis
-from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException
 from kazoo.handlers.threading import KazooTimeoutError
 
 from services.common.errors import Unavailable
-from services.routing import redis_mirror, zk_routes
-from services.routing.table import RoutingTable, ShardRoute
+from services.common.routes import RoutingTable, ShardRoute
+from services.dcs.store import Dcs
+from services.routing import redis_mirror
 from services.rpc.metrics import ROUTING_VERSION
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ class RoutingClient:
         self._table = RoutingTable(version=0, slot_ranges=[])
         self._links: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._zk: KazooClient | None = None
+        self._zk: Dcs | None = None
         self._stopping = threading.Event()
         self._listener = threading.Thread(target=self._listen, name="routing-listener", daemon=True)
         self._on_change: list[Callable[[RoutingTable], None]] = []
@@ -65,9 +64,7 @@ class RoutingClient:
         self._listener.join(timeout=3)
         self.redis.close()
         if self._zk is not None:
-            with contextlib.suppress(Exception):
-                self._zk.stop()
-                self._zk.close()
+            self._zk.close()
 
     def route(self, shard: int) -> ShardRoute:
         route = self._table.route(shard)
@@ -124,10 +121,10 @@ class RoutingClient:
         try:
             if self._zk is None:
                 # Short sessions: a client whose server is cut off moves to another one quickly.
-                self._zk = zk_routes.connect(
+                self._zk = Dcs.connect(
                     self.zk_hosts, timeout_s=5, session_s=2.0, local=self.local, auth=self.zk_auth
                 )
-            return zk_routes.read_table(self._zk, timeout_s=ZK_READ_TIMEOUT_S)
+            return self._zk.read_table(timeout_s=ZK_READ_TIMEOUT_S)
         except (KazooException, TimeoutError, KazooTimeoutError) as err:
             log.warning("event=routing_zookeeper_unreachable error=%r", str(err))
             return None

@@ -10,7 +10,7 @@ import json
 
 import redis
 
-from services.routing.table import RoutingTable
+from services.common.routes import RoutingTable
 
 TABLE_KEY = "bank:routing"
 CHANNEL = "bank:routing:changed"

@@ -225,7 +225,6 @@ def test_a_failover_cut_short_after_its_promotion_is_finished_with_the_member_it
     from services.cluster.pg_group import member_instance
     from services.cluster.state import ClusterState
     from services.cluster.zookeeper import zk_client
-    from services.coordinator.failover import CHOSEN_PATH, read_route
 
     shard = 2
     leader = leader_of(cluster, shard)
@@ -239,14 +238,9 @@ def test_a_failover_cut_short_after_its_promotion_is_finished_with_the_member_it
     for dc in (chosen, other):
         member_instance(state, shard, dc).execute("ALTER SYSTEM SET primary_conninfo = ''")
         member_instance(state, shard, dc).execute("SELECT pg_reload_conf()")
-    client = zk_client(state, timeout_s=10)
-    try:
-        route, _ = read_route(client, shard)
-        choice = json.dumps({"epoch": route.epoch, "dc": chosen}).encode()
-        client.create(f"{CHOSEN_PATH}/{shard}", choice, makepath=True)
-    finally:
-        client.stop()
-        client.close()
+    with zk_client(state, timeout_s=10) as dcs:
+        route, _ = dcs.read_route(shard)
+        dcs.write_choice(shard, route.epoch, chosen)
     member_instance(state, shard, chosen).execute("SELECT pg_promote()")
 
     done = bankctl(cluster.home, "chaos", "kill-node", leader, timeout_s=180)

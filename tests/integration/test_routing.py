@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, given, settings
 
 from bank.v1 import ledger_pb2
 from services.common.identifiers import NUM_SLOTS, slot_of_customer
+from services.common.routes import RoutingTable
 from services.routing import redis_mirror
 from services.routing.client import RoutingClient
-from services.routing.table import RoutingTable
 from tests.integration import hostile
 from tests.integration.cluster_helpers import Cluster, bankctl, secrets
 from tests.integration.conftest import report
