@@ -1,15 +1,18 @@
-"""Remote control of a shard's PostgreSQL members over SQL: roles, WAL positions, promotion,
-re-pointing a standby. Used by the failover and by a node putting its own member in place."""
+"""The shard members of the real cluster: remote control over SQL (roles, WAL positions,
+promotion, re-pointing a standby) and, for this node's own member, its process (start, stop,
+rewind or re-clone). `PostgresMembers` is what the coordinator's `Members` interface names."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from services.coordinator.members import MemberState
 from services.coordinator.view import ClusterView
+from services.host.postgres import PostgresInstance
 
 log = logging.getLogger(__name__)
 
@@ -20,16 +23,6 @@ def lsn_to_int(lsn: str | None) -> int:
         return -1
     high, low = lsn.split("/")
     return (int(high, 16) << 32) + int(low, 16)
-
-
-@dataclass(frozen=True)
-class MemberState:
-    dc: str
-    in_recovery: bool
-    receive_lsn: int  # for a standby: how far it has received; for a primary: its current LSN
-    upstream_host: str  # the host a standby streams from ('' if none)
-    streaming: bool = False  # a standby whose WAL receiver streams (not starting, not waiting)
-    conninfo_host: str = ""  # the host its primary_conninfo names ('' if none)
 
 
 def probe(view: ClusterView, shard: int, dc: str) -> MemberState | None:
@@ -112,3 +105,56 @@ def replayed(view: ClusterView, shard: int, dc: str) -> int:
     except psycopg.Error:
         return -1
     return lsn_to_int(row[0] if row else None)
+
+
+def instance(view: ClusterView, shard: int, dc: str) -> PostgresInstance:
+    member = view.members[shard][dc]
+    group = ", ".join(m.name for m in view.members[shard].values())
+    return PostgresInstance(
+        name=member.name,
+        data_dir=Path(member.data_dir),
+        host=member.host,
+        port=member.port,
+        password=view.pg_password,
+        settings={
+            **view.pg_settings,
+            # As on every member (see pg_group): a node never counts itself.
+            "synchronous_standby_names": f"'ANY 1 ({group})'",
+        },
+        hba_lines=list(view.pg_hba_lines),
+    )
+
+
+class PostgresMembers:
+    """The `Members` of a running cluster, as a bank-node sees them."""
+
+    def __init__(self, view: ClusterView) -> None:
+        self.view = view
+
+    def probe(self, shard: int, dc: str) -> MemberState | None:
+        return probe(self.view, shard, dc)
+
+    def detach(self, shard: int, dc: str) -> None:
+        detach(self.view, shard, dc)
+
+    def follow(self, shard: int, dc: str, primary_dc: str) -> None:
+        follow(self.view, shard, dc, primary_dc)
+
+    def promote(self, shard: int, dc: str) -> None:
+        promote(self.view, shard, dc)
+
+    def ensure_slots(self, shard: int, dc: str) -> None:
+        ensure_slots(self.view, shard, dc)
+
+    def replayed(self, shard: int, dc: str) -> int:
+        return replayed(self.view, shard, dc)
+
+    def start(self, shard: int, dc: str) -> None:
+        instance(self.view, shard, dc).start()
+
+    def stop(self, shard: int, dc: str) -> None:
+        instance(self.view, shard, dc).stop()
+
+    def rejoin(self, shard: int, dc: str, leader_dc: str) -> str:
+        name = self.view.members[shard][dc].name
+        return instance(self.view, shard, dc).rejoin_as_standby(instance(self.view, shard, leader_dc), name)

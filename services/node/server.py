@@ -17,7 +17,7 @@ from services.account.handler import AccountHandler
 from services.account.servicer import AccountServicer
 from services.common.errors import BankError, Unavailable
 from services.common.identifiers import NUM_SLOTS
-from services.coordinator.agent import NodeCoordinator
+from services.coordinator.session import NodeCoordinator
 from services.coordinator.view import ClusterView
 from services.ledger.cross_shard import CreditCheck
 from services.ledger.handler import LedgerHandler

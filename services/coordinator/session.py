@@ -1,0 +1,176 @@
+"""The ZooKeeper side of a bank-node: one session, and a shard agent (coordinator/agent.py) per
+shard that has a member in this DC. A suspended session is treated as lost: the node stops
+serving first and asks later. Every agent's action runs on one worker (coordinator/worker.py),
+so agents never race each other inside a node; the znodes are listed in dcs/paths.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Callable
+
+from kazoo.exceptions import KazooException
+
+from services.coordinator import route_mirror
+from services.coordinator.agent import STANDBY_CHECK_S, Serve, ShardAgent, Unserve
+from services.coordinator.members import Members
+from services.coordinator.pg_control import PostgresMembers
+from services.coordinator.view import ClusterView, Member
+from services.coordinator.worker import Worker
+from services.dcs import paths, store
+from services.dcs.store import Dcs
+from services.rpc import metrics
+
+log = logging.getLogger(__name__)
+
+MIRROR_EVERY_S = 2.0
+
+
+class NodeCoordinator:
+    def __init__(
+        self,
+        view: ClusterView,
+        serve: Serve,
+        unserve: Unserve,
+        fence: Callable[[bool], None],
+        dcs: Dcs | None = None,
+        members: Members | None = None,
+    ) -> None:
+        """`dcs` and `members` default to the real ZooKeeper session and PostgreSQL members;
+        unit tests pass fakes."""
+        self.view = view
+        self.serve: Serve = serve
+        self.unserve: Unserve = unserve
+        self.fence = fence
+        self.dcs: Dcs = dcs or Dcs.session(
+            view.zk_hosts,
+            view.session_timeout_s,
+            local=view.node_endpoints[view.dc].rsplit(":", 1)[0],
+            auth=view.zk_auth,
+            lock_tries=3,
+        )
+        self.members: Members = members or PostgresMembers(view)
+        self.worker = Worker()
+        self.agents = {
+            shard: ShardAgent(self, shard) for shard in view.members if view.dc in view.members[shard]
+        }
+        self._stopping = threading.Event()
+        self._mirror = threading.Thread(target=self._mirror_routes, name="route-mirror", daemon=True)
+        self._checker = threading.Thread(target=self._check_standbys, name="standby-check", daemon=True)
+
+    def start(self) -> None:
+        self.dcs.on_session(self._on_state)
+        self.dcs.start(timeout_s=15)
+        self.dcs.ensure_paths(paths.LEADERS, paths.LOCKS, *[paths.members(s) for s in self.agents])
+        self.worker.start()
+        for agent in self.agents.values():
+            agent.watch()
+        self.schedule("session", self._on_connected)
+        self.dcs.ensure_paths(paths.ADDED_SHARDS, paths.RETIRED_SHARDS)
+        self.dcs.watch_children(paths.ADDED_SHARDS, self._on_added_shards)
+        self.dcs.watch_children(paths.RETIRED_SHARDS, self._on_retired_shards)
+        self._mirror.start()
+        self._checker.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.worker.stop()
+        self.dcs.close()
+
+    def schedule(self, key: str, task: Callable[[], None], delay_s: float = 0.0) -> None:
+        self.worker.schedule(key, task, delay_s)
+
+    def publish_routes(self) -> None:
+        route_mirror.publish_soon(self.dcs, self.view)
+
+    def _mirror_routes(self) -> None:
+        """Keeps Redis's copy of the routes as new as ZooKeeper's: a publication lost while Redis
+        itself was failing over is made again here (on its own thread: Redis may be slow)."""
+        while not self._stopping.wait(MIRROR_EVERY_S):
+            if not self.dcs.connected:
+                continue
+            try:
+                route_mirror.publish_routes(self.dcs, self.view, only_if_behind=True)
+            except KazooException as err:
+                log.warning("event=route_mirror_failed error=%r", str(err))
+
+    def _check_standbys(self) -> None:
+        """Route changes and reconnections put members in line; this catches what no event
+        announces: a standby whose WAL receiver stopped streaming and stays so. The looking is
+        done here, off the worker (a probe of an unreachable leader takes seconds, and the
+        worker also runs failovers); only a repair goes to the worker."""
+        while not self._stopping.wait(STANDBY_CHECK_S):
+            for shard, agent in self.agents.items():
+                if not self.dcs.connected:
+                    break
+                try:
+                    leader_dc = agent.standby_needs_repair()
+                except Exception as err:  # ZooKeeper between servers, say: the next round looks again
+                    log.warning("event=standby_check_failed shard=%s error=%r", shard, str(err))
+                    continue
+                if leader_dc is not None:
+                    self.schedule(f"repair-{shard}", functools.partial(agent.repair_standby, leader_dc))
+
+    def _on_state(self, state: str) -> None:
+        """Runs on kazoo's thread: decide at once, never block."""
+        metrics.set_zk_state(state)
+        if state in (store.SUSPENDED, store.LOST):
+            log.warning("event=zk_session_%s action=stop_serving", state.lower())
+            self.fence(True)
+            if state == store.LOST:
+                for agent in self.agents.values():
+                    agent.lost_session()
+        elif state == store.CONNECTED:
+            self.schedule("session", self._on_connected)
+
+    def _on_added_shards(self, children: list[str]) -> None:
+        """Runs on kazoo's thread: shards added while the bank runs are taken up on the worker."""
+        for child in children:
+            if child.isdigit() and int(child) not in self.agents:
+                self.schedule(f"add-shard-{child}", functools.partial(self._take_up, int(child)))
+
+    def _on_retired_shards(self, children: list[str]) -> None:
+        for child in children:
+            if child.isdigit() and int(child) in self.agents:
+                self.schedule(f"retire-{child}", functools.partial(self._retire, int(child)))
+
+    def _retire(self, shard: int) -> None:
+        """A removed shard (its slots all moved away): stop serving it and acting for it."""
+        agent = self.agents.get(shard)
+        if agent is None:
+            return
+        agent.retired = True
+        self.agents = {s: a for s, a in self.agents.items() if s != shard}
+        if agent.serving_epoch is not None:
+            agent.serving_epoch = None
+            self.unserve(shard)
+        agent.release_leader_znode()
+        self.dcs.unregister_member(shard, self.view.dc)
+        log.warning("event=shard_retired shard=%s", shard)
+
+    def _take_up(self, shard: int) -> None:
+        """Learns an added shard's members and starts its agent, as if it had been there at start."""
+        if shard in self.agents or self.dcs.is_retired(shard):
+            return
+        members = {dc: Member(**m) for dc, m in self.dcs.added_members(shard).items()}
+        if self.view.dc not in members:
+            return
+        # The view's member table is shared with the node (it serves from it): extended in place.
+        self.view.members[shard] = members
+        self.dcs.ensure_paths(paths.members(shard))
+        agent = ShardAgent(self, shard)
+        self.agents = {**self.agents, shard: agent}
+        agent.watch()
+        agent.register()
+        agent.reconcile()
+        log.info("event=shard_taken_up shard=%s", shard)
+
+    def _on_connected(self) -> None:
+        """After (re)connecting: membership again, leadership only where the session still holds it."""
+        for agent in self.agents.values():
+            agent.register()
+        self.fence(False)
+        for agent in self.agents.values():
+            agent.reconcile()

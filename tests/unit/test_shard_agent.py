@@ -1,0 +1,146 @@
+"""A node's coordinator and its shard agent against fakes of ZooKeeper and of the members:
+who fails over and when, who leads, and what a suspended or lost session does. Tasks run on
+the test's thread (`worker.run_due`), so each timing rule is checked in milliseconds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.coordinator.session import NodeCoordinator
+from services.dcs import store
+from tests.unit.coordinator_fakes import Ensemble, FakeDcs, FakeMembers, view_of
+
+SHARD = 0
+SESSION = {"dc1": 1, "dc2": 2, "dc3": 3}
+
+
+class Node:
+    """One DC's coordinator with what it served, fenced and published written down."""
+
+    def __init__(self, dc: str, ensemble: Ensemble, members: FakeMembers) -> None:
+        self.events: list[tuple[Any, ...]] = []
+        self.dcs = FakeDcs(ensemble, SESSION[dc])
+        self.coordinator = NodeCoordinator(
+            view_of(dc),
+            serve=lambda shard, epoch: self.events.append(("serve", shard, epoch)),
+            unserve=lambda shard: self.events.append(("unserve", shard)),
+            fence=lambda fenced: self.events.append(("fence", fenced)),
+            dcs=self.dcs,  # type: ignore[arg-type]
+            members=members,
+        )
+        self.coordinator.publish_routes = lambda: self.events.append(("publish",))  # type: ignore[method-assign]
+        self.agent = self.coordinator.agents[SHARD]
+
+    def run(self) -> None:
+        self.coordinator.worker.run_due()
+
+
+def bank(leader: str = "dc1") -> tuple[Ensemble, FakeMembers, dict[str, Node]]:
+    """Shard 0 led by `leader` at epoch 1, every DC's node up with its member registered."""
+    log: list[tuple[Any, ...]] = []
+    ensemble, members = Ensemble(log), FakeMembers(log)
+    ensemble.route(SHARD, leader, 1)
+    for dc in SESSION:
+        members.put(SHARD, dc, in_recovery=dc != leader, lsn=100, upstream_dc="" if dc == leader else leader)
+    nodes = {dc: Node(dc, ensemble, members) for dc in SESSION}
+    for node in nodes.values():
+        node.coordinator._on_connected()
+    return ensemble, members, nodes
+
+
+def kill(dc: str, ensemble: Ensemble, members: FakeMembers) -> None:
+    """The DC goes: its member stops answering and its session expires."""
+    members.members[SHARD, dc].alive = False
+    ensemble.expire(SESSION[dc])
+
+
+def test_the_leader_serves_and_holds_the_leader_znode_after_connecting() -> None:
+    ensemble, _members, nodes = bank()
+    assert nodes["dc1"].events == [("fence", False), ("serve", SHARD, 1)]
+    assert ensemble.leaders[SHARD][0] == SESSION["dc1"]
+    assert [e for e in nodes["dc2"].events if e[0] == "serve"] == []
+    assert ensemble.members[SHARD] == SESSION
+
+
+def test_a_lost_leader_is_failed_over_by_a_survivor_that_then_leads() -> None:
+    ensemble, members, nodes = bank()
+    members.members[SHARD, "dc3"].lsn = 200  # dc3's standby received the most
+    kill("dc1", ensemble, members)
+    survivor = nodes["dc2"]
+    survivor.agent.leader_seen = True
+    survivor.agent._on_leader(None)  # the leader znode's watch fires
+    survivor.run()
+    route, _ = ensemble.routes[SHARD]
+    assert (route.leader_dc, route.epoch) == ("dc3", 2)
+    assert ("publish",) in survivor.events
+    nodes["dc3"].agent._on_route(b"")  # the route's watch fires on dc3's node
+    nodes["dc3"].run()
+    assert ("serve", SHARD, 2) in nodes["dc3"].events
+    assert ensemble.leaders[SHARD][0] == SESSION["dc3"]
+
+
+def test_no_failover_while_the_leader_node_is_alive_without_its_znode() -> None:
+    """A restarted leader's node retakes the lead: its member znode says it lives."""
+    ensemble, _members, nodes = bank()
+    del ensemble.leaders[SHARD]
+    nodes["dc2"].agent.leader_seen = True
+    nodes["dc2"].agent.elect()
+    assert ensemble.routes[SHARD][0].epoch == 1 and ensemble.log == []
+
+
+def test_a_leader_never_seen_is_waited_for_while_the_cluster_starts() -> None:
+    ensemble, members, nodes = bank()
+    kill("dc1", ensemble, members)
+    nodes["dc2"].agent.elect()
+    assert ensemble.routes[SHARD][0].epoch == 1 and ensemble.log == []
+    assert nodes["dc2"].coordinator.worker.pending() == [f"elect-{SHARD}"]
+
+
+def test_a_survivor_that_cannot_take_the_lock_tries_again_later() -> None:
+    ensemble, members, nodes = bank()
+    kill("dc1", ensemble, members)
+    ensemble.locks[SHARD] = SESSION["dc3"]  # dc3's node is failing over now
+    nodes["dc2"].agent.leader_seen = True
+    nodes["dc2"].agent.elect()
+    assert ensemble.routes[SHARD][0].epoch == 1 and ensemble.log == []
+    assert nodes["dc2"].coordinator.worker.pending() == [f"elect-{SHARD}"]
+
+
+def test_a_suspended_session_fences_at_once_and_a_lost_one_stops_serving() -> None:
+    _ensemble, _members, nodes = bank()
+    leader = nodes["dc1"]
+    leader.events.clear()
+    leader.coordinator._on_state(store.SUSPENDED)
+    assert leader.events == [("fence", True)]  # no write is served, the lead is kept for now
+    assert leader.agent.serving_epoch == 1
+    leader.coordinator._on_state(store.LOST)
+    assert leader.events == [("fence", True), ("fence", True), ("unserve", SHARD)]
+    assert leader.agent.serving_epoch is None
+
+
+def test_a_reconnected_leader_leads_again_only_if_it_still_may() -> None:
+    ensemble, _members, nodes = bank()
+    leader = nodes["dc1"]
+    leader.coordinator._on_state(store.LOST)
+    ensemble.expire(SESSION["dc1"])
+    ensemble.leaders[SHARD] = (99, b"an older session of dc1")  # not expired yet
+    leader.events.clear()
+    leader.coordinator._on_state(store.CONNECTED)
+    leader.run()
+    assert leader.events == [("fence", False)]  # unfenced, but not serving: the znode is not ours
+    assert f"reconcile-{SHARD}" in leader.coordinator.worker.pending()
+    del ensemble.leaders[SHARD]  # the older session expires
+    leader.agent.reconcile()
+    assert leader.events[-1] == ("serve", SHARD, 1)
+
+
+def test_a_leader_steps_down_and_rejoins_when_the_route_names_another_dc() -> None:
+    ensemble, members, nodes = bank()
+    members.promote(SHARD, "dc2")  # as a failover by another node did
+    ensemble.route(SHARD, "dc2", 2)
+    old = nodes["dc1"]
+    old.agent._on_route(b"")
+    old.run()
+    assert ("unserve", SHARD) in old.events
+    assert SHARD not in ensemble.leaders or ensemble.leaders[SHARD][0] != SESSION["dc1"]
+    assert ("rejoin", SHARD, "dc1", "dc2") in ensemble.log
