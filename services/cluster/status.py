@@ -23,6 +23,7 @@ from services.cluster.tls import ca_file
 from services.cluster.topology import NETNS
 from services.cluster.zookeeper import zk_client, zk_mode
 from services.common.routes import RoutingTable, ShardRoute
+from services.coordinator import phases
 from services.host.processes import pid_alive
 from services.moves.journal import Journal
 from services.rpc import tls
@@ -46,7 +47,7 @@ def collect(state: ClusterState) -> dict[str, Any]:
     spec = state.spec
     with ThreadPoolExecutor(max_workers=8) as pool:
         components = list(pool.map(lambda c: _probe(state, c), state.components))
-    table, moves = _truth(state)
+    table, moves, failovers = _truth(state)
     ranges = table.slot_ranges or spec.slot_ranges()
     shards = [_shard_status(state, shard, table.routes.get(shard), ranges) for shard in state.active_shards]
     return {
@@ -68,6 +69,7 @@ def collect(state: ClusterState) -> dict[str, Any]:
                 "active": f.get("active", False),
                 "rto_s": f.get("rto_s"),
                 "shards": [{"shard": int(s), "rto_s": v} for s, v in f["shards"].items()],
+                "phases_ms": phases.of_fault(f, failovers),
             }
             for f in state.faults
         ],
@@ -141,15 +143,15 @@ def _routes(state: ClusterState) -> dict[int, ShardRoute]:
     return _truth(state)[0].routes
 
 
-def _truth(state: ClusterState) -> tuple[RoutingTable, list[dict[str, Any]]]:
-    """The routing table and the slot moves' journal, as ZooKeeper has them (empty when it
-    cannot be reached: the shard table then says so with epoch None)."""
+def _truth(state: ClusterState) -> tuple[RoutingTable, list[dict[str, Any]], list[dict[str, Any]]]:
+    """The routing table, the slot moves' journal and the failovers' phases, as ZooKeeper has
+    them (empty when it cannot be reached: the shard table then says so with epoch None)."""
     try:
         dcs = zk_client(state, timeout_s=3)
     except Exception:
-        return RoutingTable(version=0, slot_ranges=[]), []
+        return RoutingTable(version=0, slot_ranges=[]), [], []
     with dcs:
-        return dcs.read_table(), Journal(dcs.client).all()
+        return dcs.read_table(), Journal(dcs.client).all(), dcs.failovers()
 
 
 def _shard_status(
@@ -192,7 +194,7 @@ def _shard_status(
 
 def shard_lines(state: ClusterState, shards: list[int]) -> list[str]:
     """Each shard's leader and standbys, as `render` shows them: why a shard takes no write."""
-    table, _ = _truth(state)
+    table = _truth(state)[0]
     return [
         _shard_line(_shard_status(state, shard, table.routes.get(shard), table.slot_ranges))
         for shard in shards
@@ -249,4 +251,11 @@ def render(status: dict[str, Any]) -> str:
             lines.append(
                 f"{f['fault']:<20}{f['target']:<12}{at:<10}{'yes' if f['active'] else 'no':<8}{rtos}"
             )
+            lines += [f"{'':<20}s{shard} phases: {phase_line(p)}" for shard, p in f["phases_ms"].items()]
     return "\n".join(lines)
+
+
+def phase_line(phases_ms: dict[str, float]) -> str:
+    """'detect 412 + lock 3 + ... = 1,020 ms'"""
+    parts = " + ".join(f"{name} {ms:.0f}" for name, ms in phases_ms.items())
+    return f"{parts} = {sum(phases_ms.values()):,.0f} ms"

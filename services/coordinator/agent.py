@@ -8,12 +8,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from kazoo.exceptions import NoNodeError
 
+from services.common.routes import ShardRoute
 from services.coordinator import failover
 from services.coordinator.members import Members, MemberState
+from services.coordinator.phases import Timeline
 from services.coordinator.view import ClusterView
 from services.dcs import paths
 from services.dcs.store import Dcs
@@ -46,6 +48,8 @@ class AgentHost(Protocol):
 
     def publish_routes(self) -> None: ...
 
+    def record_failover(self, record: dict[str, Any]) -> None: ...
+
 
 class ShardAgent:
     def __init__(self, coordinator: AgentHost, shard: int) -> None:
@@ -60,6 +64,10 @@ class ShardAgent:
         self.not_streaming_since: float | None = None  # read and set by the standby check
         self.acted_at = 0.0  # when this node last re-pointed, rewound or re-cloned the member
         self.retired = False  # the shard was removed: its watches may still fire, nothing acts
+        # Wall-clock times for the failover's detect phase: the leader last known alive (its
+        # node answered the liveness check), and its leader znode seen gone.
+        self.leader_alive_at: float | None = None
+        self.leader_gone_at: float | None = None
 
     @property
     def dcs(self) -> Dcs:
@@ -109,6 +117,7 @@ class ShardAgent:
     def _on_leader(self, data: bytes | None) -> None:
         if data is not None:
             self.leader_seen = True
+            self.leader_gone_at = None
         else:
             self.c.schedule(f"elect-{self.shard}", self.elect)
 
@@ -295,30 +304,47 @@ class ShardAgent:
         if not self.leader_seen and time.monotonic() - self.started < STARTUP_GRACE_S:
             self.c.schedule(f"elect-{self.shard}", self.elect, delay_s=1.0)
             return
+        timeline = Timeline(self.shard, self._leader_last_alive())
+        timeline.mark("detect")
         lock = self.dcs.failover_lock(self.shard, self.dc)
         if not lock.acquire(timeout=10):
             self.c.schedule(f"elect-{self.shard}", self.elect, delay_s=RETRY_S)
             return
+        timeline.mark("lock")
         try:
-            self._fail_over_unless_moved(route.epoch)
+            self._fail_over_unless_moved(route, timeline)
         except NoNodeError:
             self.c.schedule(f"elect-{self.shard}", self.elect, delay_s=RETRY_S)
         finally:
             lock.release()
 
-    def _fail_over_unless_moved(self, epoch_seen: int) -> None:
+    def _leader_last_alive(self) -> float:
+        """When the leader was last known alive: its node's last answer to the liveness check
+        when there was one since its znode went, else the moment the znode was seen gone."""
+        now = time.time()
+        gone_at = self.leader_gone_at or now
+        alive_at = self.leader_alive_at
+        return alive_at if alive_at is not None and alive_at <= gone_at else gone_at
+
+    def _fail_over_unless_moved(self, route: ShardRoute, timeline: Timeline) -> None:
         """Under the lock: another survivor may have failed the shard over meanwhile."""
         route_now, _ = self.dcs.read_route(self.shard)
-        if route_now.epoch != epoch_seen or self.dcs.leader_exists(self.shard):
+        if route_now.epoch != route.epoch or self.dcs.leader_exists(self.shard):
             return
         started = time.monotonic()
-        new_route = failover.fail_over(self.dcs, self.c.members, self.c.view, self.shard)
+        new_route = failover.fail_over(self.dcs, self.c.members, self.c.view, self.shard, timeline.mark)
         label = str(self.shard)
         metrics.FAILOVERS.labels(shard=label, outcome="done" if new_route else "not_possible").inc()
         if new_route is None:
             self.c.schedule(f"elect-{self.shard}", self.elect, delay_s=1.0)
             return
         metrics.FAILOVER_SECONDS.labels(shard=label).observe(time.monotonic() - started)
+        for phase, seconds in timeline.durations_s().items():
+            metrics.FAILOVER_PHASE_SECONDS.labels(phase=phase).observe(seconds)
         self.c.publish_routes()
+        record = timeline.record(self.dc, route.leader_dc, new_route.leader_dc, new_route.epoch)
+        self.c.record_failover(record)
+        log.info("event=failover_phases shard=%s %s", self.shard,
+                 " ".join(f"{p}_ms={s * 1000:.0f}" for p, s in timeline.durations_s().items()))  # fmt: skip
         if new_route.leader_dc == self.dc:
             self._lead(new_route.epoch)  # no need to wait for our own route watch

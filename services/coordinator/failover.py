@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from services.common.routes import ShardRoute
 from services.coordinator.members import Members
@@ -26,13 +27,21 @@ log = logging.getLogger(__name__)
 CATCH_UP_TIMEOUT_S = 15.0
 
 
-def fail_over(dcs: Dcs, members: Members, view: ClusterView, shard: int) -> ShardRoute | None:
-    """Moves the shard's leadership; None when there is nothing to do or nobody to take it."""
+def fail_over(
+    dcs: Dcs,
+    members: Members,
+    view: ClusterView,
+    shard: int,
+    mark: Callable[[str], None] = lambda phase: None,
+) -> ShardRoute | None:
+    """Moves the shard's leadership; None when there is nothing to do or nobody to take it.
+    `mark` is told as each phase ends (see phases.py)."""
     started = time.monotonic()
     route, version = dcs.read_route(shard)
     survivors = [dc for dc in dcs.live_members(shard) if dc != route.leader_dc]
     alive = [s for s in (members.probe(shard, dc) for dc in survivors) if s]
     standbys = [s for s in alive if s.in_recovery]
+    mark("probe")
     chosen = dcs.chosen_before(shard, route.epoch)
     promoted = next((s for s in alive if s.dc == chosen and not s.in_recovery), None)
     if promoted is not None:
@@ -49,6 +58,7 @@ def fail_over(dcs: Dcs, members: Members, view: ClusterView, shard: int) -> Shar
             members.detach(shard, standby.dc)
         # Positions read after the detachment cannot move any more.
         settled = [s for s in (members.probe(shard, s.dc) for s in standbys) if s and s.in_recovery]
+        mark("detach")
         best = max(settled, key=lambda s: (s.receive_lsn, s.dc == view.dc))
         log.info(
             "event=failover_chosen shard=%s old_leader=%s new_leader=%s positions=%s",
@@ -56,6 +66,7 @@ def fail_over(dcs: Dcs, members: Members, view: ClusterView, shard: int) -> Shar
         )  # fmt: skip
         dcs.write_choice(shard, route.epoch, best.dc)
         members.promote(shard, best.dc)
+    mark("promote")
     for other in settled:
         if other.dc != best.dc:
             try:
@@ -64,8 +75,10 @@ def fail_over(dcs: Dcs, members: Members, view: ClusterView, shard: int) -> Shar
                 log.warning(
                     "event=failover_repoint_failed shard=%s dc=%s error=%r", shard, other.dc, str(err)
                 )
+    mark("repoint")
     new_route = ShardRoute(shard, best.dc, route.epoch + 1, view.node_endpoints[best.dc])
     dcs.set_route(new_route, version)
+    mark("route")
     dcs.clear_choice(shard)
     log.info(
         "event=failover_done shard=%s leader=%s epoch=%s took_ms=%.0f",

@@ -10,6 +10,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from kazoo.exceptions import KazooException
 
@@ -84,6 +85,11 @@ class NodeCoordinator:
 
     def publish_routes(self) -> None:
         route_mirror.publish_soon(self.dcs, self.view)
+
+    def record_failover(self, record: dict[str, Any]) -> None:
+        """Kept in ZooKeeper for `status` and the drill, on a thread of its own (the worker
+        goes on: the new leader's node may be this one)."""
+        threading.Thread(target=self.dcs.record_failover, args=(record,), daemon=True).start()
 
     def _mirror_routes(self) -> None:
         """Keeps Redis's copy of the routes as new as ZooKeeper's: a publication lost while Redis

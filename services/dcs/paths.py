@@ -11,6 +11,7 @@
 /bank/failover/<n>           the member an unfinished failover chose (see coordinator/failover)
 /bank/switchover/<n>         a planned move of shard n's leader, acted on by its leader
 /bank/moves/<id>             the journal of one slot move
+/bank/failovers/<n>-<epoch>  the phases of the failover that made epoch <epoch> of shard n
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ MOVER_LOCK = f"{LOCKS}/mover"
 CHOSEN = f"{ROOT}/failover"
 SWITCHOVER = f"{ROOT}/switchover"
 MOVES = f"{ROOT}/moves"
+FAILOVERS = f"{ROOT}/failovers"
 
 
 def route(shard: int) -> str:

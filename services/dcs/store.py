@@ -27,6 +27,7 @@ SessionListener = Callable[[str], Any]  # KazooState.CONNECTED / SUSPENDED / LOS
 DataListener = Callable[[bytes | None], None]
 ChildrenListener = Callable[[list[str]], None]
 CONNECTED, SUSPENDED, LOST = KazooState.CONNECTED, KazooState.SUSPENDED, KazooState.LOST
+KEPT_FAILOVERS = 20
 
 
 def local_first(hosts: str, address: str) -> str:
@@ -279,6 +280,28 @@ class Dcs:
     def clear_switchover(self, shard: int) -> None:
         with contextlib.suppress(NoNodeError):
             self.client.delete(paths.switchover(shard))
+
+    # Failovers' phases, the newest KEPT_FAILOVERS of each shard.
+
+    def record_failover(self, record: dict[str, Any]) -> None:
+        shard, epoch = int(record["shard"]), int(record["epoch"])
+        with contextlib.suppress(NodeExistsError):
+            path = f"{paths.FAILOVERS}/{shard}-{epoch:010d}"
+            self.client.create(path, json.dumps(record).encode(), makepath=True)
+        mine = sorted(c for c in self.client.get_children(paths.FAILOVERS) if c.startswith(f"{shard}-"))
+        for old in mine[:-KEPT_FAILOVERS]:
+            with contextlib.suppress(NoNodeError):
+                self.client.delete(f"{paths.FAILOVERS}/{old}")
+
+    def failovers(self) -> list[dict[str, Any]]:
+        """Every kept failover's record (shard, by, from, to, epoch, since, ends of each phase)."""
+        records = []
+        with contextlib.suppress(NoNodeError):
+            for child in sorted(self.client.get_children(paths.FAILOVERS)):
+                with contextlib.suppress(NoNodeError):
+                    raw, _ = self.client.get(f"{paths.FAILOVERS}/{child}")
+                    records.append(json.loads(raw))
+        return records
 
     # Watches: each listener runs on kazoo's thread, at once and at every change.
 

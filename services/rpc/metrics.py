@@ -48,6 +48,11 @@ FAILOVER_SECONDS = Histogram(
     "bank_failover_duration_seconds", "From deciding a shard has no leader to its new route published",
     ["shard"], buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
 )  # fmt: skip
+FAILOVER_PHASE_SECONDS = Histogram(
+    "bank_failover_phase_seconds",
+    "Each phase of the failovers this node ran (detect, lock, probe, detach, promote, repoint, route)",
+    ["phase"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0),
+)  # fmt: skip
 STANDBY_REPAIRS = Counter(
     "bank_standby_repairs_total",
     "Standbys this node put back in line after they stopped streaming, by shard and how"

@@ -47,6 +47,7 @@ class Ensemble:
         self.switchovers: dict[int, str] = {}
         self.retired: set[int] = set()
         self.locks: dict[int, int] = {}  # shard -> session holding its failover lock
+        self.failovers: list[dict[str, Any]] = []
 
     def route(self, shard: int, leader_dc: str, epoch: int) -> None:
         version = self.routes[shard][1] + 1 if shard in self.routes else 0
@@ -146,6 +147,9 @@ class FakeDcs:
 
     def clear_switchover(self, shard: int) -> None:
         self.ensemble.switchovers.pop(shard, None)
+
+    def record_failover(self, record: dict[str, Any]) -> None:
+        self.ensemble.failovers.append(record)
 
     def ensure_paths(self, *znodes: str) -> None:
         pass

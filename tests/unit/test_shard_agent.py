@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.coordinator.phases import NODE_PHASES
 from services.coordinator.session import NodeCoordinator
 from services.dcs import store
+from tests.eventually import eventually
 from tests.unit.coordinator_fakes import Ensemble, FakeDcs, FakeMembers, view_of
 
 SHARD = 0
@@ -73,6 +75,11 @@ def test_a_lost_leader_is_failed_over_by_a_survivor_that_then_leads() -> None:
     route, _ = ensemble.routes[SHARD]
     assert (route.leader_dc, route.epoch) == ("dc3", 2)
     assert ("publish",) in survivor.events
+    eventually(lambda: len(ensemble.failovers) == 1, 5, "the failover's phases to be recorded")
+    record = ensemble.failovers[0]
+    assert (record["from"], record["to"], record["epoch"], record["by"]) == ("dc1", "dc3", 2, "dc2")
+    assert list(record["ends"]) == list(NODE_PHASES)
+    assert sorted(record["ends"].values()) == list(record["ends"].values())  # in order
     nodes["dc3"].agent._on_route(b"")  # the route's watch fires on dc3's node
     nodes["dc3"].run()
     assert ("serve", SHARD, 2) in nodes["dc3"].events
