@@ -13,12 +13,12 @@ from typing import Any, Protocol
 from kazoo.exceptions import NoNodeError
 
 from services.common.routes import ShardRoute
-from services.coordinator import failover
+from services.coordinator import failover, liveness
 from services.coordinator.members import Members, MemberState
 from services.coordinator.phases import Timeline
 from services.coordinator.view import ClusterView
 from services.dcs import paths
-from services.dcs.store import Dcs
+from services.dcs.store import Dcs, parse_route
 from services.rpc import metrics
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class ShardAgent:
         # node answered the liveness check), and its leader znode seen gone.
         self.leader_alive_at: float | None = None
         self.leader_gone_at: float | None = None
+        self.route: ShardRoute | None = None  # as the route's watch last delivered it
 
     @property
     def dcs(self) -> Dcs:
@@ -112,6 +113,7 @@ class ShardAgent:
         self._follow(target, None)
 
     def _on_route(self, data: bytes | None) -> None:
+        self.route = parse_route(data) if data else None
         self.c.schedule(f"reconcile-{self.shard}", self.reconcile)
 
     def _on_leader(self, data: bytes | None) -> None:
@@ -119,7 +121,28 @@ class ShardAgent:
             self.leader_seen = True
             self.leader_gone_at = None
         else:
+            self.leader_gone_at = self.leader_gone_at or time.time()
             self.c.schedule(f"elect-{self.shard}", self.elect)
+
+    def leader_refused(self, endpoint: str) -> None:
+        """On the worker: the leader's node refused connections (liveness.py) and still does.
+        Its znodes go now, and the failover runs as if its session had expired."""
+        if self.is_retired() or self.serving_epoch is not None:
+            return
+        route, _ = self.dcs.read_route(self.shard)
+        if (
+            route.leader_dc == self.dc
+            or route.endpoint != endpoint
+            or liveness.knock(endpoint) != liveness.REFUSED
+        ):
+            return
+        log.warning(
+            "event=leader_refuses shard=%s leader=%s endpoint=%s", self.shard, route.leader_dc, endpoint
+        )
+        self.leader_gone_at = self.leader_gone_at or time.time()
+        self.leader_seen = True
+        self.dcs.drop_dead_leader(self.shard, route.leader_dc)
+        self.elect()
 
     def _on_members(self, children: list[str]) -> None:
         self.c.schedule(f"elect-{self.shard}", self.elect)

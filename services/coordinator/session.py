@@ -9,12 +9,13 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from kazoo.exceptions import KazooException
 
-from services.coordinator import route_mirror
+from services.coordinator import liveness, route_mirror
 from services.coordinator.agent import STANDBY_CHECK_S, Serve, ShardAgent, Unserve
 from services.coordinator.members import Members
 from services.coordinator.pg_control import PostgresMembers
@@ -60,6 +61,8 @@ class NodeCoordinator:
         self._stopping = threading.Event()
         self._mirror = threading.Thread(target=self._mirror_routes, name="route-mirror", daemon=True)
         self._checker = threading.Thread(target=self._check_standbys, name="standby-check", daemon=True)
+        self._knocker = threading.Thread(target=self._check_leaders, name="leader-check", daemon=True)
+        self._refusals = liveness.Refusals()
 
     def start(self) -> None:
         self.dcs.on_session(self._on_state)
@@ -74,6 +77,7 @@ class NodeCoordinator:
         self.dcs.watch_children(paths.RETIRED_SHARDS, self._on_retired_shards)
         self._mirror.start()
         self._checker.start()
+        self._knocker.start()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -118,6 +122,24 @@ class NodeCoordinator:
                     continue
                 if leader_dc is not None:
                     self.schedule(f"repair-{shard}", functools.partial(agent.repair_standby, leader_dc))
+
+    def _check_leaders(self) -> None:
+        """Knocks on every other DC's leading node (see liveness.py); a refusal in a row too many
+        sends the failover to the worker."""
+        while not self._stopping.wait(liveness.KNOCK_EVERY_S):
+            for agent in list(self.agents.values()):
+                self._check_leader(agent)
+
+    def _check_leader(self, agent: ShardAgent) -> None:
+        route = agent.route
+        if route is None or route.leader_dc == self.view.dc or agent.retired or not self.dcs.connected:
+            return
+        outcome = liveness.knock(route.endpoint)
+        if outcome == liveness.ALIVE:
+            agent.leader_alive_at = time.time()
+        if self._refusals.observe(agent.shard, route.endpoint, outcome):
+            task = functools.partial(agent.leader_refused, route.endpoint)
+            self.schedule(f"refused-{agent.shard}", task)
 
     def _on_state(self, state: str) -> None:
         """Runs on kazoo's thread: decide at once, never block."""

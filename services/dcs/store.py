@@ -145,14 +145,14 @@ class Dcs:
         )
         for child in children:
             data, stat = get(paths.route(int(child)))
-            routes[int(child)] = _route(data)
+            routes[int(child)] = parse_route(data)
             version = max(version, stat.mzxid)
         return RoutingTable(version=version, slot_ranges=ranges, routes=routes)
 
     def read_route(self, shard: int) -> tuple[ShardRoute, int]:
         """The shard's route and its znode's version (for `set_route`)."""
         data, stat = self.client.get(paths.route(shard))
-        return _route(data), stat.version
+        return parse_route(data), stat.version
 
     def set_route(self, route: ShardRoute, version: int) -> None:
         """Compare-and-set: raises BadVersionError when the route changed since it was read."""
@@ -228,6 +228,19 @@ class Dcs:
     def unregister_member(self, shard: int, dc: str) -> None:
         with contextlib.suppress(NoNodeError):
             self.client.delete(paths.member(shard, dc))
+
+    def drop_dead_leader(self, shard: int, dc: str) -> None:
+        """Removes the member znode of `dc`'s node and the leader znode if it names `dc`, whoever's
+        session holds them: that node's process is known gone (see coordinator/liveness.py), and
+        waiting for its session to expire would only delay the failover."""
+        with contextlib.suppress(NoNodeError):
+            self.client.delete(paths.member(shard, dc))
+        try:
+            raw, stat = self.client.get(paths.leader(shard))
+            if json.loads(raw).get("dc") == dc:
+                self.client.delete(paths.leader(shard), version=stat.version)
+        except (NoNodeError, BadVersionError):
+            pass
 
     def member_alive(self, shard: int, dc: str) -> bool:
         return bool(self.client.exists(paths.member(shard, dc)))
@@ -316,6 +329,6 @@ class Dcs:
         ChildrenWatch(self.client, znode, listener)
 
 
-def _route(data: bytes) -> ShardRoute:
+def parse_route(data: bytes) -> ShardRoute:
     raw = json.loads(data)
     return ShardRoute(int(raw["shard"]), str(raw["leader_dc"]), int(raw["epoch"]), str(raw["endpoint"]))

@@ -108,6 +108,12 @@ class FakeDcs:
     def unregister_member(self, shard: int, dc: str) -> None:
         self.ensemble.members.get(shard, {}).pop(dc, None)
 
+    def drop_dead_leader(self, shard: int, dc: str) -> None:
+        self.ensemble.members.get(shard, {}).pop(dc, None)
+        held = self.ensemble.leaders.get(shard)
+        if held is not None and held[1].decode().startswith(f"{dc}:"):
+            del self.ensemble.leaders[shard]
+
     def leader_exists(self, shard: int) -> bool:
         return shard in self.ensemble.leaders
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.coordinator import liveness
 from services.coordinator.phases import NODE_PHASES
 from services.coordinator.session import NodeCoordinator
 from services.dcs import store
@@ -151,3 +152,25 @@ def test_a_leader_steps_down_and_rejoins_when_the_route_names_another_dc() -> No
     assert ("unserve", SHARD) in old.events
     assert SHARD not in ensemble.leaders or ensemble.leaders[SHARD][0] != SESSION["dc1"]
     assert ("rejoin", SHARD, "dc1", "dc2") in ensemble.log
+
+
+def test_a_leader_whose_node_refuses_is_failed_over_before_its_session_expires(monkeypatch: Any) -> None:
+    """Its znodes are still there (ZooKeeper would keep them for the session timeout)."""
+    ensemble, members, nodes = bank()
+    members.members[SHARD, "dc1"].alive = False
+    survivor = nodes["dc2"]
+    survivor.agent.leader_alive_at = 1000.0
+    monkeypatch.setattr(liveness, "knock", lambda endpoint, timeout_s=0.2: liveness.REFUSED)
+    survivor.agent.leader_refused("10.0.0.1:7000")
+    route, _ = ensemble.routes[SHARD]
+    assert (route.leader_dc, route.epoch) == ("dc2", 2)
+    assert "dc1" not in ensemble.members[SHARD]
+    assert ("serve", SHARD, 2) in survivor.events and ensemble.leaders[SHARD][0] == SESSION["dc2"]
+
+
+def test_a_leader_that_answers_again_is_left_alone(monkeypatch: Any) -> None:
+    ensemble, _members, nodes = bank()
+    monkeypatch.setattr(liveness, "knock", lambda endpoint, timeout_s=0.2: liveness.ALIVE)
+    nodes["dc2"].agent.leader_refused("10.0.0.1:7000")
+    assert ensemble.routes[SHARD][0].epoch == 1 and ensemble.leaders[SHARD][0] == SESSION["dc1"]
+    assert ensemble.members[SHARD]["dc1"] == SESSION["dc1"]
