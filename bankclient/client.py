@@ -1,9 +1,12 @@
 """The bank's client library, used by the CLI, the load harness and the tests.
 
-It depends only on the generated stubs. Every call goes to a gateway (the preferred DC's first);
-when a gateway cannot be reached or answers UNAVAILABLE, the same request goes to the next DC's
-gateway within the caller's deadline. That is safe because every mutating request carries its
-request id: a retry returns the first result.
+It depends only on the generated stubs. Every call goes to a gateway (the preferred DC's first),
+which holds it through a failover until the caller's deadline: the client gives that gateway
+the whole deadline, and moves to the next DC's gateway at once when its gateway cannot be
+reached (connection refused; or silent: keepalive pings unanswered, a connection attempt with
+no answer) or answers UNAVAILABLE, never away from a gateway that is holding. Sending a request
+again is safe because every mutating request carries its request id: a retry returns the
+first result.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -23,12 +26,22 @@ from bankclient.coalescing import Closed, Coalescer, NoAnswer, NotSent
 
 FAILOVER_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 DEFAULT_DEADLINE_S = 5.0
-# A gateway may hold a request through a failover, but a gateway that is cut off never answers:
-# no attempt may take more than this share of the deadline, so another DC's gateway gets a turn.
-ATTEMPT_SHARE = 0.5
-MIN_ATTEMPT_S = 1.0
-MAX_ATTEMPT_S = 2.0
 ROUND_BACKOFF_S = 0.1  # doubled after each round in which every gateway answered UNAVAILABLE
+# How a gateway that is cut off is told from one that is holding a request: a holding gateway
+# answers HTTP/2 pings, a cut-off one does not, and its connection (with the calls on it) fails
+# after KEEPALIVE_MS + KEEPALIVE_TIMEOUT_MS; a connection attempt that gets no answer gives up
+# after CONNECT_TIMEOUT_MS. Gateways accept pings this often (services/rpc/server.py).
+KEEPALIVE_MS = 1000
+KEEPALIVE_TIMEOUT_MS = 500
+CONNECT_TIMEOUT_MS = 1000
+CHANNEL_OPTIONS = (
+    ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    ("grpc.http2.max_pings_without_data", 0),  # a held call sends no data: ping anyway
+    ("grpc.min_reconnect_backoff_ms", CONNECT_TIMEOUT_MS),  # gRPC core's connect timeout
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),  # a gateway back from a restart is used again soon
+)
 AUTH_HEADER = "authorization"
 CREDENTIALS_DIR = "credentials"  # under a cluster's home: <role>.token, written by `bankctl up`
 REASON_KEY = "bank-error-reason"
@@ -36,6 +49,10 @@ COALESCE_MAX_BATCH = 512  # of a gateway's 4,096 per CreateTransfers call
 # Batches on their way at once: two let one be booked while the next travels. 256 callers on
 # shard 0 (/tmp quick runs, 15 s each): 1,780 transfers/s with one, 1,976 with two, 2,017 with three.
 COALESCE_SENDERS = 2
+
+
+# method, elapsed ms, the error the caller got (None when it succeeded), the answer
+Observer = Callable[[str, float, BaseException | None, Any], None]
 
 
 class GatewayUnavailable(Exception):
@@ -98,10 +115,13 @@ class BankClient:
         token: str | None = None,
         root_certificates: bytes | None = None,
         coalesce_transfers: bool = False,
+        observer: Observer | None = None,
     ) -> None:
         """`coalesce_transfers`: single `transfer()` calls made at the same time from several
         threads travel to the gateway together, as one `CreateTransfers` call (as TigerBeetle's
-        clients batch), each caller still getting its own answer or error."""
+        clients batch), each caller still getting its own answer or error. `observer` hears of
+        every operation once, however many gateways it took (the `interceptors` see each call)."""
+        self.observer = observer
         if not gateways:
             raise ValueError("at least one gateway address is needed")
         self.gateways = list(gateways)
@@ -109,9 +129,9 @@ class BankClient:
         self.deadline_s = deadline_s
         self._current = prefer % len(self.gateways)
         self._raw_channels = [
-            grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates))
+            grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates), CHANNEL_OPTIONS)
             if root_certificates
-            else grpc.insecure_channel(address)
+            else grpc.insecure_channel(address, CHANNEL_OPTIONS)
             for address in self.gateways
         ]
         channels = [grpc.intercept_channel(c, *interceptors) for c in self._raw_channels]
@@ -156,15 +176,24 @@ class BankClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def call(
-        self, service: str, method: str, request: Any, deadline_s: float | None = None, patient: bool = False
-    ) -> Any:
-        """Sends `request`; fails over to the next gateway when one is unreachable or does not answer
-        within its share of the deadline, until the deadline. A `patient` call (a batch, which
-        takes long by nature) gives its first attempt the whole deadline."""
+    def call(self, service: str, method: str, request: Any, deadline_s: float | None = None) -> Any:
+        """One operation: its outcome, as the caller sees it, goes to the observer."""
+        started = time.perf_counter()
+        try:
+            answer = self._call(service, method, request, deadline_s)
+        except Exception as err:
+            if self.observer is not None:
+                self.observer(method, (time.perf_counter() - started) * 1000, err, None)
+            raise
+        if self.observer is not None:
+            self.observer(method, (time.perf_counter() - started) * 1000, None, answer)
+        return answer
+
+    def _call(self, service: str, method: str, request: Any, deadline_s: float | None) -> Any:
+        """Sends `request` with the whole deadline to the current gateway; moves to the next one when
+        it is unreachable (see CHANNEL_OPTIONS) or answers UNAVAILABLE, until the deadline."""
         budget = deadline_s or self.deadline_s
         deadline = time.monotonic() + budget
-        attempt_cap = budget if patient else max(MIN_ATTEMPT_S, min(MAX_ATTEMPT_S, budget * ATTEMPT_SHARE))
         index = self._current
         last: grpc.RpcError | None = None
         for attempt in range(4 * len(self.gateways)):  # bounded: a few rounds over every DC
@@ -173,9 +202,7 @@ class BankClient:
                 break
             stubs = self._stubs[service]
             try:
-                answer = getattr(stubs[index], method)(
-                    request, timeout=min(remaining, attempt_cap), metadata=self._metadata
-                )
+                answer = getattr(stubs[index], method)(request, timeout=remaining, metadata=self._metadata)
             except grpc.RpcError as err:
                 if err.code() not in FAILOVER_CODES:
                     raise
@@ -274,7 +301,7 @@ class BankClient:
                 for source, target, amount, currency, request_id in transfers
             ]
         )
-        return list(self.call("ledger", "CreateTransfers", request, deadline_s, patient=True).results)
+        return list(self.call("ledger", "CreateTransfers", request, deadline_s).results)
 
     def get_transfer(self, transfer_id: str) -> Any:
         return self.call(

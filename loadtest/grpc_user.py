@@ -1,8 +1,11 @@
 """A Locust user that speaks gRPC to the bank's gateways, failing over between DCs.
 
 gRPC must run on gevent in the load process, and that must be set up before any gRPC object
-exists: importing this module does it. Every gRPC call fires Locust's request event through a
-client interceptor, so Locust's statistics see each call with its real latency and outcome.
+exists: importing this module does it. Locust's statistics count operations: each one the client
+library finishes fires Locust's request event once, with its latency and the error its caller
+got, however many gateways it tried. Calls (each attempt at one gateway) are counted apart, by a
+client interceptor, and written to <bank-home>/acked/calls-<pid>.json when the test stops, so
+that a report can give availability both per operation and per call.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ grpc_gevent.init_gevent()  # after the patching, before any gRPC object exists
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,27 +29,42 @@ from bankclient import BankClient, read_ca, read_token
 REASON_KEY = "bank-error-reason"
 
 
-class LocustInterceptor(grpc.UnaryUnaryClientInterceptor):
-    """Reports every unary call to Locust: name, latency, size, and the error if any."""
+class CallCounter(grpc.UnaryUnaryClientInterceptor):
+    """Counts every unary call (one attempt at one gateway) of this process, and its failures
+    by status code."""
 
-    def __init__(self, environment: Environment) -> None:
-        self.environment = environment
+    calls = 0
+    failed: dict[str, int] = {}
 
     def intercept_unary_unary(self, continuation: Any, call_details: Any, request: Any) -> Any:
-        started = time.perf_counter()
         outcome = continuation(call_details, request)
-        error = outcome.exception()
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        size = 0 if error is not None else outcome.result().ByteSize()
-        self.environment.events.request.fire(
+        CallCounter.calls += 1
+        if outcome.exception() is not None:
+            code = outcome.code().name if hasattr(outcome, "code") else "UNKNOWN"
+            CallCounter.failed[code] = CallCounter.failed.get(code, 0) + 1
+        return outcome
+
+    @classmethod
+    def write(cls, directory: Path) -> None:
+        directory.mkdir(exist_ok=True)
+        figures = {"calls": cls.calls, "failed": sum(cls.failed.values()), "failed_by_code": cls.failed}
+        (directory / f"calls-{os.getpid()}.json").write_text(json.dumps(figures), encoding="utf-8")
+
+
+def operation_observer(environment: Environment) -> Any:
+    """Fires Locust's request event once per operation of the client library."""
+
+    def observe(method: str, elapsed_ms: float, error: BaseException | None, answer: Any) -> None:
+        environment.events.request.fire(
             request_type="grpc",
-            name=str(call_details.method).rsplit("/", 1)[-1],
+            name=method,
             response_time=elapsed_ms,
-            response_length=size,
+            response_length=0 if answer is None else answer.ByteSize(),
             exception=error,
             context={},
         )
-        return outcome
+
+    return observe
 
 
 def bank_home(environment: Environment) -> Path:
@@ -78,7 +95,8 @@ class BankGrpcUser(User):
             gateways,
             prefer=BankGrpcUser._count % len(gateways),
             deadline_s=self.deadline_s,
-            interceptors=[LocustInterceptor(environment)],
+            interceptors=[CallCounter()],
+            observer=operation_observer(environment),
             token=read_token(home),
             root_certificates=read_ca(home),
         )

@@ -127,14 +127,24 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
             f"{data['throughput_tps']:.0f} money movements/s ({data['requests_per_s']:.0f} requests/s)",
         ),
         ("latency p50 / p95 / p99", "{p50} / {p95} / {p99} ms".format(**data["latency_ms"])),
-        ("requests", f"{data['requests']['total']:,} ({data['requests']['failed']:,} failed)"),
-        ("availability", f"{data['availability']:.4%}"),
+        ("client operations", f"{data['requests']['total']:,} ({data['requests']['failed']:,} failed)"),
+        ("availability per operation", f"{data['availability']:.4%}"),
     ]
+    calls = data.get("calls")
+    if calls:
+        codes = ", ".join(f"{n} {c}" for c, n in sorted(calls["failed_by_code"].items()))
+        rows += [
+            (
+                "calls (each gateway tried)",
+                f"{calls['calls']:,} ({calls['failed']:,} failed{': ' + codes if codes else ''})",
+            ),
+            ("availability per call", f"{data['availability_per_call']:.4%}"),
+        ]
     for failover in data["failovers"]:
         rows.append((
             f"{failover['fault']} {failover['dc']}",
             f"RTO {failover['rto_s']} s on shards {', '.join(map(str, failover['shards']))},"
-            f" {failover['failed_requests']} requests failed",
+            f" {failover['failed_requests']} operations failed",
         ))  # fmt: skip
     rows += scale_out_rows(data.get("scale_out"))
     rows += [
@@ -198,3 +208,15 @@ def write(out: Path, data: dict[str, Any]) -> tuple[Path, Path]:
     page = report_page.page(data, summary_rows(data), plots, cost_chart, grown)
     html_path.write_text(page, encoding="utf-8")
     return json_path, html_path
+
+
+def read_calls(directory: Path) -> dict[str, Any]:
+    """Every load process's call counts, summed."""
+    total: dict[str, Any] = {"calls": 0, "failed": 0, "failed_by_code": {}}
+    for path in sorted(directory.glob("calls-*.json")):
+        figures = json.loads(path.read_text(encoding="utf-8"))
+        total["calls"] += figures["calls"]
+        total["failed"] += figures["failed"]
+        for code, count in figures["failed_by_code"].items():
+            total["failed_by_code"][code] = total["failed_by_code"].get(code, 0) + count
+    return total

@@ -60,7 +60,7 @@ def run_scenario(
 ) -> dict[str, Any]:  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     acked_dir = state.home / "acked"
-    for old in acked_dir.glob("*.log"):
+    for old in [*acked_dir.glob("*.log"), *acked_dir.glob("calls-*.json")]:
         old.unlink()  # the audit covers this run's acknowledgements only
     cmd = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--bank-home", str(state.home), "--headless",
@@ -105,6 +105,7 @@ def run_scenario(
     lost, duplicates, acked = audit(state, acked_dir)
     history = report.read_history(out / "locust_stats_history.csv")
     totals = _aggregated(out / "locust_stats.csv")
+    calls = report.read_calls(acked_dir)
     served = int(sum(report.window(history, "rps", window_start - t0, window_end - t0)))
     measured = Measured(
         cpu_seconds=sampler.cpu_used(cpu_before, cpu_after), window_s=window_end - window_start,
@@ -120,7 +121,10 @@ def run_scenario(
         "requests_per_s": round(totals["total"] / duration_s, 1),
         "latency_ms": totals["latency"],
         "requests": {"total": totals["total"], "failed": totals["failed"]},
+        # Locust counts operations (each as its caller saw it); calls are each attempt at a gateway.
         "availability": round((totals["total"] - totals["failed"]) / max(totals["total"], 1), 6),
+        "calls": calls,
+        "availability_per_call": round((calls["calls"] - calls["failed"]) / max(calls["calls"], 1), 6),
         "failovers": [_failover(entry, history, t0) for entry in entries],
         "acked_transfers": acked,
         "acked_lost": lost,
