@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 
 from bank.v1 import account_pb2_grpc, ledger_pb2_grpc
+from services.common.routes import ShardRoute
 from services.routing.client import RoutingClient
 from services.rpc import metrics, tls
 from services.rpc.auth import bearer
@@ -74,6 +75,9 @@ class Forwarder:
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
         self._held: dict[int, int] = {}
+        # Requests waiting for a new route wake up as soon as the routing table changes.
+        self._table_changed = threading.Condition()
+        routing.on_change(self._wake_waiters)
 
     def call(
         self, service: str, method: str, shard: int, request: Any, context: grpc.ServicerContext,
@@ -114,6 +118,7 @@ class Forwarder:
         budget = DEFAULT_DEADLINE_S if remaining is None or remaining > 1e6 else remaining
         deadline = time.monotonic() + budget - DEADLINE_MARGIN_S
         attempt, last_error = 0, "no attempt"
+        tried: ShardRoute | None = None
         while True:
             timeout = deadline - time.monotonic()
             if timeout <= 0:
@@ -125,7 +130,7 @@ class Forwarder:
             try:
                 if slot is not None and attempt:
                     shard = self.routing.shard_of_slot(slot)
-                route = self.routing.route(shard)
+                route = tried = self.routing.route(shard)
                 delay_s = self.routing.link_delay_s(self.dc, route.leader_dc)
                 if delay_s:
                     time.sleep(min(delay_s, max(0.0, deadline - time.monotonic())))
@@ -168,12 +173,38 @@ class Forwarder:
                     grpc.StatusCode.UNAVAILABLE,
                     f"shard {shard}: {MAX_HELD_PER_SHARD} requests already wait for its leader; retry later",
                 )
-            # A refused or silent leader means the route may have moved: ask the truth at once.
+            # A refused or silent leader means the route may have moved: ask the truth at once,
+            # and go straight to a new leader; only while nothing changed, back off a little.
             self.routing.refresh(from_truth=True)
             log.info(
                 "event=rerouted shard=%s method=%s attempt=%s error=%r", shard, method, attempt, last_error
             )
-            time.sleep(max(0.0, min(0.02 * 2**attempt, MAX_BACKOFF_S, deadline - time.monotonic())))
+            if not self._route_changed(shard, tried, slot):
+                self._wait_for_route(min(0.02 * 2**attempt, MAX_BACKOFF_S, deadline - time.monotonic()))
+
+    def _wake_waiters(self, table: Any) -> None:
+        with self._table_changed:
+            self._table_changed.notify_all()
+
+    def _wait_for_route(self, at_most_s: float) -> None:
+        """Backs off, but only until the routing table changes (a watch or Redis announces it)."""
+        if at_most_s > 0:
+            with self._table_changed:
+                self._table_changed.wait(timeout=at_most_s)
+
+    def _route_changed(self, shard: int, tried: ShardRoute | None, slot: int | None) -> bool:
+        """Whether the next attempt goes somewhere else than the last one did."""
+        try:
+            if slot is not None:
+                shard = self.routing.shard_of_slot(slot)
+            now = self.routing.route(shard)
+        except Exception:  # no route yet: nothing new to go to
+            return False
+        return tried is not None and (now.shard, now.epoch, now.endpoint) != (
+            tried.shard,
+            tried.epoch,
+            tried.endpoint,
+        )
 
     def _stub(self, service: str, endpoint: str) -> Any:
         key = (service, endpoint)

@@ -1,6 +1,7 @@
 """The routing table as a gateway or a relay keeps it: in memory, refreshed on every change
-announced through the local DC's Redis, and read from ZooKeeper (the truth) when Redis is
-unreachable or a route turns out stale."""
+announced through the local DC's Redis or pushed by ZooKeeper's watches (the truth: a failover
+reaches this process even while Redis, which also announces it, is failing over itself), and
+read from ZooKeeper when Redis is unreachable or a route turns out stale."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from kazoo.handlers.threading import KazooTimeoutError
 
 from services.common.errors import Unavailable
 from services.common.routes import RoutingTable, ShardRoute
+from services.dcs import paths
 from services.dcs.store import Dcs
 from services.routing import redis_mirror
 from services.rpc.metrics import ROUTING_VERSION
@@ -43,6 +45,10 @@ class RoutingClient:
         self._zk: Dcs | None = None
         self._stopping = threading.Event()
         self._listener = threading.Thread(target=self._listen, name="routing-listener", daemon=True)
+        self._watcher = threading.Thread(target=self._watch_truth, name="routing-watch", daemon=True)
+        self._truth_changed = threading.Event()
+        self._session_lock = threading.Lock()
+        self._watched: set[str] = set()
         self._on_change: list[Callable[[RoutingTable], None]] = []
 
     def on_change(self, callback: Callable[[RoutingTable], None]) -> None:
@@ -58,10 +64,13 @@ class RoutingClient:
     def start(self) -> None:
         self.refresh()
         self._listener.start()
+        self._watcher.start()
 
     def stop(self) -> None:
         self._stopping.set()
+        self._truth_changed.set()
         self._listener.join(timeout=3)
+        self._watcher.join(timeout=3)
         self.redis.close()
         if self._zk is not None:
             self._zk.close()
@@ -117,14 +126,44 @@ class RoutingClient:
         for callback in self._on_change:
             callback(table)
 
-    def _read_zookeeper(self) -> RoutingTable | None:
-        try:
+    def _session(self) -> Dcs:
+        with self._session_lock:
             if self._zk is None:
                 # Short sessions: a client whose server is cut off moves to another one quickly.
                 self._zk = Dcs.connect(
                     self.zk_hosts, timeout_s=5, session_s=2.0, local=self.local, auth=self.zk_auth
                 )
-            return self._zk.read_table(timeout_s=ZK_READ_TIMEOUT_S)
+            return self._zk
+
+    def _watch_truth(self) -> None:
+        """Sets ZooKeeper's watches on the slot map and every route, then reads the table again
+        each time one fires (on this thread: a watch's own thread must not block)."""
+        while not self._stopping.is_set():
+            try:
+                self._watch(self._session())
+                break
+            except (KazooException, TimeoutError, KazooTimeoutError) as err:
+                log.warning("event=routing_watch_failed error=%r", str(err))
+                self._stopping.wait(1.0)
+        while not self._stopping.is_set():
+            if self._truth_changed.wait(LISTEN_TICK_S) and not self._stopping.is_set():
+                self._truth_changed.clear()
+                self.refresh(from_truth=True)
+
+    def _watch(self, dcs: Dcs) -> None:
+        dcs.watch_data(paths.SLOTS, lambda data: self._truth_changed.set())
+        dcs.watch_children(paths.SHARDS, lambda children: self._watch_routes(dcs, children))
+
+    def _watch_routes(self, dcs: Dcs, children: list[str]) -> None:
+        for child in children:
+            if child not in self._watched:
+                self._watched.add(child)
+                dcs.watch_data(f"{paths.SHARDS}/{child}", lambda data: self._truth_changed.set())
+        self._truth_changed.set()
+
+    def _read_zookeeper(self) -> RoutingTable | None:
+        try:
+            return self._session().read_table(timeout_s=ZK_READ_TIMEOUT_S)
         except (KazooException, TimeoutError, KazooTimeoutError) as err:
             log.warning("event=routing_zookeeper_unreachable error=%r", str(err))
             return None
