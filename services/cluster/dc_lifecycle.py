@@ -34,19 +34,45 @@ def kill_pid_tree(pid: int) -> list[int]:
 
 
 def kill_component(state: ClusterState, component: Component) -> list[int]:
-    pid = component.pid
-    if component.kind == "postgres" and component.shard is not None:
-        pid = member_instance(state, component.shard, component.dc).pid() or pid
+    pid = _main_pid(state, component)
     if not pid or not pid_alive(pid):
         return []
     return kill_pid_tree(pid)
 
 
+def _main_pid(state: ClusterState, component: Component) -> int | None:
+    """The component's recorded PID; a PostgreSQL member's from its own pid file (it changes
+    on restart)."""
+    if component.kind == "postgres" and component.shard is not None:
+        return member_instance(state, component.shard, component.dc).pid() or component.pid
+    return component.pid
+
+
+def _tree(root: int, children: dict[int, list[int]]) -> list[int]:
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack += children.get(pid, [])
+    return found
+
+
 def kill_dc(state: ClusterState, dc: str) -> list[int]:
-    """SIGKILL every process of the DC, all at once (a power cut)."""
-    killed: list[int] = []
-    for component in [c for c in state.components if c.dc == dc]:
-        killed += kill_component(state, component)
+    """SIGKILL every process of the DC, all at once (a power cut): every victim is found first
+    (one pass over the process table), then all are killed in a row, so that no part of the DC
+    outlives another by more than a few milliseconds (killed one component after the other,
+    the last died some 400 ms after the first)."""
+    roots = [_main_pid(state, c) for c in state.components if c.dc == dc]
+    children: dict[int, list[int]] = {}
+    for process in psutil.process_iter(["pid", "ppid"]):
+        children.setdefault(process.info["ppid"], []).append(process.info["pid"])
+    victims: list[int] = []
+    for root in [pid for pid in roots if pid and pid_alive(pid)]:
+        victims += _tree(root, children)
+    for victim in victims:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
+    killed = victims
     for pid in killed:
         with contextlib.suppress(TimeoutError):
             wait_until(lambda p=pid: not pid_alive(p), 10, f"process {pid} to die")  # type: ignore[misc]
