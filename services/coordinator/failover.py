@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from services.common.routes import ShardRoute
 from services.coordinator.members import Members
@@ -25,6 +27,7 @@ from services.dcs.store import Dcs
 log = logging.getLogger(__name__)
 
 CATCH_UP_TIMEOUT_S = 15.0
+T = TypeVar("T")
 
 
 def fail_over(
@@ -39,7 +42,7 @@ def fail_over(
     started = time.monotonic()
     route, version = dcs.read_route(shard)
     survivors = [dc for dc in dcs.live_members(shard) if dc != route.leader_dc]
-    alive = [s for s in (members.probe(shard, dc) for dc in survivors) if s]
+    alive = [s for s in _each(lambda dc: members.probe(shard, dc), survivors) if s]
     standbys = [s for s in alive if s.in_recovery]
     mark("probe")
     chosen = dcs.chosen_before(shard, route.epoch)
@@ -54,10 +57,10 @@ def fail_over(
                 "event=failover_impossible shard=%s reason=no_live_standby survivors=%s", shard, survivors
             )
             return None
-        for standby in standbys:
-            members.detach(shard, standby.dc)
+        _each(lambda dc: members.detach(shard, dc), [s.dc for s in standbys])
         # Positions read after the detachment cannot move any more.
-        settled = [s for s in (members.probe(shard, s.dc) for s in standbys) if s and s.in_recovery]
+        settled = [s for s in _each(lambda dc: members.probe(shard, dc), [s.dc for s in standbys]) if s]
+        settled = [s for s in settled if s.in_recovery]
         mark("detach")
         best = max(settled, key=lambda s: (s.receive_lsn, s.dc == view.dc))
         log.info(
@@ -85,6 +88,15 @@ def fail_over(
         shard, best.dc, new_route.epoch, (time.monotonic() - started) * 1000,
     )  # fmt: skip
     return new_route
+
+
+def _each(action: Callable[[str], T], dcs: list[str]) -> list[T]:
+    """`action` on every DC's member at once (each is a connection and a statement or two),
+    in the order given; an error of any is raised, after all are done."""
+    if len(dcs) < 2:
+        return [action(dc) for dc in dcs]
+    with ThreadPoolExecutor(max_workers=len(dcs), thread_name_prefix="failover") as pool:
+        return list(pool.map(action, dcs))
 
 
 def switch_over(dcs: Dcs, members: Members, view: ClusterView, shard: int, target_dc: str) -> ShardRoute:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import socket
 
-KNOCK_EVERY_S = 0.1
+KNOCK_EVERY_S = 0.05
 KNOCK_TIMEOUT_S = 0.2
 REFUSALS_NEEDED = 2
 ALIVE, REFUSED, SILENT = "alive", "refused", "silent"
@@ -34,15 +34,21 @@ def knock(endpoint: str, timeout_s: float = KNOCK_TIMEOUT_S) -> str:
 
 
 class Refusals:
-    """Refusals in a row of each shard's leader endpoint."""
+    """Refusals in a row of each shard's leader endpoint, counted only once it was seen alive:
+    a leader whose node has not started yet is not a dead one (seen: while the cluster came up,
+    a node that started first failed over a shard whose leading node was still starting)."""
 
     def __init__(self, needed: int = REFUSALS_NEEDED) -> None:
         self.needed = needed
         self._count: dict[tuple[int, str], int] = {}
 
     def observe(self, shard: int, endpoint: str, outcome: str) -> bool:
-        """True once `endpoint` has refused `needed` times in a row (and on every refusal after)."""
+        """True once `endpoint`, alive before, has refused `needed` times in a row (and on every
+        refusal after)."""
         key = (shard, endpoint)
         self._count = {k: v for k, v in self._count.items() if k[0] != shard or k == key}
-        self._count[key] = self._count.get(key, 0) + 1 if outcome == REFUSED else 0
-        return self._count[key] >= self.needed
+        if outcome == ALIVE:
+            self._count[key] = 0
+        elif key in self._count:  # seen alive before: refusals in a row; a silence starts again
+            self._count[key] = self._count[key] + 1 if outcome == REFUSED else 0
+        return self._count.get(key, 0) >= self.needed

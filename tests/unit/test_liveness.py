@@ -18,9 +18,18 @@ def test_a_listening_port_is_alive_and_a_closed_one_refuses() -> None:
 
 def test_refusals_must_come_in_a_row_from_the_same_endpoint() -> None:
     refusals = liveness.Refusals(needed=2)
+    assert not refusals.observe(0, "a:1", liveness.ALIVE)
     assert not refusals.observe(0, "a:1", liveness.REFUSED)
     assert not refusals.observe(0, "a:1", liveness.SILENT)  # a silence resets the count
     assert not refusals.observe(0, "a:1", liveness.REFUSED)
     assert refusals.observe(0, "a:1", liveness.REFUSED)
     assert not refusals.observe(0, "b:1", liveness.REFUSED)  # a new leader starts from nothing
     assert not refusals.observe(1, "a:1", liveness.REFUSED)  # and so does another shard
+
+
+def test_a_leader_never_seen_alive_is_not_counted_dead() -> None:
+    """While the cluster starts, the leading node may simply not listen yet."""
+    refusals = liveness.Refusals(needed=2)
+    assert not any(refusals.observe(0, "a:1", liveness.REFUSED) for _ in range(10))
+    refusals.observe(0, "a:1", liveness.ALIVE)
+    assert [refusals.observe(0, "a:1", liveness.REFUSED) for _ in range(2)] == [False, True]
