@@ -89,7 +89,29 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "switchover":
         switchover(launcher.require_state(args.home), args.shard, args.to_dc, say)
         return 0
+    if args.command == "drill":
+        return drill(args)
     raise AssertionError(args.command)
+
+
+def drill(args: argparse.Namespace) -> int:
+    """With --json the progress goes to stderr and stdout holds only the scorecard."""
+    from services.chaos import drill as cut_drill
+
+    if args.hold_s <= 0 or args.threads < 1:
+        raise ValueError("--for must be above 0 seconds and --threads at least 1")
+
+    def progress(message: str) -> None:
+        print(
+            f"[{time.strftime('%H:%M:%S')}] {message}",
+            file=sys.stderr if args.json else sys.stdout,
+            flush=True,
+        )
+
+    state = launcher.require_state(args.home)
+    result = cut_drill.drill(state, args.cut, args.dc, args.hold_s, args.switch_back, progress, args.threads)
+    print(json.dumps(result, indent=2) if args.json else cut_drill.render(result))
+    return 0 if result["ok"] else 1
 
 
 def chaos(args: argparse.Namespace) -> int:

@@ -175,6 +175,22 @@ def _build_commands() -> argparse.ArgumentParser:
     switch.add_argument("shard", type=int)
     switch.add_argument("--to", required=True, dest="to_dc", metavar="DC")
 
+    drill = commands.add_parser(
+        "drill",
+        help="cut a DC off under load; score automatic switch and recovery, zero loss and interruption",
+    )
+    drill.add_argument(
+        "--cut", choices=["kill", "isolate"], required=True, help="kill its processes, or cut its link"
+    )
+    drill.add_argument("--dc", required=True, help="the DC to cut")
+    drill.add_argument("--for", type=float, default=20.0, dest="hold_s", metavar="S",
+                       help="seconds from the cut to the heal (default 20)")  # fmt: skip
+    drill.add_argument(
+        "--switch-back", action="store_true", help="once whole again, lead where it led before"
+    )
+    drill.add_argument("--threads", type=int, default=8, help="workload threads (default 8)")
+    drill.add_argument("--json", action="store_true", help="print the scorecard as JSON")
+
     chaos = commands.add_parser("chaos", help="inject a fault (Jepsen's vocabulary) and measure recovery")
     chaos.add_argument("--json", action="store_true", help="print the fault's record as JSON")
     faults = chaos.add_subparsers(dest="fault", required=True)
@@ -229,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             "restart-node",
             "chaos",
             "switchover",
+            "drill",
             "load-accounts",
             "move-slots",
             "rebalance",
