@@ -21,34 +21,21 @@ import os
 from pathlib import Path
 from typing import Any
 
-import grpc
 from locust.env import Environment
 
 from bankclient import BankClient, read_ca, read_token
+from bankclient.calls import CallCounter
 
 REASON_KEY = "bank-error-reason"
 
 
-class CallCounter(grpc.UnaryUnaryClientInterceptor):
-    """Counts every unary call (one attempt at one gateway) of this process, and its failures
-    by status code."""
+def write_calls(counter: CallCounter, directory: Path) -> None:
+    """This process's call counts, for the report (see loadtest/report.read_calls)."""
+    directory.mkdir(exist_ok=True)
+    (directory / f"calls-{os.getpid()}.json").write_text(json.dumps(counter.figures()), encoding="utf-8")
 
-    calls = 0
-    failed: dict[str, int] = {}
 
-    def intercept_unary_unary(self, continuation: Any, call_details: Any, request: Any) -> Any:
-        outcome = continuation(call_details, request)
-        CallCounter.calls += 1
-        if outcome.exception() is not None:
-            code = outcome.code().name if hasattr(outcome, "code") else "UNKNOWN"
-            CallCounter.failed[code] = CallCounter.failed.get(code, 0) + 1
-        return outcome
-
-    @classmethod
-    def write(cls, directory: Path) -> None:
-        directory.mkdir(exist_ok=True)
-        figures = {"calls": cls.calls, "failed": sum(cls.failed.values()), "failed_by_code": cls.failed}
-        (directory / f"calls-{os.getpid()}.json").write_text(json.dumps(figures), encoding="utf-8")
+CALLS = CallCounter()  # every user of this process counts into it
 
 
 def operation_observer(environment: Environment) -> Any:
@@ -95,7 +82,7 @@ class BankGrpcUser(User):
             gateways,
             prefer=BankGrpcUser._count % len(gateways),
             deadline_s=self.deadline_s,
-            interceptors=[CallCounter()],
+            interceptors=[CALLS],
             observer=operation_observer(environment),
             token=read_token(home),
             root_certificates=read_ca(home),

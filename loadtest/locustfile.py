@@ -22,7 +22,12 @@ from locust.env import Environment
 
 from bank.v1 import ledger_pb2
 from bankclient import new_request_id
-from loadtest.grpc_user import BankGrpcUser, CallCounter, bank_home  # sets gRPC up for gevent on import
+from loadtest.grpc_user import (  # sets gRPC up for gevent on import
+    CALLS,
+    BankGrpcUser,
+    bank_home,
+    write_calls,
+)
 
 DEFAULT_MIX = "read=30,statement=5,transfer=40,cross=15,deposit=5,withdraw=3,hold=2"
 CURRENCY = "CNY"
@@ -63,7 +68,7 @@ class Accounts:
 def _flush(environment: Environment, **_: Any) -> None:
     if Accounts.acked_file is not None:
         Accounts.acked_file.flush()
-    CallCounter.write(bank_home(environment) / "acked")
+    write_calls(CALLS, bank_home(environment) / "acked")
 
 
 def parse_mix(text: str) -> dict[str, int]:
