@@ -31,6 +31,9 @@ from services.cluster.zookeeper import zk_mode
 from services.host.processes import LaunchError, pid_alive
 
 Say = Callable[[str], None]
+# When a fault that takes a while to set up (finding a DC's every process) really struck,
+# handed from _strike to the record (the recovery time runs from it).
+STRUCK_AT = "struck_at"
 
 
 def admin_client(state: ClusterState) -> BankClient:
@@ -83,6 +86,7 @@ def inject(state: ClusterState, fault: str, args: dict[str, Any], say: Say) -> d
     led = leaders(state)
     at = time.time()
     target, shards, undo = _strike(state, fault, args, led, say)
+    at = undo.pop(STRUCK_AT, at)
     say(
         f"{time.strftime('%H:%M:%S', time.localtime(at))} {fault} {target}: done;"
         " measuring the first write per shard"
@@ -104,7 +108,7 @@ def strike(state: ClusterState, fault: str, args: dict[str, Any], say: Say) -> d
     """Runs one fault and records it, active until `heal`, without waiting for any recovery."""
     at = time.time()
     target, shards, undo = _strike(state, fault, args, leaders(state), say)
-    return _record(state, fault, target, at, shards, undo)
+    return _record(state, fault, target, undo.pop(STRUCK_AT, at), shards, undo)
 
 
 def _strike(
@@ -117,9 +121,9 @@ def _strike(
         _require_dc(state, dc)
         affected = [s for s, d in led.items() if d == dc] or every
         if fault == "kill-dc":
-            killed = kill_dc(state, dc)
+            killed, killed_at = kill_dc(state, dc)
             say(f"kill-dc {dc}: SIGKILL to {len(killed)} processes")
-            return dc, affected, {"restart_dc": dc}
+            return dc, affected, {"restart_dc": dc, STRUCK_AT: killed_at}
         if fault == "isolate-dc":
             if spec.net != NETNS:
                 raise LaunchError(

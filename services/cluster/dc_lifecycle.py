@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import time
 from collections.abc import Callable
 
 import psutil
@@ -57,11 +58,11 @@ def _tree(root: int, children: dict[int, list[int]]) -> list[int]:
     return found
 
 
-def kill_dc(state: ClusterState, dc: str) -> list[int]:
+def kill_dc(state: ClusterState, dc: str) -> tuple[list[int], float]:
     """SIGKILL every process of the DC, all at once (a power cut): every victim is found first
     (one pass over the process table), then all are killed in a row, so that no part of the DC
     outlives another by more than a few milliseconds (killed one component after the other,
-    the last died some 400 ms after the first)."""
+    the last died some 400 ms after the first). Returns the PIDs and when the first was killed."""
     roots = [_main_pid(state, c) for c in state.components if c.dc == dc]
     children: dict[int, list[int]] = {}
     for process in psutil.process_iter(["pid", "ppid"]):
@@ -69,6 +70,7 @@ def kill_dc(state: ClusterState, dc: str) -> list[int]:
     victims: list[int] = []
     for root in [pid for pid in roots if pid and pid_alive(pid)]:
         victims += _tree(root, children)
+    killed_at = time.time()
     for victim in victims:
         with contextlib.suppress(ProcessLookupError):
             os.kill(victim, signal.SIGKILL)
@@ -76,7 +78,7 @@ def kill_dc(state: ClusterState, dc: str) -> list[int]:
     for pid in killed:
         with contextlib.suppress(TimeoutError):
             wait_until(lambda p=pid: not pid_alive(p), 10, f"process {pid} to die")  # type: ignore[misc]
-    return killed
+    return killed, killed_at
 
 
 def _running(state: ClusterState, kind: str, dc: str) -> bool:

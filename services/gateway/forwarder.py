@@ -23,7 +23,10 @@ log = logging.getLogger(__name__)
 DEFAULT_DEADLINE_S = 10.0  # for callers that set none
 DEADLINE_MARGIN_S = 0.05  # left to answer the caller before its own deadline
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED}
-MAX_BACKOFF_S = 0.25
+# While nothing changed, a held request tries again after 20, 40, 80, 100, 100... ms: a new
+# route wakes it at once (see _wait_for_route), and the new leader's node starts serving some
+# 100 ms after its route is written (it refuses NOT_LEADER until then).
+MAX_BACKOFF_S = 0.1
 # One attempt may not eat the whole deadline: a cut-off leader never answers, and only a new
 # attempt (re-routed) can reach its successor. Retrying is safe: every write is idempotent.
 ATTEMPT_TIMEOUT_S = 1.0

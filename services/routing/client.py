@@ -24,6 +24,7 @@ from services.rpc.metrics import ROUTING_VERSION
 log = logging.getLogger(__name__)
 LISTEN_TICK_S = 0.5  # how soon the listener notices it should stop
 ZK_READ_TIMEOUT_S = 0.5
+TRUTH_EVERY_S = 0.05
 
 
 class RoutingClient:
@@ -48,6 +49,7 @@ class RoutingClient:
         self._watcher = threading.Thread(target=self._watch_truth, name="routing-watch", daemon=True)
         self._truth_changed = threading.Event()
         self._session_lock = threading.Lock()
+        self._truth_read_at = 0.0
         self._watched: set[str] = set()
         self._on_change: list[Callable[[RoutingTable], None]] = []
 
@@ -102,7 +104,11 @@ class RoutingClient:
         return self._table.shard_of_slot(slot)
 
     def refresh(self, from_truth: bool = False) -> RoutingTable:
-        """Reads Redis (or ZooKeeper when asked, or when Redis fails) and keeps the newer table."""
+        """Reads Redis (or ZooKeeper when asked, or when Redis fails) and keeps the newer table.
+        Many requests held through a failover each ask for the truth at every retry: ZooKeeper is
+        read at most every TRUTH_EVERY_S for all of them (its watches push changes anyway)."""
+        if from_truth and self._table.slot_ranges and time.monotonic() - self._truth_read_at < TRUTH_EVERY_S:
+            return self._table
         table: RoutingTable | None = None
         if not from_truth:
             try:
@@ -148,7 +154,9 @@ class RoutingClient:
         while not self._stopping.is_set():
             if self._truth_changed.wait(LISTEN_TICK_S) and not self._stopping.is_set():
                 self._truth_changed.clear()
-                self.refresh(from_truth=True)
+                table = self._read_zookeeper()  # never skipped: the change is newer than any read
+                if table is not None:
+                    self._adopt(table)
 
     def _watch(self, dcs: Dcs) -> None:
         dcs.watch_data(paths.SLOTS, lambda data: self._truth_changed.set())
@@ -162,6 +170,7 @@ class RoutingClient:
         self._truth_changed.set()
 
     def _read_zookeeper(self) -> RoutingTable | None:
+        self._truth_read_at = time.monotonic()
         try:
             return self._session().read_table(timeout_s=ZK_READ_TIMEOUT_S)
         except (KazooException, TimeoutError, KazooTimeoutError) as err:
