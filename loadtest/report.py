@@ -146,6 +146,7 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
             f"RTO {failover['rto_s']} s on shards {', '.join(map(str, failover['shards']))},"
             f" {failover['failed_requests']} operations failed",
         ))  # fmt: skip
+    rows += drill_rows(data.get("drill"))
     rows += scale_out_rows(data.get("scale_out"))
     rows += [
         ("acknowledged movements", f"{data['acked_transfers']:,}"),
@@ -157,6 +158,24 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
             f"{cost['per_account_year_cny']:.6f} yuan (reference: {cost['reference_cny']} yuan)",
         ),
     ]
+    return rows
+
+
+def drill_rows(card: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The DC drill's scorecard: two automatic, two zero, and each shard's RTO with its phases."""
+    if not card:
+        return []
+    verdict = " · ".join(
+        f"{name.replace('_', ' ')} {'PASS' if ok else 'FAIL'}" for name, ok in card["scores"].items()
+    )
+    rows = [(f"drill: kill-dc {card['dc']}", verdict)]
+    for shard, rto_s in card["rto_s"].items():
+        phases = card["phases_ms"].get(shard)
+        parts = " + ".join(f"{name} {ms:.0f}" for name, ms in (phases or {}).items())
+        rows.append((f"  shard {shard} RTO", f"{rto_s} s" + (f" = {parts} ms" if parts else "")))
+    rows.append(("  failed operations / calls", f"{card['failed_operations']} / {card['failed_calls']}"))
+    if card.get("not_whole"):
+        rows.append(("  not whole at the end", card["not_whole"]))
     return rows
 
 

@@ -57,24 +57,33 @@ def verdict(data: dict[str, Any]) -> tuple[bool, list[str]]:
         f"{data['acked_transfers']:,} acknowledged money movements lost, {data['duplicates']} applied twice.",
         f"The books {'reconcile' if data['invariant_ok'] else 'DO NOT reconcile'}"
         " (sum of balances and money in flight against money deposited less withdrawn).",
-        f"Availability {data['availability']:.4%}: {data['requests']['failed']:,} of "
-        f"{data['requests']['total']:,} calls failed.",
+        f"Availability {data['availability']:.4%} per client operation: {data['requests']['failed']:,} of "
+        f"{data['requests']['total']:,} operations failed"
+        + (
+            f"; {data['availability_per_call']:.4%} per call ({data['calls']['failed']:,} of"
+            f" {data['calls']['calls']:,} calls to a gateway failed, each retried at another)."
+            if data.get("calls")
+            else "."
+        ),
     ]
     for failover in data["failovers"]:
         lines.append(
             f"{failover['fault']} {failover['dc']}: every shard led again after {failover['rto_s']} s"
-            f" (shards {', '.join(map(str, failover['shards']))}), {failover['failed_requests']} calls failed"
-            " around it."
+            f" (shards {', '.join(map(str, failover['shards']))}), {failover['failed_requests']} operations"
+            " failed around it."
         )
     grown = data.get("scale_out")
     if grown:
         lines.append(scale_out_line(grown))
     drill = data.get("drill")
     if drill:
-        scores = ", ".join(f"{name.replace('_', ' ')} {'yes' if ok else 'NO'}" for name, ok in drill.items())
+        scores = ", ".join(
+            f"{name.replace('_', ' ')} {'yes' if ok else 'NO'}" for name, ok in drill["scores"].items()
+        )
         lines.append(f"Drill: {scores}.")
     grew = not grown or not grown.get("error")
-    return nothing_lost and bool(data["invariant_ok"]) and grew, lines
+    drilled = not drill or bool(drill["ok"])
+    return nothing_lost and bool(data["invariant_ok"]) and grew and drilled, lines
 
 
 def scale_out_line(grown: dict[str, Any]) -> str:

@@ -49,8 +49,8 @@ def drill(
         raise ValueError(f"--cut must be one of {sorted(CUTS)}, not {cut!r}")
     if dc not in state.spec.dc_names:
         raise LaunchError(f"no DC {dc!r}; the cluster has {', '.join(state.spec.dc_names)}")
-    whole, why = _whole(state, None)
-    if not whole:
+    is_whole, why = whole(state, None)
+    if not is_whole:
         raise LaunchError(f"the cluster is not whole before the drill: {why}")
     leaders_before = faults.leaders(state)
     run_dir = state.home / "drills" / f"{cut}-{dc}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -92,8 +92,8 @@ def _recover(state: ClusterState, healed_at: float, leaders: dict[int, str] | No
     deadline = healed_at + RECOVERY_LIMIT_S
     why = ""
     while time.time() < deadline:
-        whole, why = _whole(state, None)
-        if whole:
+        is_whole, why = whole(state, None)
+        if is_whole:
             break
         time.sleep(0.5)
     else:
@@ -101,8 +101,8 @@ def _recover(state: ClusterState, healed_at: float, leaders: dict[int, str] | No
         return None
     if leaders is not None:
         _switch_back(state, leaders, say)
-        whole, why = _whole(state, leaders)
-        if not whole:
+        is_whole, why = whole(state, leaders)
+        if not is_whole:
             say(f"drill: not whole after switching back: {why}")
             return None
     recovered = round(time.time() - healed_at, 2)
@@ -116,7 +116,7 @@ def _switch_back(state: ClusterState, leaders: dict[int, str], say: Say) -> None
             switchover(state, shard, leaders[shard], say)
 
 
-def _whole(state: ClusterState, leaders: dict[int, str] | None) -> tuple[bool, str]:
+def whole(state: ClusterState, leaders: dict[int, str] | None) -> tuple[bool, str]:
     """Every component healthy; every shard's standbys streaming (so `ANY 1` holds even with one
     lost); the Redis primary with every replica; the leaders as given, if given."""
     seen = status.collect(state)
@@ -151,7 +151,7 @@ def _score(
     lost = sum(len(a["transfer_ids"]) for a in anomalies if a["kind"] == "lost")
     doubled = sum(len(a["transfer_ids"]) for a in anomalies if a["kind"] == "applied-twice")
     rto_s = {str(s): v for s, v in entry["shards"].items()}
-    failovers = _failover_records(state)
+    failovers = failover_records(state)
     scores = {
         "auto_switch": bool(rto_s) and all(v is not None for v in rto_s.values()),
         "auto_recovery": recovered_s is not None,
@@ -178,7 +178,7 @@ def _score(
     }
 
 
-def _failover_records(state: ClusterState) -> list[dict[str, Any]]:
+def failover_records(state: ClusterState) -> list[dict[str, Any]]:
     from services.cluster.zookeeper import zk_client
 
     try:

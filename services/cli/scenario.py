@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import report
-from services.chaos import faults
+from services.chaos import drill, faults
 from services.cli import scale_out
 from services.cli.scale_out import ScaleOut
 from services.cluster.check import check, current_primaries, current_shard_of_slot
 from services.cluster.pg_group import member_instance
 from services.cluster.state import ClusterState
 from services.cluster.zookeeper import zk_client
+from services.coordinator import phases
 from services.cost import sampler
 from services.cost.model import Assumptions, Measured, per_account_year
 from services.storage.audit import find_transfers
@@ -126,6 +127,9 @@ def run_scenario(
         "calls": calls,
         "availability_per_call": round((calls["calls"] - calls["failed"]) / max(calls["calls"], 1), 6),
         "failovers": [_failover(entry, history, t0) for entry in entries],
+        "drill": _scorecard(
+            state, entries, totals["failed"], calls, lost, duplicates, bool(books["reconciled"])
+        ),
         "acked_transfers": acked,
         "acked_lost": lost,
         "duplicates": duplicates,
@@ -156,6 +160,31 @@ def _aggregated(path: Path) -> dict[str, Any]:
         "failed": int(row["Failure Count"]),
         "latency": {"p50": int(row["50%"]), "p95": int(row["95%"]), "p99": int(row["99%"])},
     }
+
+
+def _scorecard(
+    state: ClusterState, entries: list[dict[str, Any]], failed_operations: int, calls: dict[str, Any],
+    lost: int, duplicates: int, reconciled: bool,
+) -> dict[str, Any] | None:  # fmt: skip
+    """The DC drill's scorecard (services/chaos/drill.py) for the DC killed during the run: the
+    whole run's operations count for zero interruption, the cluster at its end for recovery."""
+    if not entries:
+        return None
+    entry = entries[0]
+    is_whole, why = drill.whole(state, None)
+    rto_s = {str(s): v for s, v in entry["shards"].items()}
+    scores = {
+        "auto_switch": bool(rto_s) and all(v is not None for v in rto_s.values()),
+        "auto_recovery": is_whole,
+        "zero_loss": lost == 0 and duplicates == 0 and reconciled,
+        "zero_interruption": failed_operations == 0,
+    }
+    return {
+        "cut": "kill", "dc": entry["target"], "rto_s": rto_s,
+        "phases_ms": phases.of_fault(entry, drill.failover_records(state)),
+        "failed_operations": failed_operations, "failed_calls": calls["failed"], "not_whole": why,
+        "scores": scores, "ok": all(scores.values()),
+    }  # fmt: skip
 
 
 def _failover(entry: dict[str, Any], history: dict[str, list[float]], t0: float) -> dict[str, Any]:

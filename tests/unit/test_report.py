@@ -100,3 +100,33 @@ def test_a_failed_scale_out_fails_the_verdict(tmp_path: Path) -> None:
     data = {**run_data(), "scale_out": grown(error="LaunchError: no room")}
     page = report.write(tmp_path, data)[1].read_text(encoding="utf-8")
     assert "Growing the bank FAILED: LaunchError: no room" in page and ">PASS<" not in page
+
+
+def drill_card(failed_operations: int) -> dict[str, Any]:
+    scores = {"auto_switch": True, "auto_recovery": True, "zero_loss": True,
+              "zero_interruption": failed_operations == 0}  # fmt: skip
+    return {
+        "cut": "kill", "dc": "dc1", "rto_s": {"0": 0.93},
+        "phases_ms": {"0": {"detect": 366.0, "lock": 24.0, "probe": 32.0, "detach": 57.0, "promote": 73.0,
+                            "repoint": 15.0, "route": 10.0, "first_write": 354.0}},
+        "failed_operations": failed_operations, "failed_calls": 8, "not_whole": "", "scores": scores,
+        "ok": all(scores.values()),
+    }  # fmt: skip
+
+
+def test_the_drill_scorecard_shows_each_score_and_the_phases(tmp_path: Path) -> None:
+    calls = {"calls": 13_300, "failed": 8, "failed_by_code": {}}
+    data = {**run_data(), "drill": drill_card(0), "calls": calls, "availability_per_call": 0.999398}
+    _, html_path = report.write(tmp_path, data)
+    page = html_path.read_text(encoding="utf-8")
+    assert "auto switch PASS" in page and "zero interruption PASS" in page
+    assert "detect 366 + lock 24" in page and "first_write 354 ms" in page
+    assert "99.9398% per call" in page
+    assert "PASS" in page.split("<body>", 1)[1][:2000]
+
+
+def test_an_interrupted_drill_fails_the_verdict(tmp_path: Path) -> None:
+    _, html_path = report.write(tmp_path, {**run_data(), "drill": drill_card(3)})
+    page = html_path.read_text(encoding="utf-8")
+    assert "zero interruption FAIL" in page and "zero interruption NO" in page
+    assert "FAIL" in page.split("<body>", 1)[1][:2000]
