@@ -81,7 +81,7 @@ def drill(
         run._resolve_unknown(client, history, say)
     final = checker.verify(state, history, final=True)
     history.close()
-    result = _score(state, entry, history, final, given_up, calls.figures(), recovered_s)
+    result = score(entry, history, final, given_up, calls.figures(), recovered_s, failover_records(state))
     result.update(cut=cut, dc=dc, hold_s=hold_s, switch_back=switch_back, history=str(history.path))
     (run_dir / "drill.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     return result
@@ -143,15 +143,16 @@ def whole(state: ClusterState, leaders: dict[int, str] | None) -> tuple[bool, st
     return True, ""
 
 
-def _score(
-    state: ClusterState, entry: dict[str, Any], history: History, final: dict[str, Any], given_up: int,
-    calls: dict[str, Any], recovered_s: float | None,
+def score(
+    entry: dict[str, Any], history: History, final: dict[str, Any], given_up: int, calls: dict[str, Any],
+    recovered_s: float | None, failovers: list[dict[str, Any]],
 ) -> dict[str, Any]:  # fmt: skip
+    """The scorecard from the cut's record, the run's history and final check, and the
+    failovers ZooKeeper kept."""
     anomalies = final["anomalies"]
     lost = sum(len(a["transfer_ids"]) for a in anomalies if a["kind"] == "lost")
     doubled = sum(len(a["transfer_ids"]) for a in anomalies if a["kind"] == "applied-twice")
     rto_s = {str(s): v for s, v in entry["shards"].items()}
-    failovers = failover_records(state)
     scores = {
         "auto_switch": bool(rto_s) and all(v is not None for v in rto_s.values()),
         "auto_recovery": recovered_s is not None,
