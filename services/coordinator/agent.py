@@ -17,6 +17,7 @@ from services.coordinator import failover, liveness
 from services.coordinator.members import Members, MemberState
 from services.coordinator.phases import Timeline
 from services.coordinator.view import ClusterView
+from services.coordinator.worker import Worker
 from services.dcs import paths
 from services.dcs.store import Dcs, parse_route
 from services.rpc import metrics
@@ -44,8 +45,6 @@ class AgentHost(Protocol):
     serve: Serve
     unserve: Unserve
 
-    def schedule(self, key: str, task: Callable[[], None], delay_s: float = 0.0) -> None: ...
-
     def publish_routes(self) -> None: ...
 
     def record_failover(self, record: dict[str, Any]) -> None: ...
@@ -64,6 +63,7 @@ class ShardAgent:
         self.not_streaming_since: float | None = None  # read and set by the standby check
         self.acted_at = 0.0  # when this node last re-pointed, rewound or re-cloned the member
         self.retired = False  # the shard was removed: its watches may still fire, nothing acts
+        self.worker = Worker(f"shard-{shard}")
         # Wall-clock times for the failover's detect phase: the leader last known alive (its
         # node answered the liveness check), and its leader znode seen gone.
         self.leader_alive_at: float | None = None
@@ -73,6 +73,25 @@ class ShardAgent:
     @property
     def dcs(self) -> Dcs:
         return self.c.dcs
+
+    def schedule(self, key: str, task: Callable[[], None], delay_s: float = 0.0) -> None:
+        """On this agent's own worker: its actions never run two at a time."""
+        self.worker.schedule(key, task, delay_s)
+
+    def on_connected(self) -> None:
+        """After the session (re)connected: membership again, leadership where it still holds."""
+        self.register()
+        self.reconcile()
+
+    def retire(self) -> None:
+        """The shard was removed: stop serving it, let go of its znodes, stop this worker."""
+        if self.serving_epoch is not None:
+            self.serving_epoch = None
+            self.c.unserve(self.shard)
+        self.release_leader_znode()
+        self.dcs.unregister_member(self.shard, self.dc)
+        log.warning("event=shard_retired shard=%s", self.shard)
+        self.worker.stop()
 
     def is_retired(self) -> bool:
         """Removed (this node knows it, or ZooKeeper says so before its watch fired here): no
@@ -87,7 +106,7 @@ class ShardAgent:
 
     def _on_switchover(self, data: bytes | None) -> None:
         if data is not None:
-            self.c.schedule(f"switchover-{self.shard}", self.switch_over)
+            self.schedule(f"switchover-{self.shard}", self.switch_over)
 
     def switch_over(self) -> None:
         """Hands the shard to the DC a switchover request names, if this node leads it."""
@@ -114,7 +133,7 @@ class ShardAgent:
 
     def _on_route(self, data: bytes | None) -> None:
         self.route = parse_route(data) if data else None
-        self.c.schedule(f"reconcile-{self.shard}", self.reconcile)
+        self.schedule(f"reconcile-{self.shard}", self.reconcile)
 
     def _on_leader(self, data: bytes | None) -> None:
         if data is not None:
@@ -122,7 +141,7 @@ class ShardAgent:
             self.leader_gone_at = None
         else:
             self.leader_gone_at = self.leader_gone_at or time.time()
-            self.c.schedule(f"elect-{self.shard}", self.elect)
+            self.schedule(f"elect-{self.shard}", self.elect)
 
     def leader_refused(self, endpoint: str) -> None:
         """On the worker: the leader's node refused connections (liveness.py) and still does.
@@ -145,7 +164,7 @@ class ShardAgent:
         self.elect()
 
     def _on_members(self, children: list[str]) -> None:
-        self.c.schedule(f"elect-{self.shard}", self.elect)
+        self.schedule(f"elect-{self.shard}", self.elect)
 
     def lost_session(self) -> None:
         """The session is gone and with it our ephemeral znodes: whatever we led is not ours."""
@@ -159,7 +178,7 @@ class ShardAgent:
             return
         if self.c.members.probe(self.shard, self.dc) is None:
             log.warning("event=member_not_answering shard=%s", self.shard)
-            self.c.schedule(f"register-{self.shard}", self.register, delay_s=1.0)
+            self.schedule(f"register-{self.shard}", self.register, delay_s=1.0)
             return
         self.dcs.register_member(self.shard, self.dc)
 
@@ -194,7 +213,7 @@ class ShardAgent:
             return
         if not self.dcs.take_leader(self.shard, self.dc, epoch):
             # An earlier session (ours before a restart, or the old leader) still holds it.
-            self.c.schedule(f"reconcile-{self.shard}", self.reconcile, delay_s=RETRY_S)
+            self.schedule(f"reconcile-{self.shard}", self.reconcile, delay_s=RETRY_S)
             return
         self.serving_epoch = epoch
         self.c.serve(self.shard, epoch)
@@ -325,19 +344,19 @@ class ShardAgent:
         if self.dcs.member_alive(self.shard, route.leader_dc):
             return  # its node lives and will take (or retake) the lead
         if not self.leader_seen and time.monotonic() - self.started < STARTUP_GRACE_S:
-            self.c.schedule(f"elect-{self.shard}", self.elect, delay_s=1.0)
+            self.schedule(f"elect-{self.shard}", self.elect, delay_s=1.0)
             return
         timeline = Timeline(self.shard, self._leader_last_alive())
         timeline.mark("detect")
         lock = self.dcs.failover_lock(self.shard, self.dc)
         if not lock.acquire(timeout=10):
-            self.c.schedule(f"elect-{self.shard}", self.elect, delay_s=RETRY_S)
+            self.schedule(f"elect-{self.shard}", self.elect, delay_s=RETRY_S)
             return
         timeline.mark("lock")
         try:
             self._fail_over_unless_moved(route, timeline)
         except NoNodeError:
-            self.c.schedule(f"elect-{self.shard}", self.elect, delay_s=RETRY_S)
+            self.schedule(f"elect-{self.shard}", self.elect, delay_s=RETRY_S)
         finally:
             lock.release()
 
@@ -359,7 +378,7 @@ class ShardAgent:
         label = str(self.shard)
         metrics.FAILOVERS.labels(shard=label, outcome="done" if new_route else "not_possible").inc()
         if new_route is None:
-            self.c.schedule(f"elect-{self.shard}", self.elect, delay_s=1.0)
+            self.schedule(f"elect-{self.shard}", self.elect, delay_s=1.0)
             return
         metrics.FAILOVER_SECONDS.labels(shard=label).observe(time.monotonic() - started)
         for phase, seconds in timeline.durations_s().items():

@@ -18,23 +18,27 @@ RETRY_S = 0.5  # a task that raised runs again after this long (or at the next w
 
 
 class Worker:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, name: str = "coordinator", clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._tasks: list[tuple[float, int, str, Task]] = []  # a heap by due time
         self._order = itertools.count()
         self._pending: set[str] = set()
         self._lock = threading.Condition()
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._work, name="coordinator", daemon=True)
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stopping.set()
         with self._lock:
             self._lock.notify_all()
-        if self._thread.is_alive():
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=timeout_s)
 
     def schedule(self, key: str, task: Task, delay_s: float = 0.0) -> None:

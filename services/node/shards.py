@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ class ShardDirectory:
         # Reads the slot map from its truth (and calls `follow`); set by the node.
         self.relearn: Callable[[], object] | None = None
         self._relearnt_at = 0.0
+        self._changing = threading.Lock()
 
     def shard_of_slot(self, slot: int) -> int:
         return self._shard_by_slot[slot]
@@ -80,14 +82,16 @@ class ShardDirectory:
         return [slot for slot, owner in enumerate(self._shard_by_slot) if owner == shard]
 
     def serve(self, handlers: ShardHandlers, epoch: int) -> None:
-        self.epochs[handlers.shard] = epoch
-        self.local = {**self.local, handlers.shard: handlers}  # replaced whole: readers need no lock
+        with self._changing:  # shards' agents serve and unserve from threads of their own
+            self.epochs[handlers.shard] = epoch
+            self.local = {**self.local, handlers.shard: handlers}  # replaced whole: readers need no lock
 
     def unserve(self, shard: int) -> ShardHandlers | None:
-        handlers = self.local.get(shard)
-        self.local = {s: h for s, h in self.local.items() if s != shard}
-        self.epochs.pop(shard, None)
-        return handlers
+        with self._changing:
+            handlers = self.local.get(shard)
+            self.local = {s: h for s, h in self.local.items() if s != shard}
+            self.epochs.pop(shard, None)
+            return handlers
 
     def served(self, shard: int, what: str) -> ShardHandlers:
         if self.fenced:

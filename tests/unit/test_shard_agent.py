@@ -1,9 +1,11 @@
 """A node's coordinator and its shard agent against fakes of ZooKeeper and of the members:
 who fails over and when, who leads, and what a suspended or lost session does. Tasks run on
-the test's thread (`worker.run_due`), so each timing rule is checked in milliseconds."""
+the test's thread (`run_due`), so each timing rule is checked in milliseconds."""
 
 from __future__ import annotations
 
+import functools
+import threading
 from typing import Any
 
 from services.coordinator import liveness
@@ -35,7 +37,7 @@ class Node:
         self.agent = self.coordinator.agents[SHARD]
 
     def run(self) -> None:
-        self.coordinator.worker.run_due()
+        self.coordinator.run_due()
 
 
 def bank(leader: str = "dc1") -> tuple[Ensemble, FakeMembers, dict[str, Node]]:
@@ -48,6 +50,7 @@ def bank(leader: str = "dc1") -> tuple[Ensemble, FakeMembers, dict[str, Node]]:
     nodes = {dc: Node(dc, ensemble, members) for dc in SESSION}
     for node in nodes.values():
         node.coordinator._on_connected()
+        node.run()
     return ensemble, members, nodes
 
 
@@ -101,7 +104,7 @@ def test_a_leader_never_seen_is_waited_for_while_the_cluster_starts() -> None:
     kill("dc1", ensemble, members)
     nodes["dc2"].agent.elect()
     assert ensemble.routes[SHARD][0].epoch == 1 and ensemble.log == []
-    assert nodes["dc2"].coordinator.worker.pending() == [f"elect-{SHARD}"]
+    assert nodes["dc2"].agent.worker.pending() == [f"elect-{SHARD}"]
 
 
 def test_a_survivor_that_cannot_take_the_lock_tries_again_later() -> None:
@@ -111,7 +114,7 @@ def test_a_survivor_that_cannot_take_the_lock_tries_again_later() -> None:
     nodes["dc2"].agent.leader_seen = True
     nodes["dc2"].agent.elect()
     assert ensemble.routes[SHARD][0].epoch == 1 and ensemble.log == []
-    assert nodes["dc2"].coordinator.worker.pending() == [f"elect-{SHARD}"]
+    assert nodes["dc2"].agent.worker.pending() == [f"elect-{SHARD}"]
 
 
 def test_a_suspended_session_fences_at_once_and_a_lost_one_stops_serving() -> None:
@@ -136,7 +139,7 @@ def test_a_reconnected_leader_leads_again_only_if_it_still_may() -> None:
     leader.coordinator._on_state(store.CONNECTED)
     leader.run()
     assert leader.events == [("fence", False)]  # unfenced, but not serving: the znode is not ours
-    assert f"reconcile-{SHARD}" in leader.coordinator.worker.pending()
+    assert f"reconcile-{SHARD}" in leader.agent.worker.pending()
     del ensemble.leaders[SHARD]  # the older session expires
     leader.agent.reconcile()
     assert leader.events[-1] == ("serve", SHARD, 1)
@@ -174,3 +177,42 @@ def test_a_leader_that_answers_again_is_left_alone(monkeypatch: Any) -> None:
     nodes["dc2"].agent.leader_refused("10.0.0.1:7000")
     assert ensemble.routes[SHARD][0].epoch == 1 and ensemble.leaders[SHARD][0] == SESSION["dc1"]
     assert ensemble.members[SHARD]["dc1"] == SESSION["dc1"]
+
+
+def test_shards_of_a_lost_dc_fail_over_side_by_side(monkeypatch: Any) -> None:
+    """Each agent acts on its own worker: a failover stuck in its promotion holds up no other."""
+    log: list[tuple[Any, ...]] = []
+    ensemble, members = Ensemble(log), FakeMembers(log)
+    for shard in (0, 1):
+        ensemble.route(shard, "dc1", 1)
+        for dc in SESSION:
+            members.put(shard, dc, in_recovery=dc != "dc1", lsn=100, upstream_dc="" if dc == "dc1" else "dc1")
+            ensemble.members.setdefault(shard, {})[dc] = SESSION[dc]
+    stuck = threading.Event()
+    promote = members.promote
+
+    def slow_promote(shard: int, dc: str) -> None:
+        if shard == 0:
+            stuck.wait(timeout=10)
+        promote(shard, dc)
+
+    monkeypatch.setattr(members, "promote", slow_promote)
+    monkeypatch.setattr(liveness, "knock", lambda endpoint, timeout_s=0.2: liveness.REFUSED)
+    coordinator = NodeCoordinator(
+        view_of("dc2", shards=2), serve=lambda shard, epoch: None, unserve=lambda shard: None,
+        fence=lambda fenced: None, dcs=FakeDcs(ensemble, SESSION["dc2"]), members=members,  # type: ignore[arg-type]
+    )  # fmt: skip
+    coordinator.publish_routes = lambda: None  # type: ignore[method-assign]
+    members.members[0, "dc1"].alive = members.members[1, "dc1"].alive = False
+    for agent in coordinator.agents.values():
+        agent.worker.start()
+        agent.schedule("refused", functools.partial(agent.leader_refused, "10.0.0.1:7000"))
+    try:
+        eventually(lambda: ensemble.routes[1][0].epoch == 2, 5, "shard 1 to fail over while shard 0 is stuck")
+        assert ensemble.routes[0][0].epoch == 1
+        stuck.set()
+        eventually(lambda: ensemble.routes[0][0].epoch == 2, 5, "shard 0 to fail over once unstuck")
+    finally:
+        stuck.set()
+        for agent in coordinator.agents.values():
+            agent.worker.stop()
