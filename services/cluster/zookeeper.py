@@ -37,7 +37,7 @@ def write_config(spec: ClusterSpec, dc: str, data_dir: Path) -> Path:
     lines = [
         f"tickTime={TICK_MS}",
         "initLimit=50",  # 10 s for a follower to connect and sync with the leader
-        "syncLimit=8",  # followers notice a lost leader after 1.6 s (a busy peer is not a lost one)
+        "syncLimit=5",  # followers notice a lost leader after 1 s (a busy peer is not a lost one)
         f"dataDir={data_dir}",
         f"clientPort={ZK_CLIENT_PORT}",
         f"clientPortAddress={spec.address(dc)}",

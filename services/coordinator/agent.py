@@ -13,7 +13,8 @@ from typing import Any, Protocol
 from kazoo.exceptions import NoNodeError
 
 from services.common.routes import ShardRoute
-from services.coordinator import failover, liveness
+from services.coordinator import failover
+from services.coordinator.leader_loss import LeaderLoss
 from services.coordinator.members import Members, MemberState
 from services.coordinator.phases import Timeline
 from services.coordinator.view import ClusterView
@@ -50,7 +51,7 @@ class AgentHost(Protocol):
     def record_failover(self, record: dict[str, Any]) -> None: ...
 
 
-class ShardAgent:
+class ShardAgent(LeaderLoss):
     def __init__(self, coordinator: AgentHost, shard: int) -> None:
         self.c = coordinator
         self.shard = shard
@@ -69,6 +70,7 @@ class ShardAgent:
         self.leader_alive_at: float | None = None
         self.leader_gone_at: float | None = None
         self.route: ShardRoute | None = None  # as the route's watch last delivered it
+        self.suspecting = False  # this DC's node has said in ZooKeeper it gets no answer from the leader
 
     @property
     def dcs(self) -> Dcs:
@@ -103,6 +105,8 @@ class ShardAgent:
         self.dcs.watch_data(paths.leader(self.shard), self._on_leader)
         self.dcs.watch_children(paths.members(self.shard), self._on_members)
         self.dcs.watch_data(paths.switchover(self.shard), self._on_switchover)
+        self.dcs.ensure_paths(paths.suspects(self.shard))
+        self.dcs.watch_children(paths.suspects(self.shard), self._on_suspects)
 
     def _on_switchover(self, data: bytes | None) -> None:
         if data is not None:
@@ -142,26 +146,6 @@ class ShardAgent:
         else:
             self.leader_gone_at = self.leader_gone_at or time.time()
             self.schedule(f"elect-{self.shard}", self.elect)
-
-    def leader_refused(self, endpoint: str) -> None:
-        """On the worker: the leader's node refused connections (liveness.py) and still does.
-        Its znodes go now, and the failover runs as if its session had expired."""
-        if self.is_retired() or self.serving_epoch is not None:
-            return
-        route, _ = self.dcs.read_route(self.shard)
-        if (
-            route.leader_dc == self.dc
-            or route.endpoint != endpoint
-            or liveness.knock(endpoint) != liveness.REFUSED
-        ):
-            return
-        log.warning(
-            "event=leader_refuses shard=%s leader=%s endpoint=%s", self.shard, route.leader_dc, endpoint
-        )
-        self.leader_gone_at = self.leader_gone_at or time.time()
-        self.leader_seen = True
-        self.dcs.drop_dead_leader(self.shard, route.leader_dc)
-        self.elect()
 
     def _on_members(self, children: list[str]) -> None:
         self.schedule(f"elect-{self.shard}", self.elect)

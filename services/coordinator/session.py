@@ -66,6 +66,7 @@ class NodeCoordinator:
         self._checker = threading.Thread(target=self._check_standbys, name="standby-check", daemon=True)
         self._knocker = threading.Thread(target=self._check_leaders, name="leader-check", daemon=True)
         self._refusals = liveness.Refusals()
+        self._silences = liveness.Silences()
 
     def start(self) -> None:
         self.dcs.on_session(self._on_state)
@@ -139,22 +140,28 @@ class NodeCoordinator:
                     agent.schedule(f"repair-{shard}", functools.partial(agent.repair_standby, leader_dc))
 
     def _check_leaders(self) -> None:
-        """Knocks on every other DC's leading node (see liveness.py); a refusal in a row too many
-        sends the failover to the worker."""
+        """Knocks on every other DC's leading node, once a round each (see liveness.py): a
+        refusal in a row too many, or a silence long enough, goes to the shard's worker."""
         while not self._stopping.wait(liveness.KNOCK_EVERY_S):
+            knocked: dict[str, str] = {}
             for agent in list(self.agents.values()):
-                self._check_leader(agent)
+                self._check_leader(agent, knocked)
 
-    def _check_leader(self, agent: ShardAgent) -> None:
+    def _check_leader(self, agent: ShardAgent, knocked: dict[str, str]) -> None:
         route = agent.route
         if route is None or route.leader_dc == self.view.dc or agent.retired or not self.dcs.connected:
             return
-        outcome = liveness.knock(route.endpoint)
+        if route.endpoint not in knocked:
+            knocked[route.endpoint] = liveness.knock(route.endpoint)
+        outcome = knocked[route.endpoint]
         if outcome == liveness.ALIVE:
             agent.leader_alive_at = time.time()
+            if agent.suspecting:
+                agent.schedule(f"answers-{agent.shard}", agent.leader_answers)
         if self._refusals.observe(agent.shard, route.endpoint, outcome):
-            task = functools.partial(agent.leader_refused, route.endpoint)
-            agent.schedule(f"refused-{agent.shard}", task)
+            agent.schedule(f"refused-{agent.shard}", functools.partial(agent.leader_refused, route.endpoint))
+        if self._silences.observe(agent.shard, route.endpoint, outcome, time.monotonic()):
+            agent.schedule(f"silent-{agent.shard}", functools.partial(agent.leader_silent, route.endpoint))
 
     def _on_state(self, state: str) -> None:
         """Runs on kazoo's thread: decide at once, never block."""

@@ -12,6 +12,8 @@
 /bank/switchover/<n>         a planned move of shard n's leader, acted on by its leader
 /bank/moves/<id>             the journal of one slot move
 /bank/failovers/<n>-<epoch>  the phases of the failover that made epoch <epoch> of shard n
+/bank/suspects/<n>/<dc>      ephemeral: dc's node has had no answer from shard n's leader (its DC
+                             is the value) for a while; see coordinator/liveness.py
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ CHOSEN = f"{ROOT}/failover"
 SWITCHOVER = f"{ROOT}/switchover"
 MOVES = f"{ROOT}/moves"
 FAILOVERS = f"{ROOT}/failovers"
+SUSPECTS = f"{ROOT}/suspects"
 
 
 def route(shard: int) -> str:
@@ -53,6 +56,10 @@ def added(shard: int) -> str:
 
 def retired(shard: int) -> str:
     return f"{RETIRED_SHARDS}/{shard}"
+
+
+def suspects(shard: int) -> str:
+    return f"{SUSPECTS}/{shard}"
 
 
 def failover_lock(shard: int) -> str:

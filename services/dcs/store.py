@@ -242,6 +242,29 @@ class Dcs:
         except (NoNodeError, BadVersionError):
             pass
 
+    def suspect(self, shard: int, dc: str, leader_dc: str) -> None:
+        """`dc`'s node has had no answer from the leader's node in `leader_dc` for a while."""
+        path = f"{paths.suspects(shard)}/{dc}"
+        try:
+            self.client.create(path, leader_dc.encode(), ephemeral=True, makepath=True)
+        except NodeExistsError:
+            self.client.set(path, leader_dc.encode())
+
+    def unsuspect(self, shard: int, dc: str) -> None:
+        with contextlib.suppress(NoNodeError):
+            self.client.delete(f"{paths.suspects(shard)}/{dc}")
+
+    def suspects(self, shard: int, leader_dc: str) -> list[str]:
+        """The DCs whose nodes suspect the leader in `leader_dc` now."""
+        found = []
+        with contextlib.suppress(NoNodeError):
+            for dc in self.client.get_children(paths.suspects(shard)):
+                with contextlib.suppress(NoNodeError):
+                    raw, _ = self.client.get(f"{paths.suspects(shard)}/{dc}")
+                    if raw.decode() == leader_dc:
+                        found.append(dc)
+        return sorted(found)
+
     def member_alive(self, shard: int, dc: str) -> bool:
         return bool(self.client.exists(paths.member(shard, dc)))
 

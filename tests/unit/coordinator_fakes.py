@@ -48,6 +48,7 @@ class Ensemble:
         self.retired: set[int] = set()
         self.locks: dict[int, int] = {}  # shard -> session holding its failover lock
         self.failovers: list[dict[str, Any]] = []
+        self.suspects: dict[int, dict[str, tuple[int, str]]] = {}  # shard -> dc -> (session, leader dc)
 
     def route(self, shard: int, leader_dc: str, epoch: int) -> None:
         version = self.routes[shard][1] + 1 if shard in self.routes else 0
@@ -55,6 +56,9 @@ class Ensemble:
 
     def expire(self, session: int) -> None:
         """The session's ephemeral znodes go, as when ZooKeeper expires it."""
+        self.suspects = {
+            s: {d: v for d, v in by.items() if v[0] != session} for s, by in self.suspects.items()
+        }
         self.leaders = {s: held for s, held in self.leaders.items() if held[0] != session}
         self.members = {s: {d: o for d, o in by.items() if o != session} for s, by in self.members.items()}
         self.locks = {s: o for s, o in self.locks.items() if o != session}
@@ -153,6 +157,17 @@ class FakeDcs:
 
     def clear_switchover(self, shard: int) -> None:
         self.ensemble.switchovers.pop(shard, None)
+
+    def suspect(self, shard: int, dc: str, leader_dc: str) -> None:
+        self.ensemble.suspects.setdefault(shard, {})[dc] = (self.session, leader_dc)
+
+    def unsuspect(self, shard: int, dc: str) -> None:
+        self.ensemble.suspects.get(shard, {}).pop(dc, None)
+
+    def suspects(self, shard: int, leader_dc: str) -> list[str]:
+        return sorted(
+            dc for dc, (_, leader) in self.ensemble.suspects.get(shard, {}).items() if leader == leader_dc
+        )
 
     def record_failover(self, record: dict[str, Any]) -> None:
         self.ensemble.failovers.append(record)

@@ -216,3 +216,26 @@ def test_shards_of_a_lost_dc_fail_over_side_by_side(monkeypatch: Any) -> None:
         stuck.set()
         for agent in coordinator.agents.values():
             agent.worker.stop()
+
+
+def test_a_leader_silent_to_one_dc_stays_and_to_every_other_dc_is_failed_over() -> None:
+    """A partition between two DCs is not a cut-off DC: the leader keeps its shard until the
+    node of every other DC has had no answer from it."""
+    ensemble, members, nodes = bank()
+    members.members[SHARD, "dc1"].alive = False  # cut off: its standbys stop hearing from it too
+    nodes["dc2"].agent.leader_silent("10.0.0.1:7000")
+    nodes["dc2"].run()
+    assert ensemble.routes[SHARD][0].epoch == 1 and ensemble.suspects[SHARD]["dc2"][1] == "dc1"
+    nodes["dc3"].agent.leader_silent("10.0.0.1:7000")
+    nodes["dc3"].run()
+    route, _ = ensemble.routes[SHARD]
+    assert (route.leader_dc, route.epoch) == ("dc3", 2)
+    assert "dc3" not in ensemble.suspects[SHARD]  # no suspicion outlives the leader it was about
+
+
+def test_a_leader_that_answers_again_is_no_longer_suspected() -> None:
+    ensemble, _members, nodes = bank()
+    nodes["dc2"].agent.leader_silent("10.0.0.1:7000")
+    nodes["dc2"].agent.leader_answers()
+    nodes["dc3"].agent.leader_silent("10.0.0.1:7000")
+    assert ensemble.routes[SHARD][0].epoch == 1 and list(ensemble.suspects[SHARD]) == ["dc3"]
