@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.cluster import zookeeper
 from services.cluster.redis_group import DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS, SENTINEL_QUORUM
 from services.cluster.topology import (
     GATEWAY_METRICS_PORT,
@@ -82,8 +83,9 @@ def _zookeeper(spec: ClusterSpec) -> dict[str, Any]:
         "image": "zookeeper:3.8",
         "command": ["bash", "-c", f'{ORDINAL}; export ZOO_MY_ID=$((ORDINAL + 1)); '
                     "exec /docker-entrypoint.sh zkServer.sh start-foreground"],
-        "env": [{"name": "ZOO_SERVERS", "value": servers}, {"name": "ZOO_TICK_TIME", "value": "500"},
-                {"name": "ZOO_SYNC_LIMIT", "value": "3"},
+        "env": [{"name": "ZOO_SERVERS", "value": servers},
+                {"name": "ZOO_TICK_TIME", "value": str(zookeeper.TICK_MS)},
+                {"name": "ZOO_SYNC_LIMIT", "value": str(zookeeper.SYNC_LIMIT)},
                 {"name": "ZOO_4LW_COMMANDS_WHITELIST", "value": "srvr,ruok"}],
         "ports": [{"containerPort": p} for p in (ZK_CLIENT_PORT, ZK_PEER_PORT, ZK_ELECTION_PORT)],
     })  # fmt: skip

@@ -74,7 +74,8 @@ def compose(spec: ClusterSpec) -> dict[str, Any]:
         services[f"zk-{dc}"] = {
             "image": IMAGES["zookeeper"], "hostname": f"zk-{dc}", "networks": dc_nets, "labels": labels,
             "environment": {"ZOO_MY_ID": str(spec.dc_index(dc)), "ZOO_SERVERS": zk_servers,
-                            "ZOO_TICK_TIME": str(zookeeper.TICK_MS), "ZOO_SYNC_LIMIT": "3",
+                            "ZOO_TICK_TIME": str(zookeeper.TICK_MS),
+                            "ZOO_SYNC_LIMIT": str(zookeeper.SYNC_LIMIT),
                             "ZOO_4LW_COMMANDS_WHITELIST": "srvr,ruok,mntr"},
         }  # fmt: skip
         replica_of = (

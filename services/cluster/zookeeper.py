@@ -16,6 +16,8 @@ ZK_JARS = ["/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-simple.jar"]
 # Session expiry is checked every tick: a fine tick makes failover prompt (a 500 ms tick added up
 # to half a second to every expiry; 200 ms is what Patroni's anchor figures were taken with).
 TICK_MS = 200
+INIT_LIMIT = 50  # ticks: 10 s for a follower to connect and sync with the leader
+SYNC_LIMIT = 5  # ticks: followers notice a lost leader after 1 s (a busy peer is not a lost one)
 
 
 def zk_hosts(spec: ClusterSpec) -> str:
@@ -36,8 +38,8 @@ def write_config(spec: ClusterSpec, dc: str, data_dir: Path) -> Path:
     (data_dir / "myid").write_text(f"{spec.dc_index(dc)}\n", encoding="ascii")
     lines = [
         f"tickTime={TICK_MS}",
-        "initLimit=50",  # 10 s for a follower to connect and sync with the leader
-        "syncLimit=5",  # followers notice a lost leader after 1 s (a busy peer is not a lost one)
+        f"initLimit={INIT_LIMIT}",
+        f"syncLimit={SYNC_LIMIT}",
         f"dataDir={data_dir}",
         f"clientPort={ZK_CLIENT_PORT}",
         f"clientPortAddress={spec.address(dc)}",
