@@ -33,10 +33,15 @@ ATTEMPT_TIMEOUT_S = 1.0
 # While a shard has no reachable leader its requests wait here, each until its own deadline;
 # beyond this many at once the gateway refuses more rather than pile them up.
 MAX_HELD_PER_SHARD = 512
+SLOT_MOVED = "SLOT_MOVED"
 STUBS = {
     "bank.v1.AccountService": account_pb2_grpc.AccountServiceStub,
     "bank.v1.LedgerService": ledger_pb2_grpc.LedgerServiceStub,
 }
+
+
+def _reason(err: grpc.RpcError) -> str:
+    return next((m.value for m in (err.trailing_metadata() or ()) if m.key == REASON_KEY), "")
 
 
 class SubCallFailed(Exception):
@@ -157,7 +162,9 @@ class Forwarder:
                 code = err.code()
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED and deadline - time.monotonic() > 0.1:
                     code = grpc.StatusCode.UNAVAILABLE  # only this attempt timed out: re-route
-                if code not in RETRYABLE:
+                if code not in RETRYABLE or (isinstance(context, SubCall) and _reason(err) == SLOT_MOVED):
+                    # A part of a batch whose slot moved goes back to its caller at once, to be
+                    # re-split by slot: sent again to the same shard, it would be refused again.
                     metadata = err.trailing_metadata()
                     if metadata:
                         context.set_trailing_metadata(tuple((m.key, m.value) for m in metadata))

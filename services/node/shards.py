@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.account.handler import AccountHandler
-from services.common.errors import CrossShard, NotLeader
+from services.common.errors import CrossShard, NotLeader, SlotMoved
 from services.common.identifiers import (
     NUM_SLOTS,
     parse_account_number,
@@ -98,6 +98,12 @@ class ShardDirectory:
             raise NotLeader(f"{what}: this node has lost its coordination session and leads nothing now")
         handlers = self.local.get(shard)
         if handlers is None:
+            routed_to = self._served_at_epoch(ROUTED_EPOCH.get())
+            if routed_to is not None:
+                # Sent here as shard `routed_to`'s (its epoch) while its slot is shard `shard`'s
+                # now: the sender's slot map is behind, not its route. Saying so lets a gateway
+                # re-split a batch by slot at once instead of retrying the same shard.
+                raise SlotMoved(f"{what} belongs to shard {shard} now, not to shard {routed_to}")
             raise NotLeader(f"{what} belongs to shard {shard}, which this node does not lead")
         routed, current = ROUTED_EPOCH.get(), self.epochs.get(shard)
         if routed is not None and current is not None and routed != current:
@@ -105,6 +111,12 @@ class ShardDirectory:
                 f"{what}: routed with epoch {routed} of shard {shard}, which is at epoch {current}"
             )
         return handlers
+
+    def _served_at_epoch(self, epoch: int | None) -> int | None:
+        """A shard served here at `epoch`, if any (epochs of different shards may coincide)."""
+        if epoch is None:
+            return None
+        return next((s for s, e in self.epochs.items() if e == epoch and s in self.local), None)
 
     def for_account(self, number: str, field: str = "account_number") -> ShardHandlers:
         shard = self._shard_for(parse_account_number(number, field))

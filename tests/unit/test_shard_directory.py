@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from services.common.errors import NotLeader
+from services.common.errors import NotLeader, SlotMoved
 from services.common.identifiers import NUM_SLOTS, make_account_number
 from services.node.shards import ShardDirectory, ShardHandlers
+from services.rpc.status import ROUTED_EPOCH
 
 HALF = NUM_SLOTS // 2
 BEFORE = [(0, HALF - 1, 0), (HALF, NUM_SLOTS - 1, 1)]
@@ -37,3 +38,23 @@ def test_a_slot_that_is_not_here_is_refused_and_the_map_read_at_most_every_200_m
         with pytest.raises(NotLeader, match="belongs to shard 0"):
             directory.for_account(make_account_number(100, 19))
     assert reads == [1]
+
+
+def test_a_request_routed_to_the_slots_old_shard_is_told_the_slot_moved() -> None:
+    """The sender's slot map is behind (it sent shard 1's epoch for a slot now shard 0's): a
+    gateway re-splits its batch by slot on SLOT_MOVED, and would retry shard 1 on NOT_LEADER."""
+    directory = ShardDirectory(AFTER, {1: handlers(1)})  # leads shard 1; slot 100 is shard 0's
+    directory.epochs[1] = 7
+    token = ROUTED_EPOCH.set(7)
+    try:
+        with pytest.raises(SlotMoved, match="belongs to shard 0 now, not to shard 1"):
+            directory.for_account(make_account_number(100, 19))
+    finally:
+        ROUTED_EPOCH.reset(token)
+    token = ROUTED_EPOCH.set(3)  # an epoch of no shard led here: a stale route, not a stale map
+    try:
+        with pytest.raises(NotLeader) as refused:
+            directory.for_account(make_account_number(100, 19))
+        assert not isinstance(refused.value, SlotMoved)
+    finally:
+        ROUTED_EPOCH.reset(token)
