@@ -107,6 +107,9 @@ class ShardDirectory:
             raise NotLeader(f"{what} belongs to shard {shard}, which this node does not lead")
         routed, current = ROUTED_EPOCH.get(), self.epochs.get(shard)
         if routed is not None and current is not None and routed != current:
+            routed_to = self._served_at_epoch(routed)
+            if routed_to is not None and routed_to != shard:  # led here too: the map is behind
+                raise SlotMoved(f"{what} belongs to shard {shard} now, not to shard {routed_to}")
             raise NotLeader(
                 f"{what}: routed with epoch {routed} of shard {shard}, which is at epoch {current}"
             )

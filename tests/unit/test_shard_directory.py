@@ -58,3 +58,17 @@ def test_a_request_routed_to_the_slots_old_shard_is_told_the_slot_moved() -> Non
         assert not isinstance(refused.value, SlotMoved)
     finally:
         ROUTED_EPOCH.reset(token)
+
+
+def test_a_slot_moved_between_two_shards_led_here_is_told_the_slot_moved() -> None:
+    """This node leads both: the request came with the old shard's epoch (7), and the slot's
+    shard now is at another epoch (9). Seen in a full run: NOT_LEADER here made a gateway send a
+    coalesced batch to the old shard again and again until its deadline."""
+    directory = ShardDirectory(AFTER, {0: handlers(0), 1: handlers(1)})
+    directory.epochs.update({0: 9, 1: 7})
+    token = ROUTED_EPOCH.set(7)
+    try:
+        with pytest.raises(SlotMoved, match="belongs to shard 0 now, not to shard 1"):
+            directory.for_account(make_account_number(100, 19))
+    finally:
+        ROUTED_EPOCH.reset(token)
