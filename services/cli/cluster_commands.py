@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
+from typing import TextIO
 
 from services.chaos import faults
 from services.cluster import check, launcher, slot_moves, status, topology_svg
@@ -94,6 +96,15 @@ def run(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
+def progress_to(stream: TextIO) -> Callable[[str], None]:
+    """`say` to `stream`: with --json, progress goes to stderr and stdout holds only the JSON."""
+
+    def progress(message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=stream, flush=True)
+
+    return progress
+
+
 def drill(args: argparse.Namespace) -> int:
     """With --json the progress goes to stderr and stdout holds only the scorecard."""
     from services.chaos import drill as cut_drill
@@ -101,13 +112,7 @@ def drill(args: argparse.Namespace) -> int:
     if args.hold_s <= 0 or args.threads < 1:
         raise ValueError("--for must be above 0 seconds and --threads at least 1")
 
-    def progress(message: str) -> None:
-        print(
-            f"[{time.strftime('%H:%M:%S')}] {message}",
-            file=sys.stderr if args.json else sys.stdout,
-            flush=True,
-        )
-
+    progress = progress_to(sys.stderr if args.json else sys.stdout)
     state = launcher.require_state(args.home)
     result = cut_drill.drill(state, args.cut, args.dc, args.hold_s, args.switch_back, progress, args.threads)
     print(json.dumps(result, indent=2) if args.json else cut_drill.render(result))
@@ -140,13 +145,7 @@ def chaos_run(state: ClusterState, args: argparse.Namespace) -> int:
     if args.minutes <= 0 or args.threads < 1:
         raise ValueError("--minutes must be above 0 and --threads at least 1")
 
-    def progress(message: str) -> None:
-        print(
-            f"[{time.strftime('%H:%M:%S')}] {message}",
-            file=sys.stderr if args.json else sys.stdout,
-            flush=True,
-        )
-
+    progress = progress_to(sys.stderr if args.json else sys.stdout)
     verdict = run.run(state, args.seed, args.minutes, progress, threads=args.threads)
     if args.json:
         print(json.dumps(verdict, indent=2))

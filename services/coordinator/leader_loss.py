@@ -56,10 +56,7 @@ class LeaderLoss:
         log.warning(
             "event=leader_refuses shard=%s leader=%s endpoint=%s", self.shard, route.leader_dc, endpoint
         )
-        self.leader_gone_at = self.leader_gone_at or time.time()
-        self.leader_seen = True
-        self.dcs.drop_dead_leader(self.shard, route.leader_dc)
-        self.elect()
+        self._fail_over_now(route.leader_dc)
 
     def leader_silent(self, endpoint: str) -> None:
         """On the worker: the leader's node has not answered for a while (liveness.py). Say so,
@@ -94,11 +91,15 @@ class LeaderLoss:
         log.warning(
             "event=leader_cut_off shard=%s leader=%s suspected_by=%s", self.shard, route.leader_dc, suspecting
         )
+        self._fail_over_now(route.leader_dc)
+        self.leader_answers()  # that leader is no more; a new one starts unsuspected
+
+    def _fail_over_now(self, leader_dc: str) -> None:
+        """The leader in `leader_dc` is lost: its znodes go, and the failover runs at once."""
         self.leader_gone_at = self.leader_gone_at or time.time()
         self.leader_seen = True
-        self.dcs.drop_dead_leader(self.shard, route.leader_dc)
+        self.dcs.drop_dead_leader(self.shard, leader_dc)
         self.elect()
-        self.leader_answers()  # that leader is no more; a new one starts unsuspected
 
     def _on_suspects(self, children: list[str]) -> None:
         if children:
