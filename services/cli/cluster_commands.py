@@ -55,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "chaos":
         return chaos(args)
     if args.command == "load-accounts":
-        path = bulk_load(launcher.require_state(args.home), args.count, args.balance, args.currency, say)
+        path = bulk_load(
+            launcher.require_state(args.home), args.count, args.balance, args.currency, say, wait_s=args.wait
+        )
         say(f"account numbers appended to {path}")
         return 0
     if args.command == "move-slots":

@@ -10,8 +10,8 @@ from services.cli import bank_commands
 from services.common.errors import BankError
 from services.cost.model import Assumptions
 from services.host.processes import LaunchError
-from services.moves.journal import MoverBusy
-from services.moves.mover import MoveFailed
+from services.moves.journal import MoverBusy, MoveTakenOver
+from services.moves.mover import MoveFailed, MoveLeft
 
 
 def add_global_options(parser: argparse.ArgumentParser, default: bool) -> None:
@@ -95,6 +95,12 @@ def _build_commands() -> argparse.ArgumentParser:
     load.add_argument("--count", type=int, default=100_000)
     load.add_argument("--balance", type=int, default=1_000_000, help="opening balance in minor units")
     load.add_argument("--currency", default="CNY")
+    load.add_argument(
+        "--wait",
+        type=float,
+        default=30.0,
+        help="seconds to wait for a slot mover, or a move left half way, to finish",
+    )
 
     for name, text in (
         ("scenario", "run a bounded Locust scenario on the running cluster and write its report"),
@@ -266,7 +272,16 @@ def main(argv: list[str] | None = None) -> int:
             from services.cli import demo
 
             return demo.run(args)
-    except (LaunchError, ValueError, TimeoutError, BankError, MoveFailed, MoverBusy) as err:
+    except (
+        LaunchError,
+        ValueError,
+        TimeoutError,
+        BankError,
+        MoveFailed,
+        MoveLeft,
+        MoveTakenOver,
+        MoverBusy,
+    ) as err:
         print(f"bankctl: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

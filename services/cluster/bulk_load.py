@@ -30,30 +30,46 @@ ACCOUNTS_FILE = "accounts.csv"
 
 
 def bulk_load(
-    state: ClusterState, count: int, opening_minor: int, currency: str, say: Callable[[str], None]
-) -> Path:
+    state: ClusterState, count: int, opening_minor: int, currency: str, say: Callable[[str], None],
+    wait_s: float = 30.0,
+) -> Path:  # fmt: skip
     validate_currency(currency)
     validate_amount_minor(opening_minor, "balance")
     if not 1 <= count <= 10_000_000:
         raise ValueError(f"--count must be 1..10,000,000, not {count}")
     with zk_client(state, timeout_s=10) as dcs:
         journal = j.Journal(dcs.client)
-        journal.lock(f"bankctl load-accounts pid {os.getpid()}")  # MoverBusy while slots move
+        _lock_settled(journal, wait_s, say)
         try:
             return _load(state, count, opening_minor, currency, say, journal)
         finally:
             journal.unlock()
 
 
+def _lock_settled(journal: j.Journal, wait_s: float, say: Callable[[str], None]) -> None:
+    """The movers' lock, taken when no move is left half way (the COPY passes the slot fence).
+    A move left half way is settled by the bank's nodes once the lock is free: waited for, up to
+    `wait_s` in all; MoverBusy after that."""
+    give_up = time.monotonic() + wait_s
+    while True:
+        journal.lock(f"bankctl load-accounts pid {os.getpid()}", max(0.0, give_up - time.monotonic()))
+        half_way = [r["id"] for r in journal.unfinished() if r["state"] != j.FLIPPED]
+        if not half_way:
+            return
+        journal.unlock()
+        if time.monotonic() >= give_up:
+            raise j.MoverBusy(
+                f"move {half_way[0]} was left half way and the bank's nodes did not settle it within"
+                f" {wait_s:g} s (see bankctl status); try again once they have"
+            )
+        say(f"waiting for move {half_way[0]}, left half way, to be settled by the bank's nodes")
+        time.sleep(0.5)
+
+
 def _load(
     state: ClusterState, count: int, opening_minor: int, currency: str, say: Callable[[str], None],
     journal: j.Journal,
 ) -> Path:  # fmt: skip
-    half_way = [r["id"] for r in journal.unfinished() if r["state"] != j.FLIPPED]
-    if half_way:
-        raise j.MoverBusy(
-            f"move {half_way[0]} was left half way; `bankctl move-slots --resume` first, then load"
-        )
     run = uuid.uuid4().hex[:6]
     by_shard: dict[int, list[NewAccount]] = {s: [] for s in state.active_shards}
     owner = current_shard_of_slot(state)  # the map as it is now: slots may have moved

@@ -14,6 +14,10 @@ from services.dcs.store import Dcs
 from services.moves.mover import SlotMover
 from services.moves.plan import plan_rebalance
 
+# The mover's ZooKeeper session: when its process dies, the movers' lock goes after this long and
+# the bank's nodes resume its move (the slots of a move left frozen take no writes meanwhile).
+MOVER_SESSION_S = 2.0
+
 
 def parse_slots(text: str) -> tuple[int, int]:
     """'A-B' (or 'A') as a range of slots."""

@@ -24,7 +24,9 @@ Steps 4 to 7 are the freeze: the work in them is kept small (one connection per 
 round trips, the heavy lines booked before it). A move cut before step 6 is rolled back (the
 source owns the slots again, the target's copy and uncounted lines are removed); one cut after
 is finished. `resume` does either from the journal; each step can run again without harm. The
-freeze is bounded: past `max_freeze_s` before the hand-over, the move is rolled back.
+freeze is bounded: past `max_freeze_s` before the hand-over, the move is rolled back. A mover
+that stops half way (killed, or cut off from a shard it needs) leaves the move to the bank's
+nodes, which resume it once the movers' lock is free (services/moves/keeper.py).
 """
 
 from __future__ import annotations
@@ -54,27 +56,39 @@ Say = Callable[[str], None]
 Conn = psycopg.Connection[Any]
 
 
+# The points of a move, in order, that `SlotMover.at` hears of.
+POINTS = ("copy", "catch_up", "freeze", "hand_over", "flip")
+
+
 class MoveFailed(Exception):
     """The move was rolled back; the message says why."""
+
+
+class MoveLeft(Exception):
+    """The mover stopped half way; the bank's nodes finish or roll the move back."""
 
 
 class SlotMover:
     def __init__(
         self, zk: KazooClient, conninfo_of: Callable[[int], str], say: Say = lambda line: None,
-        max_freeze_s: float = 2.0, grace_s: float = 5.0,
+        max_freeze_s: float = 2.0, grace_s: float = 5.0, name: str = "", lock_wait_s: float = 30.0,
     ) -> None:  # fmt: skip
         self.zk = zk
+        self.name = name or f"mover pid {os.getpid()}"
+        self.lock_wait_s = lock_wait_s
         self.conninfo_of = conninfo_of
         self.say = say
         self.max_freeze_s = max_freeze_s
         self.grace_s = grace_s
         self.journal = j.Journal(zk)
+        # Called as the move reaches each point of POINTS (chaos strikes a fault there).
+        self.at: Callable[[str], None] = lambda point: None
 
     def move(self, first: int, last: int, target: int, clean: bool = True) -> dict[str, Any]:
         """Moves slots `first`..`last` (all on one shard) to `target`; returns the journal record.
         With `clean` False the source's rows stay until `clean_moved` (a batch of moves waits
         out their grace periods together); the move is flipped, and its slots are the target's."""
-        self.journal.lock(f"mover pid {os.getpid()}")
+        self.journal.lock(self.name, self.lock_wait_s)
         try:
             for leftover in self.journal.unfinished():
                 if leftover["state"] != j.FLIPPED or _overlap(leftover["slots"], (first, last)):
@@ -83,7 +97,15 @@ class SlotMover:
             if source == target:
                 raise ValueError(f"slots {first}-{last} already belong to shard {target}")
             record = self.journal.start(first, last, source, target)
-            return self._run(record, clean)
+            try:
+                return self._run(record, clean)
+            except (MoveFailed, j.MoveTakenOver):
+                raise
+            except Exception as err:  # a shard lost in the middle of a step it cannot undo now
+                raise MoveLeft(
+                    f"move {record['id']} stopped {record['state']} ({type(err).__name__}: {err});"
+                    " the bank's nodes finish or roll it back once its shards answer (see bankctl status)"
+                ) from err
         finally:
             self.journal.unlock()
 
@@ -95,11 +117,11 @@ class SlotMover:
         finally:
             self.journal.unlock()
 
-    def resume(self) -> list[dict[str, Any]]:
-        """Finishes or rolls back every move its mover left half way."""
-        self.journal.lock("mover resuming")
+    def resume(self, due: Callable[[dict[str, Any]], bool] = lambda record: True) -> list[dict[str, Any]]:
+        """Finishes or rolls back every move its mover left half way (those `due` takes)."""
+        self.journal.lock(f"{self.name} resuming", self.lock_wait_s)
         try:
-            return [self._resume(record) for record in self.journal.unfinished()]
+            return [self._resume(record) for record in self.journal.unfinished() if due(record)]
         finally:
             self.journal.unlock()
 
@@ -110,7 +132,9 @@ class SlotMover:
             f"move {record['id']}: slots {slot_range.first}-{slot_range.last}, shard {source} -> {target}"
         )
         try:
+            self.at("copy")
             copied, mark = self._copy(slot_range, source, target)
+            self.at("catch_up")
             more, mark, ahead = self._pass(slot_range, source, target, mark, catch_up=True)
             self._book_ahead(record, ahead)
             copied += more
@@ -134,6 +158,7 @@ class SlotMover:
             booked_ahead = {key: ahead[key] for key in touched if key in ahead}
             self._hand_over(record, slot_range, src, dst, touched, booked_ahead, epoch)
             clock.mark("hand_over")
+        self.at("flip")
         self._flip(record, slot_range)
         clock.mark("flip")
         copied += more
@@ -157,6 +182,7 @@ class SlotMover:
         slots.change(src, self._slot_list(slot_range), slots.FROZEN, epoch, None)
         self.journal.update_soon(record, state=j.FROZEN)  # for those who watch: resume rolls back either way
         clock.mark("freeze")
+        self.at("freeze")
         touched, copied = self._final_pass(slot_range, src, dst, mark)
         clock.mark("final_pass")
         if clock.total_s() > self.max_freeze_s:
@@ -228,7 +254,10 @@ class SlotMover:
         sums `needed` (both for the same transfers). A resumed move reads the moved sums again
         (the source's slots are frozen or gone, so they are the same) and what each side booked."""
         if record["state"] != j.HANDED_OVER:
+            if not self.journal.holds_lock():  # its session lost: the nodes may be rolling it back
+                raise j.MoveTakenOver(f"move {record['id']}: the movers' lock was lost before the hand-over")
             self.journal.update(record, state=j.HANDED_OVER)
+            self.at("hand_over")
         with ExitStack() as stack:
             src = src or stack.enter_context(self._connect(record["from"]))
             dst = dst or stack.enter_context(self._connect(record["to"]))
@@ -288,6 +317,7 @@ class SlotMover:
         self.journal.update(record, state=j.DONE, removed_rows=removed)
 
     def _roll_back(self, record: dict[str, Any], slot_range: SlotRange, why: str) -> None:
+        self.journal.update(record, error=why)  # MoveTakenOver if another process has the move now
         self.say(f"move {record['id']}: rolling back ({why})")
         self._set(record["from"], slot_range, slots.OWNED, None)
         with self._connect(record["from"]) as src:
@@ -305,6 +335,7 @@ class SlotMover:
         self.say(
             f"move {record['id']} was left {record['state']}: {'rolling back' if cut_early else 'finishing'}"
         )
+        self.journal.update(record, resumed_by=self.name)  # MoveTakenOver if another has it
         if cut_early:
             self._roll_back(record, slot_range, "its mover stopped before the hand-over")
             return record

@@ -23,6 +23,7 @@ from services.ledger.cross_shard import CreditCheck
 from services.ledger.handler import LedgerHandler
 from services.ledger.servicer import LedgerServicer
 from services.moves.journal import read_all as read_moves
+from services.moves.keeper import MoveKeeper
 from services.node.metrics import NodeCollector
 from services.node.peers import ShardPeers
 from services.node.relay import OutboxRelay
@@ -151,6 +152,7 @@ class BankNode:
             if self.view is not None
             else None
         )
+        self.keeper: MoveKeeper | None = None  # made once the coordinator's session is up
         self._server: RunningServer | None = None
         self._stopping = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_holds, name="hold-sweeper", daemon=True)
@@ -225,8 +227,11 @@ class BankNode:
             self.shards.relearn = lambda: routing.refresh(from_truth=True)
             self.relay.start()
         self._sweeper.start()
-        if self.coordinator is not None:
+        if self.coordinator is not None and self.view is not None:
             self.coordinator.start()
+            zk = self.coordinator.dcs.client
+            self.keeper = MoveKeeper(zk, self._primary_conninfo, f"node {self.view.dc}")
+            self.keeper.start()
         log.info("event=node_ready shards=%s port=%s", sorted(self.shards.local), self._server.port)
         return self._server.port
 
@@ -266,8 +271,16 @@ class BankNode:
         if self.relay is not None:
             self.relay.wake(shard)
 
+    def _primary_conninfo(self, shard: int) -> str:
+        """Where a move resumed by this node reaches `shard`: the member its route names."""
+        assert self.view is not None and self.coordinator is not None
+        route, _ = self.coordinator.dcs.read_route(shard)
+        return self.view.conninfo(shard, route.leader_dc, f"move-keeper-{self.view.dc}")
+
     def stop(self) -> None:
         self._stopping.set()
+        if self.keeper is not None:
+            self.keeper.stop()
         if self.coordinator is not None:
             self.coordinator.stop()
         if self._server is not None:

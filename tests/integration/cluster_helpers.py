@@ -82,3 +82,28 @@ def shard_owning(cluster: Cluster, slot: int) -> int:
         if any(a <= slot <= b for a, b in shard["slots"]):
             return int(shard["shard"])
     raise AssertionError(f"slot {slot} has no shard")
+
+
+def move_records(cluster: Cluster) -> list[dict[str, Any]]:
+    """Every slot move's journal record as ZooKeeper holds it now, oldest first."""
+    from services.cluster.launcher import require_state
+    from services.cluster.zookeeper import zk_client
+    from services.moves.journal import read_all
+
+    with zk_client(require_state(cluster.home)) as dcs:
+        return read_all(dcs.client)
+
+
+def move_record(cluster: Cluster, move_id: str) -> dict[str, Any]:
+    return next(r for r in move_records(cluster) if r["id"] == move_id)
+
+
+def settled_by_the_nodes(cluster: Cluster, move_id: str, timeout_s: float = 30) -> dict[str, Any]:
+    """Waits until the bank's nodes have finished or rolled back a move its mover left."""
+    from tests.eventually import eventually
+
+    def settled() -> dict[str, Any] | None:
+        record = move_record(cluster, move_id)
+        return record if record["state"] in ("done", "rolled_back") else None
+
+    return eventually(settled, timeout_s, f"move {move_id} finished or rolled back by a node", interval_s=0.2)

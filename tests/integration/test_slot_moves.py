@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import random
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
-import grpc
 import psycopg
 import pytest
 
@@ -21,12 +18,19 @@ from bank.v1 import ledger_pb2
 from bankclient import BankClient
 from services.cluster import slot_moves
 from services.cluster.launcher import require_state
-from services.common.identifiers import slot_of_customer
 from services.moves.mover import MoveFailed, SlotMover
 from services.storage import slots
 from services.storage.slot_copy import SlotRange
-from tests.integration.cluster_helpers import Cluster, bankctl, printed_json, shard_owning
+from tests.integration.cluster_helpers import (
+    Cluster,
+    bankctl,
+    move_record,
+    printed_json,
+    settled_by_the_nodes,
+    shard_owning,
+)
 from tests.integration.conftest import report
+from tests.integration.move_load import customers_in, under_load
 
 MOVING = (0, 31)  # on shard 0 in the default map
 SLOTS = f"{MOVING[0]}-{MOVING[1]}"
@@ -34,18 +38,15 @@ STAYING_SLOT = 200  # shard 0 too
 OTHER_SHARD_SLOT = 500  # shard 1
 
 
-# The debits of customer accounts in slots a shard holds (a moved slot's rows are gone by then).
+# The debits (credits) of customer accounts in slots a shard holds (a moved slot's rows are gone
+# by then): a cross-shard transfer's credit is booked on its target's shard by the relay.
 DEBITS = """
 SELECT transfer_id FROM postings
 WHERE transfer_id = ANY(%s) AND amount < 0 AND account_number NOT LIKE 'SYS:%%'
 """
+CREDITS = DEBITS.replace("amount < 0", "amount > 0")
 STATES = "SELECT state, count(*) FROM slot_state WHERE slot BETWEEN %s AND %s GROUP BY 1"
 LEFT = "SELECT count(*) FROM accounts WHERE slot BETWEEN %s AND %s"
-
-
-def customers_in(first: int, last: int, count: int, prefix: str) -> list[str]:
-    found = [f"{prefix}-{i}" for i in range(200_000) if first <= slot_of_customer(f"{prefix}-{i}") <= last]
-    return found[:count]
 
 
 def statement(client: BankClient, account: str) -> list[Any]:
@@ -60,45 +61,6 @@ def statement(client: BankClient, account: str) -> list[Any]:
         token = page.next_page_token
         if not token:
             return lines
-
-
-class Load(threading.Thread):
-    """Transfers among the accounts until stopped, each with a 5 s deadline; every outcome kept."""
-
-    def __init__(self, client: BankClient, accounts: list[str], seed: int) -> None:
-        super().__init__(daemon=True)
-        self.client, self.accounts, self.random = client, accounts, random.Random(seed)
-        self.acked: dict[str, tuple[str, str, int]] = {}
-        self.failed: list[str] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            source, target = self.random.sample(self.accounts, 2)
-            amount = self.random.randint(1, 500)
-            try:
-                moved = self.client.transfer(source, target, amount, "CNY", deadline_s=5)
-            except grpc.RpcError as err:
-                if err.code() != grpc.StatusCode.FAILED_PRECONDITION:  # insufficient funds is an answer
-                    self.failed.append(f"{err.code().name}: {err.details()}")
-                continue
-            self.acked[moved.transfer_id] = (source, target, amount)
-
-
-@contextlib.contextmanager
-def under_load(clients: list[BankClient], accounts: list[str]) -> Iterator[list[Load]]:
-    """Transfers among `accounts` from each client while the block runs; stopped and closed after."""
-    loads = [Load(client, accounts, seed) for seed, client in enumerate(clients)]
-    for load in loads:
-        load.start()
-    try:
-        yield loads
-    finally:
-        for load in loads:
-            load.stop.set()
-        for load in loads:
-            load.join(timeout=15)
-            load.client.close()
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +145,13 @@ def test_moving_slots_under_load_loses_doubles_and_fails_nothing(
     for shard in range(3):
         debits.update(r[0] for r in bank_cluster.sql(shard, DEBITS, (list(acked),)))
     assert set(debits) == set(acked) and set(debits.values()) == {1}  # each booked once, on one shard
+    # Each credited once too: those to or from a moving slot by another shard's relay included.
+    credits: Counter[str] = Counter()
+    for shard in range(3):
+        credits.update(r[0] for r in bank_cluster.sql(shard, CREDITS, (list(acked),)))
+    assert set(credits) == set(acked) and set(credits.values()) == {1}
+    crossing = [t for t, (a, b, _) in acked.items() if (a in accounts["moving"]) != (b in accounts["moving"])]
+    assert len(crossing) > 10  # transfers to and from the moving slots, across shards, were tested
     states = dict(bank_cluster.sql(0, STATES, MOVING))
     assert states == {"GONE": 32}
     left = bank_cluster.sql(0, LEFT, MOVING)
@@ -234,23 +203,28 @@ def owner_and_states(cluster: Cluster, slot: int) -> tuple[int, str | None, str 
 
 @pytest.mark.parametrize("cut", ["copying", "frozen"])
 def test_a_move_cut_before_the_hand_over_is_rolled_back(bank_cluster: Cluster, cut: str) -> None:
-    """The mover stops after copying (or after freezing the source): `--resume` gives the slots
-    back to the source and removes the target's copy; nothing is lost."""
+    """The mover stops after copying (or after freezing the source): once its lock is gone, a
+    bank-node gives the slots back to the source and removes the target's copy, with no command
+    given; nothing is lost."""
     before = bank_cluster.check(wait_s=30)
     mover, close = cut_mover(bank_cluster)
     try:
+        mover.journal.lock("a test leaving a move half way")
         record = mover.journal.start(CUT[0], CUT[1], 0, 1)
         mover._copy(SlotRange(*CUT), 0, 1)
         if cut == "frozen":
             mover._set(0, SlotRange(*CUT), "FROZEN", None)
             mover.journal.update(record, state="frozen")
+        assert owner_and_states(bank_cluster, CUT[0]) == (
+            0,
+            cut.upper() if cut == "frozen" else "OWNED",
+            "INCOMING",
+        )
     finally:
-        close()
-    assert owner_and_states(bank_cluster, CUT[0])[0] == 0
-    done = bankctl(bank_cluster.home, "move-slots", "--resume", "--json")
-    assert done.returncode == 0, done.stderr[-3000:]
-    (resumed,) = printed_json(done.stdout)
-    assert resumed["state"] == "rolled_back" and "before the hand-over" in resumed["error"]
+        close()  # as a mover dies: its session, and the lock, go
+    resumed = settled_by_the_nodes(bank_cluster, record["id"])
+    assert resumed["state"] == "rolled_back" and "before the hand-over" in resumed["error"], resumed
+    assert resumed["resumed_by"].startswith("keeper of node"), resumed
     assert owner_and_states(bank_cluster, CUT[0]) == (0, "OWNED", None)
     assert bank_cluster.sql(1, LEFT, CUT) == [(0,)]  # the target's copy is gone
     after = bank_cluster.check(wait_s=30)
@@ -267,6 +241,7 @@ def test_a_copy_that_differs_from_its_source_is_rolled_back_before_any_freeze(ba
     before = bank_cluster.check(wait_s=30)
     mover, close = cut_mover(bank_cluster)
     try:
+        mover.journal.lock("a test stepping through a move")  # the nodes leave it alone
         record = mover.journal.start(CUT[0], CUT[1], 0, 1)
         _, mark = mover._copy(SlotRange(*CUT), 0, 1)
         ((altered,),) = bank_cluster.sql(
@@ -285,34 +260,35 @@ def test_a_copy_that_differs_from_its_source_is_rolled_back_before_any_freeze(ba
 
 
 def test_accounts_are_not_loaded_while_slots_move(bank_cluster: Cluster) -> None:
-    """load-accounts writes by COPY, past the slot fence: it is refused while a mover works and
-    while a move is left half way, and loads once the moves are settled."""
+    """load-accounts writes by COPY, past the slot fence: it is refused while a mover works past
+    its --wait, waits for a move left half way until the bank's nodes have settled it, and
+    loads once the moves are settled."""
     mover, close = cut_mover(bank_cluster)
     try:
         mover.journal.lock("a mover of this test")
         try:
-            busy = bankctl(bank_cluster.home, "load-accounts", "--count", "10")
+            busy = bankctl(bank_cluster.home, "load-accounts", "--count", "10", "--wait", "1")
         finally:
             mover.journal.unlock()
+        mover.journal.lock("a test leaving a move half way")
         record = mover.journal.start(CUT[0], CUT[1], 0, 1)  # left half way before it did anything
-        half_way = bankctl(bank_cluster.home, "load-accounts", "--count", "10")
-        mover.journal.update(record, state="rolled_back", error="left by a test before any step")
     finally:
         close()
     assert busy.returncode == 2 and "another mover is at work (a mover of this test)" in busy.stderr, busy
-    assert half_way.returncode == 2 and f"move {record['id']} was left half way" in half_way.stderr, half_way
     loaded = bankctl(bank_cluster.home, "load-accounts", "--count", "10")
     assert loaded.returncode == 0, loaded.stdout[-2000:] + loaded.stderr[-2000:]
+    assert move_record(bank_cluster, record["id"])["state"] == "rolled_back"  # settled before the load
 
 
 @pytest.mark.parametrize("halves", [(), ("source",), ("target",)])
 def test_a_move_cut_after_the_hand_over_is_finished(bank_cluster: Cluster, halves: tuple[str, ...]) -> None:
     """The mover stops once the journal passed the hand-over (with neither half done, or only
-    the source's, or only the target's): `--resume` finishes the move, each half once."""
+    the source's, or only the target's): a bank-node finishes the move, each half once."""
     accounts_before = bank_cluster.sql(0, LEFT, CUT)
     mover, close = cut_mover(bank_cluster)
     with contextlib.ExitStack() as stack:
         stack.callback(close)
+        mover.journal.lock("a test leaving a move half way")
         record = mover.journal.start(CUT[0], CUT[1], 0, 1)
         _, mark = mover._copy(SlotRange(*CUT), 0, 1)
         _, mark, ahead = mover._pass(SlotRange(*CUT), 0, 1, mark, catch_up=True)
@@ -326,10 +302,8 @@ def test_a_move_cut_after_the_hand_over_is_finished(bank_cluster: Cluster, halve
             mover._half(record, SlotRange(*CUT), src, slots.GONE, 1, {**ahead, **touched}, ahead)
         if "target" in halves:
             mover._half(record, SlotRange(*CUT), dst, slots.OWNED, 2, {**ahead, **touched}, ahead)
-    done = bankctl(bank_cluster.home, "move-slots", "--resume", "--json")
-    assert done.returncode == 0, done.stderr[-3000:]
-    (resumed,) = printed_json(done.stdout)
-    assert resumed["state"] == "done"
+    resumed = settled_by_the_nodes(bank_cluster, record["id"])
+    assert resumed["state"] == "done" and resumed["resumed_by"].startswith("keeper of node"), resumed
     assert owner_and_states(bank_cluster, CUT[0]) == (1, "GONE", "OWNED")
     assert bank_cluster.sql(1, LEFT, CUT) == accounts_before and bank_cluster.sql(0, LEFT, CUT) == [(0,)]
     assert bank_cluster.check(wait_s=30)["reconciled"]  # each side's lines booked once

@@ -11,24 +11,20 @@ import pytest
 from services.moves import journal as j
 from services.moves.mover import SlotMover
 from services.storage.slot_copy import SlotRange
-
-
-class FakeZooKeeper:
-    def ensure_path(self, path: str) -> None:
-        pass
+from tests.unit.fake_zookeeper import FakeZooKeeper, Tree
 
 
 class RecordingMover(SlotMover):
     """The mover with each step replaced by a note of it, moving the journal state as the real
     step does."""
 
-    def __init__(self) -> None:
-        super().__init__(FakeZooKeeper(), lambda shard: "")  # type: ignore[arg-type]
+    def __init__(self, zk: FakeZooKeeper | None = None, name: str = "") -> None:
+        super().__init__(zk or FakeZooKeeper(Tree()), lambda shard: "", name=name)  # type: ignore[arg-type]
         self.steps: list[str] = []
 
     def _roll_back(self, record: dict[str, Any], slot_range: SlotRange, why: str) -> None:
         self.steps.append("roll_back")
-        record["state"] = j.ROLLED_BACK
+        self.journal.update(record, state=j.ROLLED_BACK)
 
     def _hand_over(self, record: dict[str, Any], slot_range: SlotRange, *args: Any, **kwargs: Any) -> None:
         self.steps.append("hand_over")
@@ -36,11 +32,11 @@ class RecordingMover(SlotMover):
 
     def _flip(self, record: dict[str, Any], slot_range: SlotRange) -> None:
         self.steps.append("flip")
-        record["state"] = j.FLIPPED
+        self.journal.update(record, state=j.FLIPPED)
 
     def _clean(self, record: dict[str, Any], slot_range: SlotRange) -> None:
         self.steps.append("clean")
-        record["state"] = j.DONE
+        self.journal.update(record, state=j.DONE)
 
 
 @pytest.mark.parametrize(
@@ -57,6 +53,7 @@ def test_a_cut_move_is_rolled_back_before_the_hand_over_and_finished_after(
     state: str, steps: list[str], final: str
 ) -> None:
     mover = RecordingMover()
-    record = {"id": "m", "slots": [0, 31], "from": 0, "to": 1, "state": state}
+    record = mover.journal.start(0, 31, 0, 1)
+    mover.journal.update(record, state=state)
     assert mover._resume(record)["state"] == final
     assert mover.steps == steps
