@@ -14,12 +14,13 @@ from collections.abc import Callable
 from typing import Any
 
 from bankclient import BankClient
-from services.chaos import checker, faults, rto
+from services.chaos import checker, faults, move_step, rto
 from services.chaos.schedule import Step, draw
 from services.chaos.workload import CURRENCY, History, Op, Workload, call_transfer
 from services.cluster.state import ClusterState
 from services.common.identifiers import slot_of_customer
 from services.host.processes import LaunchError
+from services.moves import journal as j
 
 Say = Callable[[str], None]
 HOT_ACCOUNTS, COLD_ACCOUNTS = 8, 48
@@ -95,7 +96,7 @@ def run(state: ClusterState, seed: int, minutes: float, say: Say, threads: int =
         checker.anomaly("unavailable-after-heal", f"shards {r['unrecovered_shards']} took no write within "
                         f"{RECOVERY_LIMIT_S:.0f} s of the heal of step {r['step']}")
         for r in verdict["faults"] if r.get("unrecovered_shards")
-    ]  # fmt: skip
+    ] + _unsettled_moves(verdict["faults"])  # fmt: skip
     counts = history.counts()
     verdict.update(
         schedule=[s.to_json() for s in schedule[: len(verdict["checkpoints"])]],
@@ -120,8 +121,7 @@ def _run_step(
             time.sleep(step.gap_s)
         at = round(time.monotonic() - started, 1)
         try:
-            entry = faults.strike(state, fault.fault, dict(fault.args), say)
-            outcome = {"target": entry["target"], "shards": sorted(entry["shards"])}
+            outcome = _strike(state, fault.fault, dict(fault.args), say)
         except (LaunchError, OSError, ValueError) as err:  # e.g. no ZooKeeper leader to kill right now
             outcome = {"error": str(err)}
             say(f"step {step.index}: {fault.describe()} not injected: {err}")
@@ -140,6 +140,34 @@ def _run_step(
     say(f"step {step.index}: {' + '.join(f.describe() for f in step.faults)}; every shard writable "
         f"{worst} s after the heal")  # fmt: skip
     return records
+
+
+def _strike(state: ClusterState, fault: str, args: dict[str, Any], say: Say) -> dict[str, Any]:
+    """Strikes the fault (a move step runs its move, with its cut, until it is settled)."""
+    if fault != "move-slots":
+        entry = faults.strike(state, fault, args, say)
+        return {"target": entry["target"], "shards": sorted(entry["shards"])}
+    moved = move_step.run(state, args, say)
+    record = moved["move"]
+    return {
+        "target": f"slots {moved['slots'][0]}-{moved['slots'][1]} shard {moved['from']} -> {moved['to']}",
+        "shards": sorted({moved["from"], moved["to"]}), "move_id": record.get("id"),
+        "move_state": record.get("state"), "resumed_by": record.get("resumed_by", ""),
+        "freeze_ms": record.get("freeze_ms"), "cut_error": moved["error"][:300],
+        "struck": [f"{e['fault']} {e['target']}" for e in moved["struck"]],
+    }  # fmt: skip
+
+
+def _unsettled_moves(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        checker.anomaly(
+            "move-unsettled",
+            f"move {r.get('move_id')} of step {r['step']} was left {r.get('move_state')}:"
+            " no node finished or rolled it back",
+        )
+        for r in records
+        if r["fault"] == "move-slots" and "error" not in r and r.get("move_state") not in j.FINISHED
+    ]
 
 
 def heal(state: ClusterState, say: Say, tries: int = HEAL_TRIES) -> None:

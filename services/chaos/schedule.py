@@ -3,6 +3,9 @@
 A step strikes one fault, or two, holds them for a while, heals them and waits for the bank to
 recover. The second fault of a step is one that leaves a majority of the DCs working (a Redis
 primary, a slow link), so that every step can be survived; the first may take a whole DC away.
+A `move-slots` step moves a few slots to another shard under the load, alone or cut by a kill
+of the source's or the target's primary DC at a point of the move, or of the mover itself
+(services/chaos/move_step.py); it has no second fault.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from services.cluster.topology import NETNS
+from services.common.identifiers import NUM_SLOTS
+from services.moves.mover import POINTS
 
 # (fault, weight): DC-wide losses are the point, so they come most often.
 FIRST_FAULTS = [
@@ -23,7 +28,9 @@ FIRST_FAULTS = [
     ("kill-zk-leader", 2),
     ("kill-redis-primary", 1),
     ("slow-link", 1),
+    ("move-slots", 2),
 ]
+MOVE_CUTS = ("none", "kill-source-dc", "kill-target-dc", "kill-mover")
 SECOND_FAULTS = ["kill-redis-primary", "slow-link"]
 NEEDS_NETNS = {"isolate-dc", "partition"}
 SECOND_FAULT_SHARE = 0.3
@@ -62,7 +69,7 @@ def draw(seed: int, dc_names: list[str], net: str, steps: int = MAX_STEPS) -> li
     for index in range(steps):
         first = _fault(rng, rng.choices(names, weights)[0], dc_names)
         faults = [first]
-        if rng.random() < SECOND_FAULT_SHARE:
+        if first.fault != "move-slots" and rng.random() < SECOND_FAULT_SHARE:
             second = rng.choice([f for f in SECOND_FAULTS if f != first.fault])
             faults.append(_fault(rng, second, dc_names))
         hold_s = first.args["seconds"] if first.fault == "pause-node" else round(rng.uniform(2.0, 8.0), 1)
@@ -83,4 +90,12 @@ def _fault(rng: random.Random, fault: str, dc_names: list[str]) -> Fault:
     if fault == "slow-link":
         first, second = sorted(rng.sample(dc_names, 2))
         return Fault(fault, {"dc": first, "other": second, "delay_ms": rng.choice([20, 50, 100, 200])})
+    if fault == "move-slots":
+        cut = rng.choice(MOVE_CUTS)
+        args: dict[str, Any] = {"slot": rng.randrange(NUM_SLOTS), "cut": cut}
+        if cut in ("kill-source-dc", "kill-target-dc"):
+            args["at"] = rng.choice(POINTS)
+        if cut == "kill-mover":
+            args["after_s"] = round(rng.uniform(0.3, 3.0), 1)
+        return Fault(fault, args)
     return Fault(fault)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from services.chaos.checker import Ledger, per_transfer
-from services.chaos.schedule import NEEDS_NETNS, SECOND_FAULTS, draw
+from services.chaos.schedule import MOVE_CUTS, NEEDS_NETNS, SECOND_FAULTS, draw
 from services.chaos.workload import Op
+from services.common.identifiers import NUM_SLOTS
+from services.moves.mover import POINTS
 
 DCS = ["dc1", "dc2", "dc3"]
 
@@ -69,3 +71,21 @@ def test_a_transfer_booked_with_another_amount_is_half_applied() -> None:
     ledger.movements.update({"T1": [("A", -10)], "T2": [("B", -20), ("C", 19)]})
     found = {a["kind"]: a["transfer_ids"] for a in per_transfer(_ops(), ledger)}
     assert found == {"half-applied": ["T1", "T2"]}
+
+
+def test_move_steps_name_a_slot_and_a_cut_and_strike_nothing_beside() -> None:
+    moves = [
+        step
+        for seed in range(50)
+        for step in draw(seed, DCS, "netns", steps=20)
+        if step.faults[0].fault == "move-slots"
+    ]
+    assert moves, "no seed of 50 drew a move step"
+    assert {step.faults[0].args["cut"] for step in moves} == set(MOVE_CUTS)
+    for step in moves:
+        (fault,) = step.faults
+        assert 0 <= fault.args["slot"] < NUM_SLOTS
+        if fault.args["cut"] in ("kill-source-dc", "kill-target-dc"):
+            assert fault.args["at"] in POINTS
+        if fault.args["cut"] == "kill-mover":
+            assert 0.3 <= fault.args["after_s"] <= 3.0
