@@ -144,8 +144,12 @@ class SlotMover:
             raise MoveFailed(f"move {record['id']} rolled back: {err}") from err
         clock = _Phases()
         # One connection to each side for the whole freeze (connecting costs more than the work),
-        # served first: the clients' writes of the slots wait for it.
-        with self._connect(source, priority.CRITICAL) as src, self._connect(target, priority.CRITICAL) as dst:
+        # served first, and this process too: the clients' writes of the slots wait for it.
+        with (
+            self._connect(source, priority.CRITICAL) as src,
+            self._connect(target, priority.CRITICAL) as dst,
+            priority.this_process(priority.CRITICAL),
+        ):
             epoch = _epoch(src, slot_range)
             slot_copy.prepare_incoming(dst)
             clock.start()
@@ -158,9 +162,10 @@ class SlotMover:
             booked_ahead = {key: ahead[key] for key in touched if key in ahead}
             self._hand_over(record, slot_range, src, dst, touched, booked_ahead, epoch)
             clock.mark("hand_over")
-        self.at("flip")
-        self._flip(record, slot_range)
-        clock.mark("flip")
+            self.at("flip")
+            self._flip_map(record, slot_range)
+            clock.mark("flip")  # the writes of the slots go to the target from here on
+        self.journal.update(record, state=j.FLIPPED, flipped_at=time.time())
         copied += more
         record["migration_lines"] = sum(1 for amount in {**ahead, **touched}.values() if amount)
         freeze_ms = round(clock.total_s() * 1000, 1)
@@ -288,7 +293,12 @@ class SlotMover:
         return slots.change(conn, self._slot_list(slot_range), state, epoch, moved_to, lines, line_tag)
 
     def _flip(self, record: dict[str, Any], slot_range: SlotRange) -> None:
-        """Step 7: the slot map names the target, by compare-and-set (retried on a conflict)."""
+        """Step 7, and the journal says so."""
+        self._flip_map(record, slot_range)
+        self.journal.update(record, state=j.FLIPPED, flipped_at=time.time())
+
+    def _flip_map(self, record: dict[str, Any], slot_range: SlotRange) -> None:
+        """The slot map names the target, by compare-and-set (retried on a conflict)."""
         for _ in range(20):
             raw, stat = self.zk.get(paths.SLOTS)
             ranges = [(int(r["first"]), int(r["last"]), int(r["shard"])) for r in json.loads(raw)["ranges"]]
@@ -303,7 +313,6 @@ class SlotMover:
                 log.warning("event=slot_map_conflict move=%s error=%r", record["id"], err)
         else:
             raise RuntimeError("the slot map kept changing under the move; resume it")
-        self.journal.update(record, state=j.FLIPPED, flipped_at=time.time())
 
     def _clean(self, record: dict[str, Any], slot_range: SlotRange) -> None:
         """Step 8, after a grace period: readers that still route to the source see the rows.

@@ -14,9 +14,11 @@ takes CAP_SYS_NICE), is left as it is. Priority never changes what a move does, 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +60,25 @@ def _local_backend(conn: psycopg.Connection[Any]) -> int | None:
     except OSError:  # not a process of this machine
         return None
     return pid if title.startswith("postgres:") and f"({port})" in title else None
+
+
+@contextlib.contextmanager
+def this_process(nice: int) -> Iterator[None]:
+    """Every thread of this process at `nice` for the block (the mover's own work in the freeze,
+    its ZooKeeper client's thread included), then each as it was; nothing changes where this
+    process may not (raising priority takes CAP_SYS_NICE) or where threads are not in /proc."""
+    before: dict[int, int] = {}
+    try:
+        for tid in (int(name) for name in os.listdir("/proc/self/task")):
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                level = os.getpriority(os.PRIO_PROCESS, tid)
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+                before[tid] = level
+    except OSError as err:
+        log.debug("event=mover_priority_unchanged nice=%s error=%r", nice, err)
+    try:
+        yield
+    finally:
+        for tid, level in before.items():
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, tid, level)

@@ -3,9 +3,9 @@ point of its move, for the tests of a mover killed half way:
 
     python -m tests.integration.mover_that_dies HOME POINT FIRST LAST TARGET
 
-POINT is `copy` (in the first copy pass, its rows sent and not committed), `catch_up` (in the
-catch-up pass, likewise), `freeze` (the source's slots frozen, before the final pass) or `flip`
-(both halves handed over, the slot map not flipped yet)."""
+POINT is `copy` (the target's copy about to begin), `catch_up` (copied, the catch-up pass
+about to begin), `freeze` (the source's slots frozen, before the final pass) or `flip` (both
+halves handed over, the slot map not flipped yet): SlotMover.at hears each."""
 
 from __future__ import annotations
 
@@ -13,14 +13,12 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 from services.cluster import slot_moves
 from services.cluster.launcher import require_state
 from services.moves.mover import SlotMover
-from services.storage import slot_copy
 
-POINTS = ("copy", "catch_up", "freeze", "flip")
+POINTS = ("copy", "catch_up", "freeze", "flip")  # of services.moves.mover.POINTS
 
 
 def die(point: str) -> None:
@@ -29,22 +27,9 @@ def die(point: str) -> None:
 
 
 def arm(mover: SlotMover, point: str) -> None:
-    if point in ("copy", "catch_up"):
-        original = slot_copy.copy_pass
-
-        def pass_then_die(src: Any, dst: Any, slot_range: Any, since: Any) -> int:
-            copied = original(src, dst, slot_range, since)
-            if (since is None) == (point == "copy"):
-                die(point)
-            return copied
-
-        slot_copy.copy_pass = pass_then_die  # type: ignore[assignment]
-    elif point == "freeze":
-        mover._final_pass = lambda *args: die(point)  # type: ignore[assignment,method-assign,return-value]
-    elif point == "flip":
-        mover._flip = lambda *args: die(point)  # type: ignore[assignment,method-assign]
-    else:
+    if point not in POINTS:
         raise SystemExit(f"POINT must be one of {POINTS}, not {point!r}")
+    mover.at = lambda reached: die(point) if reached == point else None
 
 
 def main(home: str, point: str, first: str, last: str, target: str) -> int:
