@@ -165,11 +165,13 @@ class SlotMover:
             self.at("flip")
             self._flip_map(record, slot_range)
             clock.mark("flip")  # the writes of the slots go to the target from here on
-        self.journal.update(record, state=j.FLIPPED, flipped_at=time.time())
+            freeze_ms = round(clock.total_s() * 1000, 1)
         copied += more
         record["migration_lines"] = sum(1 for amount in {**ahead, **touched}.values() if amount)
-        freeze_ms = round(clock.total_s() * 1000, 1)
-        self.journal.update(record, copied_rows=copied, freeze_ms=freeze_ms, freeze_phases_ms=clock.phases_ms)
+        self.journal.update(
+            record, state=j.FLIPPED, flipped_at=time.time(), copied_rows=copied, freeze_ms=freeze_ms,
+            freeze_phases_ms=clock.phases_ms,
+        )  # fmt: skip
         self.say(
             f"move {record['id']}: {copied} rows copied, writes of the slots frozen {freeze_ms} ms"
             f" ({', '.join(f'{k} {v:.0f}' for k, v in clock.phases_ms.items())})"
