@@ -31,6 +31,7 @@ from tests.integration.cluster_helpers import (
 )
 from tests.integration.conftest import report
 from tests.integration.move_load import customers_in, under_load
+from tests.integration.slot_owners import owners, watching_owners
 
 MOVING = (0, 31)  # on shard 0 in the default map
 SLOTS = f"{MOVING[0]}-{MOVING[1]}"
@@ -318,7 +319,7 @@ def test_a_shard_added_under_load_takes_its_share_by_rebalance(
     gateway without a restart; rebalance gives it a quarter of the slots; nothing fails."""
     everyone = [a for group in accounts.values() for a in group]
     clients = [BankClient.from_home(bank_cluster.home, prefer_dc=dc, deadline_s=5) for dc in ("dc1", "dc2")]
-    with under_load(clients, everyone) as loads:
+    with under_load(clients, everyone) as loads, watching_owners(bank_cluster.home) as watch:
         started = time.monotonic()
         added = bankctl(bank_cluster.home, "add-shard", "--json", timeout_s=300)
         grown = time.monotonic() - started
@@ -333,9 +334,11 @@ def test_a_shard_added_under_load_takes_its_share_by_rebalance(
     report(
         pytestconfig,
         f"\n[moves] add-shard in {grown:.1f} s; rebalance: {len(records)} batches, freeze {freezes} ms;"
-        f" {acked} acknowledged, {len(failed)} failed",
+        f" {acked} acknowledged, {len(failed)} failed; slot owners sampled {watch.samples} times",
     )
     assert failed == [], failed[:5]
+    watch.assert_one_writer()
+    assert all(len(shards) == 1 for shards in owners(bank_cluster.home).values())  # one writable owner
     status = bank_cluster.status()
     assert {s["shard"]: s["slot_count"] for s in status["shards"]} == {0: 256, 1: 256, 2: 256, 3: 256}
     assert all(b["state"] == "streaming" for s in status["shards"] if s["shard"] == 3 for b in s["standbys"])
@@ -354,7 +357,7 @@ def test_removing_a_shard_under_load_moves_its_slots_away_and_retires_it(
     its members stop, no node leads or fails it over, nothing fails, the books reconcile."""
     everyone = [a for group in accounts.values() for a in group]
     clients = [BankClient.from_home(bank_cluster.home, prefer_dc=dc, deadline_s=5) for dc in ("dc2", "dc3")]
-    with under_load(clients, everyone) as loads:
+    with under_load(clients, everyone) as loads, watching_owners(bank_cluster.home) as watch:
         started = time.monotonic()
         removed = bankctl(bank_cluster.home, "remove-shard", "1", "--batch", "64", "--json", timeout_s=600)
         took = time.monotonic() - started
@@ -365,9 +368,12 @@ def test_removing_a_shard_under_load_moves_its_slots_away_and_retires_it(
     report(
         pytestconfig,
         f"\n[moves] remove-shard 1 in {took:.1f} s: {len(result['moves'])} batches, freeze"
-        f" {[m['freeze_ms'] for m in result['moves']]} ms; {acked} acknowledged, {len(failed)} failed",
+        f" {[m['freeze_ms'] for m in result['moves']]} ms; {acked} acknowledged, {len(failed)} failed;"
+        f" slot owners sampled {watch.samples} times",
     )
     assert failed == [], failed[:5]
+    watch.assert_one_writer()
+    assert all(len(shards) == 1 for shards in owners(bank_cluster.home).values())
     assert result["shards"] == [0, 2, 3]
     status = bank_cluster.status()
     counts = {s["shard"]: s["slot_count"] for s in status["shards"]}
