@@ -240,10 +240,16 @@ class SlotMover:
     def _final_pass(self, slot_range: SlotRange, src: Conn, dst: Conn, mark: Mark) -> tuple[ml.Sums, int]:
         """Step 5: nothing writes the slots on the source now; what changed since `mark` is
         copied and the target must match the source. Returns the moved sums of the transfers
-        the pass touched (read on the target, equal to the source's) and the rows copied."""
+        the pass touched (read on the target, equal to the source's) and the rows copied.
+
+        The target commits it without waiting for a standby: the hand-over's commit on the same
+        server, which waits, comes after it in the WAL, so a standby that has the hand-over has
+        this pass too; and a target that lost this pass in a failover before its hand-over is
+        given the slots' rows again when the hand-over is resumed (`_hand_over`)."""
         src.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         try:
             with dst.transaction():
+                dst.execute("SET LOCAL synchronous_commit = local")
                 copied = slot_copy.copy_pass(src, dst, slot_range, mark)
                 _verify(src, dst, slot_range, full=False)
                 touched = ml.touched_sums(dst, slot_range)
@@ -266,8 +272,11 @@ class SlotMover:
             self.journal.update(record, state=j.HANDED_OVER)
             self.at("hand_over")
         with ExitStack() as stack:
+            resumed = src is None
             src = src or stack.enter_context(self._connect(record["from"]))
             dst = dst or stack.enter_context(self._connect(record["to"]))
+            if resumed:
+                self._copy_again_unless_taken(slot_range, src, dst)
             epoch = epoch or _epoch(src, slot_range)
             if needed is None:
                 needed = ml.moved_sums(src, slot_range)
@@ -279,6 +288,22 @@ class SlotMover:
                 taken.result()
         # Not journaled (TARGET_OWNS): resuming from HANDED_OVER does no more than the flip needs.
         record["state"] = j.TARGET_OWNS
+
+    def _copy_again_unless_taken(self, slot_range: SlotRange, src: Conn, dst: Conn) -> None:
+        """Before a resumed hand-over: a target that has not taken the slots yet (its primary may
+        have failed over since the final pass, which it committed without a standby) gets every
+        row of them again from the frozen source, compared in full; one that took them (its
+        half is done, and committed with a standby) may have written since and is left alone."""
+        states = slots.states(dst)
+        if any(states.get(s, ("",))[0] == slots.OWNED for s in self._slot_list(slot_range)):
+            return
+        src.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            with dst.transaction():
+                slot_copy.copy_pass(src, dst, slot_range, None)
+                _verify(src, dst, slot_range, full=True)
+        finally:
+            src.execute("COMMIT")
 
     def _half(
         self, record: dict[str, Any], slot_range: SlotRange, conn: Conn, state: str, epoch: int,
