@@ -46,6 +46,15 @@ from kazoo.client import KazooClient
 from services.dcs import paths
 from services.moves import journal as j
 from services.moves import priority
+from services.moves.checks import (
+    FreezeClock,
+    MoveFailed,
+    MoveLeft,
+    overlap,
+    require_not_owned,
+    slots_epoch,
+    verify,
+)
 from services.moves.plan import reassign
 from services.storage import migration_lines as ml
 from services.storage import slot_copy, slots
@@ -58,14 +67,6 @@ Conn = psycopg.Connection[Any]
 
 # The points of a move, in order, that `SlotMover.at` hears of.
 POINTS = ("copy", "catch_up", "freeze", "hand_over", "flip")
-
-
-class MoveFailed(Exception):
-    """The move was rolled back; the message says why."""
-
-
-class MoveLeft(Exception):
-    """The mover stopped half way; the bank's nodes finish or roll the move back."""
 
 
 class SlotMover:
@@ -91,7 +92,7 @@ class SlotMover:
         self.journal.lock(self.name, self.lock_wait_s)
         try:
             for leftover in self.journal.unfinished():
-                if leftover["state"] != j.FLIPPED or _overlap(leftover["slots"], (first, last)):
+                if leftover["state"] != j.FLIPPED or overlap(leftover["slots"], (first, last)):
                     self._resume(leftover)
             source = self._owner(first, last)
             if source == target:
@@ -142,7 +143,7 @@ class SlotMover:
         except Exception as err:
             self._roll_back(record, slot_range, f"{type(err).__name__}: {err}")
             raise MoveFailed(f"move {record['id']} rolled back: {err}") from err
-        clock = _Phases()
+        clock = FreezeClock()
         # One connection to each side for the whole freeze (connecting costs more than the work),
         # served first, and this process too: the clients' writes of the slots wait for it.
         with (
@@ -150,7 +151,7 @@ class SlotMover:
             self._connect(target, priority.CRITICAL) as dst,
             priority.this_process(priority.CRITICAL),
         ):
-            epoch = _epoch(src, slot_range)
+            epoch = slots_epoch(src, slot_range)
             slot_copy.prepare_incoming(dst)
             clock.start()
             try:
@@ -182,7 +183,7 @@ class SlotMover:
 
     def _freeze_and_verify(
         self, record: dict[str, Any], slot_range: SlotRange, src: Conn, dst: Conn, mark: Mark, epoch: int,
-        clock: _Phases,
+        clock: FreezeClock,
     ) -> tuple[ml.Sums, int]:  # fmt: skip
         """Steps 4 and 5: the slots frozen on the source, their last changes copied, both sides
         compared; the moved sums of the transfers the last changes touched, and the rows copied."""
@@ -210,7 +211,7 @@ class SlotMover:
     def _copy(self, slot_range: SlotRange, source: int, target: int) -> tuple[int, Mark]:
         """Step 2: the copy from one snapshot (step 3, the catch-up passes, follow)."""
         with self._connect(target) as conn, conn.transaction():
-            _require_not_owned(conn, slot_range, target)
+            require_not_owned(conn, slot_range, target)
             slots.set_states(conn, self._slot_list(slot_range), slots.INCOMING, 0, None)
             slot_copy.delete_rows(conn, slot_range)  # what an earlier, rolled-back attempt left
         copied, mark, _ = self._pass(slot_range, source, target, None)
@@ -232,7 +233,7 @@ class SlotMover:
             with dst.transaction():
                 copied = slot_copy.copy_pass(src, dst, slot_range, since)
                 if catch_up:
-                    _verify(src, dst, slot_range, full=True)
+                    verify(src, dst, slot_range, full=True)
             sums = ml.moved_sums(src, slot_range) if catch_up else {}
             src.execute("COMMIT")
         return copied, mark, sums
@@ -251,7 +252,7 @@ class SlotMover:
             with dst.transaction():
                 dst.execute("SET LOCAL synchronous_commit = local")
                 copied = slot_copy.copy_pass(src, dst, slot_range, mark)
-                _verify(src, dst, slot_range, full=False)
+                verify(src, dst, slot_range, full=False)
                 touched = ml.touched_sums(dst, slot_range)
         finally:
             src.execute("COMMIT")
@@ -277,7 +278,7 @@ class SlotMover:
             dst = dst or stack.enter_context(self._connect(record["to"]))
             if resumed:
                 self._copy_again_unless_taken(slot_range, src, dst)
-            epoch = epoch or _epoch(src, slot_range)
+            epoch = epoch or slots_epoch(src, slot_range)
             if needed is None:
                 needed = ml.moved_sums(src, slot_range)
             with ThreadPoolExecutor(1) as pool:
@@ -301,7 +302,7 @@ class SlotMover:
         try:
             with dst.transaction():
                 slot_copy.copy_pass(src, dst, slot_range, None)
-                _verify(src, dst, slot_range, full=True)
+                verify(src, dst, slot_range, full=True)
         finally:
             src.execute("COMMIT")
 
@@ -359,7 +360,7 @@ class SlotMover:
         with self._connect(record["from"]) as src:
             ml.unbook(src, ml.tag(record["to"], record["id"]))
         with self._connect(record["to"]) as dst, dst.transaction():
-            _require_not_owned(dst, slot_range, record["to"])
+            require_not_owned(dst, slot_range, record["to"])
             slot_copy.delete_rows(dst, slot_range)
             ml.unbook(dst, ml.tag(record["from"], record["id"]))
             slots.drop_states(dst, self._slot_list(slot_range), slots.INCOMING)
@@ -397,7 +398,8 @@ class SlotMover:
 
     def _set(self, shard: int, slot_range: SlotRange, state: str, moved_to: int | None) -> None:
         with self._connect(shard) as conn, conn.transaction():
-            slots.set_states(conn, self._slot_list(slot_range), state, _epoch(conn, slot_range), moved_to)
+            epoch = slots_epoch(conn, slot_range)
+            slots.set_states(conn, self._slot_list(slot_range), state, epoch, moved_to)
 
     def _connect(self, shard: int, nice: int | None = None) -> psycopg.Connection[Any]:
         conn = psycopg.connect(self.conninfo_of(shard), autocommit=True, connect_timeout=3)
@@ -408,51 +410,3 @@ class SlotMover:
     @staticmethod
     def _slot_list(slot_range: SlotRange) -> list[int]:
         return list(range(slot_range.first, slot_range.last + 1))
-
-
-class _Phases:
-    """Where a move's freeze goes: milliseconds per phase, from the freeze on."""
-
-    def __init__(self) -> None:
-        self.started = self.last = 0.0
-        self.phases_ms: dict[str, float] = {}
-
-    def start(self) -> None:
-        self.started = self.last = time.monotonic()
-
-    def mark(self, phase: str) -> None:
-        now = time.monotonic()
-        self.phases_ms[phase] = round((now - self.last) * 1000, 1)
-        self.last = now
-
-    def total_s(self) -> float:
-        return time.monotonic() - self.started
-
-
-def _require_not_owned(conn: psycopg.Connection[Any], slot_range: SlotRange, shard: int) -> None:
-    """A guard before removing a copy: the shard must not hold any of the slots for real."""
-    held = [s for s, (state, _, _) in slots.states(conn).items()
-            if slot_range.first <= s <= slot_range.last and state in (slots.OWNED, slots.FROZEN)]  # fmt: skip
-    if held:
-        raise RuntimeError(f"shard {shard} holds slots {held[:10]} already; its rows are not a copy")
-
-
-def _verify(src: Conn, dst: Conn, slot_range: SlotRange, full: bool) -> None:
-    """Per slot, both sides must agree (the source's digest read while the target's is)."""
-    with ThreadPoolExecutor(1) as pool:
-        expected_later = pool.submit(slot_copy.digest, src, slot_range, full)
-        found = slot_copy.digest(dst, slot_range, full)
-        expected = expected_later.result()
-    if expected != found:
-        wrong = sorted(s for s in {*expected, *found} if expected.get(s) != found.get(s))
-        raise MoveFailed(f"the copy differs from the source in slots {wrong[:10]}")
-
-
-def _overlap(a: list[int] | tuple[int, int], b: list[int] | tuple[int, int]) -> bool:
-    return a[0] <= b[1] and b[0] <= a[1]
-
-
-def _epoch(conn: psycopg.Connection[Any], slot_range: SlotRange) -> int:
-    """The highest epoch among the range's slots on this shard (1 for slots never moved)."""
-    found = [e for s, (_, e, _) in slots.states(conn).items() if slot_range.first <= s <= slot_range.last]
-    return max(found, default=1)
