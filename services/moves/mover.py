@@ -191,8 +191,8 @@ class SlotMover:
         self.journal.update_soon(record, state=j.FROZEN)  # for those who watch: resume rolls back either way
         clock.mark("freeze")
         self.at("freeze")
-        touched, copied = self._final_pass(slot_range, src, dst, mark)
-        clock.mark("final_pass")
+        touched, copied = self._final_pass(slot_range, src, dst, mark, clock)
+        clock.mark("verify")  # both sides compared, the moved sums read, the pass committed
         if clock.total_s() > self.max_freeze_s:
             raise MoveFailed(f"the freeze passed {self.max_freeze_s} s before the hand-over")
         return touched, copied
@@ -238,7 +238,9 @@ class SlotMover:
             src.execute("COMMIT")
         return copied, mark, sums
 
-    def _final_pass(self, slot_range: SlotRange, src: Conn, dst: Conn, mark: Mark) -> tuple[ml.Sums, int]:
+    def _final_pass(
+        self, slot_range: SlotRange, src: Conn, dst: Conn, mark: Mark, clock: FreezeClock | None = None
+    ) -> tuple[ml.Sums, int]:
         """Step 5: nothing writes the slots on the source now; what changed since `mark` is
         copied and the target must match the source. Returns the moved sums of the transfers
         the pass touched (read on the target, equal to the source's) and the rows copied.
@@ -252,6 +254,8 @@ class SlotMover:
             with dst.transaction():
                 dst.execute("SET LOCAL synchronous_commit = local")
                 copied = slot_copy.copy_pass(src, dst, slot_range, mark)
+                if clock is not None:
+                    clock.mark("final_copy")
                 verify(src, dst, slot_range, full=False)
                 touched = ml.touched_sums(dst, slot_range)
         finally:
