@@ -3,6 +3,8 @@ request (the real map lives in ZooKeeper; here a function stands for reading it)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -40,24 +42,26 @@ def test_a_slot_that_is_not_here_is_refused_and_the_map_read_at_most_every_200_m
     assert reads == [1]
 
 
+@contextmanager
+def routed_with(epoch: int) -> Iterator[None]:
+    """As a request that came with `epoch` in its metadata."""
+    token = ROUTED_EPOCH.set(epoch)
+    try:
+        yield
+    finally:
+        ROUTED_EPOCH.reset(token)
+
+
 def test_a_request_routed_to_the_slots_old_shard_is_told_the_slot_moved() -> None:
     """The sender's slot map is behind (it sent shard 1's epoch for a slot now shard 0's): a
     gateway re-splits its batch by slot on SLOT_MOVED, and would retry shard 1 on NOT_LEADER."""
     directory = ShardDirectory(AFTER, {1: handlers(1)})  # leads shard 1; slot 100 is shard 0's
     directory.epochs[1] = 7
-    token = ROUTED_EPOCH.set(7)
-    try:
-        with pytest.raises(SlotMoved, match="belongs to shard 0 now, not to shard 1"):
-            directory.for_account(make_account_number(100, 19))
-    finally:
-        ROUTED_EPOCH.reset(token)
-    token = ROUTED_EPOCH.set(3)  # an epoch of no shard led here: a stale route, not a stale map
-    try:
-        with pytest.raises(NotLeader) as refused:
-            directory.for_account(make_account_number(100, 19))
-        assert not isinstance(refused.value, SlotMoved)
-    finally:
-        ROUTED_EPOCH.reset(token)
+    with routed_with(7), pytest.raises(SlotMoved, match="belongs to shard 0 now, not to shard 1"):
+        directory.for_account(make_account_number(100, 19))
+    with routed_with(3), pytest.raises(NotLeader) as refused:  # no shard led here: a stale route
+        directory.for_account(make_account_number(100, 19))
+    assert not isinstance(refused.value, SlotMoved)
 
 
 def test_a_slot_moved_between_two_shards_led_here_is_told_the_slot_moved() -> None:
@@ -66,9 +70,5 @@ def test_a_slot_moved_between_two_shards_led_here_is_told_the_slot_moved() -> No
     coalesced batch to the old shard again and again until its deadline."""
     directory = ShardDirectory(AFTER, {0: handlers(0), 1: handlers(1)})
     directory.epochs.update({0: 9, 1: 7})
-    token = ROUTED_EPOCH.set(7)
-    try:
-        with pytest.raises(SlotMoved, match="belongs to shard 0 now, not to shard 1"):
-            directory.for_account(make_account_number(100, 19))
-    finally:
-        ROUTED_EPOCH.reset(token)
+    with routed_with(7), pytest.raises(SlotMoved, match="belongs to shard 0 now, not to shard 1"):
+        directory.for_account(make_account_number(100, 19))
