@@ -13,7 +13,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bankclient import BankClient
+import grpc
+
+from bankclient import BankClient, GatewayUnavailable
 from services.chaos import checker, faults, move_step, rto
 from services.chaos.schedule import Step, draw
 from services.chaos.workload import CURRENCY, History, Op, Workload, call_transfer
@@ -122,8 +124,10 @@ def _run_step(
         at = round(time.monotonic() - started, 1)
         try:
             outcome = _strike(state, fault.fault, dict(fault.args), say)
-        except (LaunchError, OSError, ValueError) as err:  # e.g. no ZooKeeper leader to kill right now
-            outcome = {"error": str(err)}
+        except (LaunchError, OSError, ValueError, grpc.RpcError, GatewayUnavailable) as err:
+            # e.g. no ZooKeeper leader to kill right now, or a link delay that the gateways could not
+            # set while the step's first fault cuts a DC off (seen: SetLinkDelay past its deadline)
+            outcome = {"error": str(err)[:300]}
             say(f"step {step.index}: {fault.describe()} not injected: {err}")
         history.event("nemesis", step=step.index, fault=fault.describe(), **outcome)
         records.append({"step": step.index, "fault": fault.fault, "args": fault.args, "at_s": at, **outcome})
