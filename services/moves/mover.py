@@ -150,6 +150,7 @@ class SlotMover:
             self._connect(source, priority.CRITICAL) as src,
             self._connect(target, priority.CRITICAL) as dst,
             priority.this_process(priority.CRITICAL),
+            priority.groups_first((src, dst), priority.CRITICAL),
         ):
             epoch = slots_epoch(src, slot_range)
             slot_copy.prepare_incoming(dst)

@@ -10,6 +10,13 @@ A session's server process is found by its pid (pg_backend_pid) and checked to b
 connection (the process title on this machine names the client's address and port) before its
 nice value is changed: a server elsewhere, or one this process may not renice (raising priority
 takes CAP_SYS_NICE), is left as it is. Priority never changes what a move does, only how soon.
+
+A nice value ranks a process only among those of its own scheduling group. Where the kernel
+groups processes by session (autogroup, on by default on Debian), every process the launcher
+starts is a group of its own (a PostgreSQL server and all its backends are one), and the
+groups share the CPU evenly whatever their processes' nice values: on a busy machine of twenty
+groups, a frozen move's sessions got a twentieth of it. So the freeze also raises the groups of
+both shards' servers and of this process (`groups_first`), and sets them back after it.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +89,43 @@ def this_process(nice: int) -> Iterator[None]:
         for tid, level in before.items():
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, tid, level)
+
+
+@contextlib.contextmanager
+def groups_first(conns: Iterable[psycopg.Connection[Any]], nice: int) -> Iterator[None]:
+    """The scheduling groups (autogroups) of `conns`' server processes and of this process at
+    `nice` for the block, then each as it was; nothing changes where there are none (autogroup
+    off, a server elsewhere) or where this process may not raise them."""
+    pids = [os.getpid(), *(pid for pid in map(_local_backend, conns) if pid is not None)]
+    before: dict[int, int] = {}
+    seen: set[str] = set()
+    for pid in pids:
+        group = _autogroup(pid)
+        if group is None or group[0] in seen:
+            continue
+        seen.add(group[0])
+        if _set_autogroup(pid, nice):
+            before[pid] = group[1]
+    try:
+        yield
+    finally:
+        for pid, level in before.items():
+            _set_autogroup(pid, level)
+
+
+def _autogroup(pid: int) -> tuple[str, int] | None:
+    """The process's autogroup, as its name and nice value (`/autogroup-42 nice 0`)."""
+    try:
+        name, _, level = Path(f"/proc/{pid}/autogroup").read_text().split()
+        return name, int(level)
+    except (OSError, ValueError):
+        return None
+
+
+def _set_autogroup(pid: int, nice: int) -> bool:
+    try:
+        Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+    except OSError as err:  # not allowed, or the process is gone
+        log.debug("event=move_group_priority_unchanged pid=%s nice=%s error=%r", pid, nice, err)
+        return False
+    return True

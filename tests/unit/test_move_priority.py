@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,3 +46,23 @@ def test_a_pid_that_is_not_a_postgres_session_of_this_socket_is_left_alone(tcp_s
 
 def test_a_pid_of_no_process_here_is_left_alone(tcp_socket: socket.socket) -> None:
     assert priority.favour(FakeSession(2**22 + 12345, tcp_socket), priority.CRITICAL) is False  # type: ignore[arg-type]
+
+
+def test_the_freeze_raises_this_process_scheduling_group_and_sets_it_back() -> None:
+    """In a process of its own session (an autogroup of its own), so that the test runner's
+    group is never changed. A kernel without autogroups has nothing to raise: nothing fails."""
+    code = (
+        "from pathlib import Path\n"
+        "from services.moves import priority\n"
+        "group = Path('/proc/self/autogroup')\n"
+        "read = lambda: group.read_text().split()[-1] if group.exists() else 'none'\n"
+        "before = read()\n"
+        "with priority.groups_first((), -5):\n"
+        "    during = read()\n"
+        "print(before, during, read())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, start_new_session=True, check=True
+    )
+    expected = ["0", "-5", "0"] if Path("/proc/self/autogroup").exists() else ["none"] * 3
+    assert done.stdout.split() == expected
