@@ -349,14 +349,21 @@ class SlotMover:
 
     def _clean(self, record: dict[str, Any], slot_range: SlotRange) -> None:
         """Step 8, after a grace period: readers that still route to the source see the rows.
-        Only rows of slots still gone from the source go (a later move may have brought one back)."""
+        Background work, a slot per transaction (the source's clients go first, and its
+        standbys replay the deletes a little at a time). Only rows of slots still gone from the
+        source go (a later move may have brought one back)."""
         flipped_at = record.get("flipped_at") or time.time()
         time.sleep(max(0.0, min(self.grace_s, flipped_at + self.grace_s - time.time())))
-        with self._connect(record["from"]) as src, src.transaction():
-            states = slots.states(src)
-            gone = all(states.get(s, ("",))[0] == slots.GONE for s in self._slot_list(slot_range))
-            removed = slot_copy.delete_rows(src, slot_range) if gone else 0
+        with self._connect(record["from"], priority.BACKGROUND) as src:
+            removed = sum(self._clean_slot(src, slot) for slot in self._slot_list(slot_range))
         self.journal.update(record, state=j.DONE, removed_rows=removed)
+
+    @staticmethod
+    def _clean_slot(src: Conn, slot: int) -> int:
+        with src.transaction():
+            if slots.states(src).get(slot, ("",))[0] != slots.GONE:
+                return 0
+            return slot_copy.delete_rows(src, SlotRange(slot, slot))
 
     def _roll_back(self, record: dict[str, Any], slot_range: SlotRange, why: str) -> None:
         self.journal.update(record, error=why)  # MoveTakenOver if another process has the move now
