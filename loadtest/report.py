@@ -188,7 +188,10 @@ def scale_out_rows(grown: dict[str, Any] | None) -> list[tuple[str, str]]:
     added = f"shard {grown.get('shard')} added at {grown.get('started_t')} s"
     moved = f"{freeze['count']} batches of {grown['batch']} slots moved by {grown.get('finished_t')} s"
     rate = " / ".join(str(rates.get(key)) for key in ("before", "during", "after"))
-    lowest = f"lowest 10 s window: {rates.get('lowest_window_ratio')} of before"
+    lowest = (
+        f"lowest 10 s window: {rates.get('lowest_moving_window_ratio')} of before while slots moved,"
+        f" {rates.get('lowest_window_ratio')} from add-shard to the copies removed"
+    )
     errors = f"{grown.get('client_errors')} of {grown.get('requests') or 0:,} requests"
     return [
         ("scale-out", f"{added}, {moved}"),

@@ -93,8 +93,9 @@ def scale_out_line(grown: dict[str, Any]) -> str:
     return (
         f"Grown online: shard {grown.get('shard')} added and {freeze['count']} batches of slots moved onto it"
         f" under load; writes of a batch frozen {freeze['p50']} ms at the median, {freeze['max']} ms at most;"
-        f" {grown.get('client_errors')} client errors meanwhile; the slowest 10 s of the moves served"
-        f" {rates.get('lowest_window_ratio')} of the rate before."
+        f" {grown.get('client_errors')} client errors meanwhile; the slowest 10 s while slots moved served"
+        f" {rates.get('lowest_moving_window_ratio')} of the rate before"
+        f" ({rates.get('lowest_window_ratio')} from the shard's creation to the copies' removal)."
     )
 
 

@@ -73,14 +73,19 @@ def figures(record: dict[str, Any], history: dict[str, list[float]], end_s: floa
     if start is None or finish is None:
         return out
     before = _rate(history, max(start - 20, 0), start)
-    rates = (_rate(history, t, t + WINDOW_S) for t in _steps(start, finish - WINDOW_S, WINDOW_S))
-    windows = [rate for rate in rates if rate is not None]
+    windows = _windows(history, start, finish)
+    # While slots move: from the first batch's start to the last one's flip (the shard's
+    # creation before and the copies' removal after are left out here, counted above).
+    starts = [m["started_t"] for m in record["moves"]]
+    flips = [m["flipped_t"] for m in record["moves"] if m.get("flipped_t") is not None]
+    moving = _windows(history, min(starts), max(flips)) if starts and flips else []
     out["throughput_rps"] = {
         "before": before,
         "during": _rate(history, start, finish),
         "after": _rate(history, finish, end_s) if end_s - finish >= 5 else None,
         "lowest_window": min(windows, default=None),
         "lowest_window_ratio": round(min(windows) / before, 3) if windows and before else None,
+        "lowest_moving_window_ratio": round(min(moving) / before, 3) if moving and before else None,
     }
     out["client_errors"] = int(sum(window(history, "fps", start, finish + 5)))
     out["requests"] = int(sum(window(history, "rps", start, finish + 5)))
@@ -92,6 +97,12 @@ def _spread(values: list[float]) -> dict[str, float | None]:
         return {"p50": None, "p99": None, "max": None, "count": 0}
     p99 = statistics.quantiles(values, n=100, method="inclusive")[98] if len(values) > 1 else values[0]
     return {"p50": statistics.median(values), "p99": round(p99, 1), "max": max(values), "count": len(values)}
+
+
+def _windows(history: dict[str, list[float]], start: float, finish: float) -> list[float]:
+    """The rate of every whole window of WINDOW_S seconds from `start` on (one window if shorter)."""
+    rates = (_rate(history, t, t + WINDOW_S) for t in _steps(start, finish - WINDOW_S, WINDOW_S))
+    return [rate for rate in rates if rate is not None]
 
 
 def _steps(start: float, stop: float, step: float) -> list[float]:

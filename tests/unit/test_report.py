@@ -62,7 +62,8 @@ def test_lost_money_turns_the_verdict_into_a_failure(tmp_path: Path) -> None:
 
 
 def grown(error: str | None = None) -> dict[str, Any]:
-    """A scale-out at 20 s: shard 2 added, two batches moved by 40 s, with two failures in them."""
+    """A scale-out at 20 s: shard 2 added by 25 s, two batches moved by 38 s and cleaned by 40 s,
+    with two failures in them."""
     moves = [
         {"slots": [0, 31], "from": 0, "to": 2, "state": "done", "freeze_ms": 120.0, "freeze_phases_ms": {},
          "copied_rows": 900, "started_t": 25.0, "flipped_t": 30.0},
@@ -74,7 +75,7 @@ def grown(error: str | None = None) -> dict[str, Any]:
     history = run_data()["timeline"]
     history = {
         **history,
-        "rps": [200.0] * 20 + [150.0] * 20 + [210.0] * 20,
+        "rps": [200.0] * 20 + [100.0] * 5 + [150.0] * 15 + [210.0] * 20,
         "fps": [0.0] * 33 + [2.0] + [0.0] * 26,
     }
     return scale_out.figures(record, history, 60.0)
@@ -87,7 +88,9 @@ def test_a_scale_out_has_its_section_figures_and_plot(tmp_path: Path) -> None:
     figures = data["scale_out"]
     assert figures["freeze_ms"]["p50"] == 215.0 and figures["freeze_ms"]["max"] == 310.0
     assert figures["throughput_rps"]["before"] == 200.0 and figures["throughput_rps"]["after"] == 210.0
-    assert figures["throughput_rps"]["lowest_window_ratio"] == 0.75 and figures["client_errors"] == 2
+    # the shard added at 20-25 s (100 requests/s), the slots moved at 25-38 s (150)
+    assert figures["throughput_rps"]["lowest_window_ratio"] == 0.625 and figures["client_errors"] == 2
+    assert figures["throughput_rps"]["lowest_moving_window_ratio"] == 0.75
     _, html_path = report.write(tmp_path, data)
     page = html_path.read_text(encoding="utf-8")
     assert "slots.png" in page and (tmp_path / "slots.png").stat().st_size > 1000
