@@ -112,13 +112,13 @@ def _build_commands() -> argparse.ArgumentParser:
         else:
             run.add_argument("--accounts", type=int, default=100_000)
             run.add_argument("--net", choices=["auto", "netns", "loopback"], default="auto")
-        seconds = 90 if name == "scenario" else 170
+        seconds = 90 if name == "scenario" else 195
         run.add_argument("--duration", type=int, default=seconds, help=f"seconds of load (default {seconds})")
         run.add_argument("--users", type=int, default=24, help="Locust users (default 24)")
         run.add_argument("--fault-at", type=float, default=30.0, help="seconds into the run to kill a DC")
         run.add_argument("--restart-at", type=float, default=55.0, help="seconds into the run to restart it")
         run.add_argument("--dc", help="the DC to kill (default: the leader of shard 0)")
-        grow_at = None if name == "scenario" else 70.0
+        grow_at = None if name == "scenario" else 90.0
         run.add_argument(
             "--scale-out-at", type=float, default=grow_at,
             help=f"seconds into the run to add a shard and rebalance onto it (default {grow_at or 'never'})",

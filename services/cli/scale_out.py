@@ -21,24 +21,29 @@ from services.cluster.slot_moves import rebalance
 
 Say = Callable[[str], None]
 WINDOW_S = 10  # the throughput during the moves is judged per window of this many seconds
+SETTLE_S = 20  # the cluster whole this long before the moves (the rate before them is read then)
 
 
 class ScaleOut(threading.Thread):
-    """At `at_s` into the run (and not before `ready` is set: a restart in flight records its
-    processes in the cluster's state, as add-shard does): add-shard, then rebalance in batches
-    of `batch` slots."""
+    """At `at_s` into the run, and not before SETTLE_S after `set_ready` (a restart in flight
+    records its processes in the cluster's state, as add-shard does; and the rate before the
+    moves, their baseline, is read with the cluster whole): add-shard, then rebalance in
+    batches of `batch` slots."""
 
-    def __init__(
-        self, home: Path, t0: float, at_s: float, batch: int, say: Say, ready: threading.Event
-    ) -> None:
+    def __init__(self, home: Path, t0: float, at_s: float, batch: int, say: Say) -> None:
         super().__init__(name="scale-out", daemon=True)
         self.home, self.t0, self.at_s, self.batch, self.say = home, t0, at_s, batch, say
-        self.ready = ready
+        self.ready = threading.Event()
+        self.ready_at = 0.0
         self.record: dict[str, Any] = {"at_s": at_s, "batch": batch, "error": None, "moves": []}
 
+    def set_ready(self) -> None:
+        self.ready_at = time.time()
+        self.ready.set()
+
     def run(self) -> None:
-        time.sleep(max(0.0, self.t0 + self.at_s - time.time()))
         self.ready.wait()
+        time.sleep(max(0.0, self.t0 + self.at_s - time.time(), self.ready_at + SETTLE_S - time.time()))
         record = self.record
         record["started_t"] = self._t()
         try:

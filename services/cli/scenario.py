@@ -75,12 +75,11 @@ def run_scenario(
     leaders = LeaderSampler(state, t0)
     leaders.start()
     # The scale-out starts once the DC is back: both record processes in the cluster's state.
-    restarted = threading.Event()
-    growing = (
-        ScaleOut(state.home, t0, scale_out_at_s, scale_out_batch, say, restarted) if scale_out_at_s else None
-    )
+    growing = ScaleOut(state.home, t0, scale_out_at_s, scale_out_batch, say) if scale_out_at_s else None
     if growing:
         growing.start()
+        if not fault_dc:
+            growing.set_ready()
     time.sleep(WARM_UP_S)  # the steady window starts after the users have ramped up
     cpu_before, window_start = sampler.cpu_seconds(state), time.time()
     steady_end = t0 + (fault_at_s if fault_dc else duration_s - 2)
@@ -93,7 +92,8 @@ def run_scenario(
         _sleep_until(t0 + restart_at_s)
         faults.restart(state, fault_dc, say)
         undone.append({"t": round(time.time() - t0, 2), "label": f"restart-dc {fault_dc}", "undo": True})
-    restarted.set()
+        if growing:
+            growing.set_ready()
     locust.wait(timeout=duration_s + 120)
     if growing:
         growing.join()  # the audit reads the books once the last move is done
