@@ -16,7 +16,8 @@ groups processes by session (autogroup, on by default on Debian), every process 
 starts is a group of its own (a PostgreSQL server and all its backends are one), and the
 groups share the CPU evenly whatever their processes' nice values: on a busy machine of twenty
 groups, a frozen move's sessions got a twentieth of it. So the freeze also raises the groups of
-both shards' servers and of this process (`groups_first`), and sets them back after it.
+both shards' servers, of their standbys and of this process (`groups_first`), and sets them
+back after it.
 """
 
 from __future__ import annotations
@@ -93,10 +94,13 @@ def this_process(nice: int) -> Iterator[None]:
 
 @contextlib.contextmanager
 def groups_first(conns: Iterable[psycopg.Connection[Any]], nice: int) -> Iterator[None]:
-    """The scheduling groups (autogroups) of `conns`' server processes and of this process at
-    `nice` for the block, then each as it was; nothing changes where there are none (autogroup
-    off, a server elsewhere) or where this process may not raise them."""
+    """The scheduling groups (autogroups) of `conns`' servers, of the standbys streaming from
+    them (a commit waits for one) and of this process at `nice` for the block, then each as it
+    was; nothing changes where there are none (autogroup off, servers elsewhere) or where this
+    process may not raise them."""
+    conns = list(conns)
     pids = [os.getpid(), *(pid for pid in map(_local_backend, conns) if pid is not None)]
+    pids += _local_standbys(conns)
     before: dict[int, int] = {}
     seen: set[str] = set()
     for pid in pids:
@@ -111,6 +115,31 @@ def groups_first(conns: Iterable[psycopg.Connection[Any]], nice: int) -> Iterato
     finally:
         for pid, level in before.items():
             _set_autogroup(pid, level)
+
+
+def _local_standbys(conns: list[psycopg.Connection[Any]]) -> list[int]:
+    """A process of each standby streaming from `conns`' servers that runs here: its
+    walreceiver, whose title names the standby (its cluster_name, the name it streams under)."""
+    titles = set()
+    for conn in conns:
+        try:
+            rows = conn.execute("SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'")
+            titles |= {f"postgres: {name}: walreceiver".encode() for (name,) in rows if name}
+        except psycopg.Error:
+            continue
+    if not titles:
+        return []
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = Path(entry.path, "cmdline").read_bytes()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if any(title.startswith(t) for t in titles):
+            found.append(int(entry.name))
+    return found
 
 
 def _autogroup(pid: int) -> tuple[str, int] | None:
