@@ -2,10 +2,12 @@
 then the median and the worst per kind of cut.
 
     .venv/bin/python bench/failover_drills.py [--kill 5] [--isolate 3] [--for 12] [--dc-of-shard 0]
+                                              [--zk-leader]
 
-Each drill cuts the DC that leads `--dc-of-shard` now, under the drill's own load, and switches
-the leaders back after (so every drill starts from the same layout). The cluster is stopped at
-the end, whatever happened; the scorecards stay under <home>/drills/.
+Each drill cuts the DC that leads `--dc-of-shard` now (with `--zk-leader`: the DC that holds
+ZooKeeper's leader now, which leads a shard too), under the drill's own load, and switches the
+leaders back after (so every drill starts from the same layout). The cluster is stopped at the
+end, whatever happened; the scorecards stay under <home>/drills/.
 """
 
 from __future__ import annotations
@@ -27,12 +29,17 @@ def bankctl(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def leader_of(home: Path, shard: int) -> str:
+def leader_of(home: Path, shard: int | None) -> str:
+    """The DC leading `shard` now (None: the DC of ZooKeeper's leader)."""
     status = json.loads(bankctl(home, "status", "--json").stdout)
+    if shard is None:
+        return str(
+            next(c["dc"] for c in status["components"] if c["kind"] == "zookeeper" and c["role"] == "leader")
+        )
     return str(next(s["primary_dc"] for s in status["shards"] if s["shard"] == shard))
 
 
-def drill(home: Path, cut: str, shard: int, hold_s: float) -> dict[str, Any]:
+def drill(home: Path, cut: str, shard: int | None, hold_s: float) -> dict[str, Any]:
     dc = leader_of(home, shard)
     done = bankctl(home, "drill", "--cut", cut, "--dc", dc, "--for", str(hold_s), "--switch-back", "--json")
     if not done.stdout.strip():
@@ -60,6 +67,7 @@ def main() -> int:
     parser.add_argument("--isolate", type=int, default=3)
     parser.add_argument("--for", type=float, default=12.0, dest="hold_s")
     parser.add_argument("--dc-of-shard", type=int, default=0)
+    parser.add_argument("--zk-leader", action="store_true", help="cut the DC of ZooKeeper's leader")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="bank-drills-"))
     up = bankctl(home, "up", "--net", "netns")
@@ -69,7 +77,7 @@ def main() -> int:
     results: list[dict[str, Any]] = []
     try:
         for cut in ["kill"] * args.kill + ["isolate"] * args.isolate:
-            results.append(drill(home, cut, args.dc_of_shard, args.hold_s))
+            results.append(drill(home, cut, None if args.zk_leader else args.dc_of_shard, args.hold_s))
             print(line(results[-1]), flush=True)
     finally:
         bankctl(home, "down")
