@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from kazoo.handlers import utils
+from kazoo.retry import ForceRetryError
 
 from services.dcs import store
 
@@ -32,3 +33,19 @@ def test_a_connect_to_one_server_is_cut_short(
 def test_every_session_of_the_bank_uses_it() -> None:
     dcs = store.Dcs.session("127.0.0.1:2181", 2.0)
     assert isinstance(dcs.client.handler, store.QuickConnectHandler)
+
+
+def test_a_dropped_session_tries_the_servers_again_within_a_third_of_a_second() -> None:
+    """While the ensemble elects a leader every server drops its clients: a round of connects
+    fails, and the next round comes soon (not after a doubling wait of up to a second)."""
+    retry = store.Dcs.session("127.0.0.1:2181", 2.0).client._conn_retry.copy()
+    slept: list[float] = []
+    retry.sleep_func, retry.interrupt = slept.append, None  # (a client not started counts as stopped)
+    rounds = iter(range(8))
+
+    def connect_round() -> None:
+        if next(rounds) < 7:
+            raise ForceRetryError("every server dropped the connection")
+
+    retry(connect_round)
+    assert len(slept) == 7 and max(slept) <= 0.25 * 1.4, slept  # the longest wait, with its jitter
