@@ -2,12 +2,13 @@
 then the median and the worst per kind of cut.
 
     .venv/bin/python bench/failover_drills.py [--kill 5] [--isolate 3] [--for 12] [--dc-of-shard 0]
-                                              [--zk-leader]
+                                              [--zk-leader] [--lead-all]
 
 Each drill cuts the DC that leads `--dc-of-shard` now (with `--zk-leader`: the DC that holds
-ZooKeeper's leader now, which leads a shard too), under the drill's own load, and switches the
-leaders back after (so every drill starts from the same layout). The cluster is stopped at the
-end, whatever happened; the scorecards stay under <home>/drills/.
+ZooKeeper's leader now, which leads a shard too; with `--lead-all`, every shard is switched
+over to that DC first), under the drill's own load, and switches the leaders back after (so
+every drill starts from the same layout). The cluster is stopped at the end, whatever
+happened; the scorecards stay under <home>/drills/.
 """
 
 from __future__ import annotations
@@ -39,8 +40,18 @@ def leader_of(home: Path, shard: int | None) -> str:
     return str(next(s["primary_dc"] for s in status["shards"] if s["shard"] == shard))
 
 
-def drill(home: Path, cut: str, shard: int | None, hold_s: float) -> dict[str, Any]:
+def lead_all_from(home: Path, dc: str) -> None:
+    status = json.loads(bankctl(home, "status", "--json").stdout)
+    for shard in (s["shard"] for s in status["shards"] if s["primary_dc"] != dc):
+        done = bankctl(home, "switchover", str(shard), "--to", dc)
+        if done.returncode != 0:
+            raise SystemExit(f"switchover of shard {shard} to {dc} failed:\n{done.stderr[-3000:]}")
+
+
+def drill(home: Path, cut: str, shard: int | None, hold_s: float, lead_all: bool = False) -> dict[str, Any]:
     dc = leader_of(home, shard)
+    if lead_all:
+        lead_all_from(home, dc)
     done = bankctl(home, "drill", "--cut", cut, "--dc", dc, "--for", str(hold_s), "--switch-back", "--json")
     if not done.stdout.strip():
         raise SystemExit(f"drill {cut} {dc} printed no scorecard:\n{done.stderr[-3000:]}")
@@ -68,6 +79,7 @@ def main() -> int:
     parser.add_argument("--for", type=float, default=12.0, dest="hold_s")
     parser.add_argument("--dc-of-shard", type=int, default=0)
     parser.add_argument("--zk-leader", action="store_true", help="cut the DC of ZooKeeper's leader")
+    parser.add_argument("--lead-all", action="store_true", help="every shard led from the cut DC first")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="bank-drills-"))
     up = bankctl(home, "up", "--net", "netns")
@@ -77,7 +89,8 @@ def main() -> int:
     results: list[dict[str, Any]] = []
     try:
         for cut in ["kill"] * args.kill + ["isolate"] * args.isolate:
-            results.append(drill(home, cut, None if args.zk_leader else args.dc_of_shard, args.hold_s))
+            shard = None if args.zk_leader else args.dc_of_shard
+            results.append(drill(home, cut, shard, args.hold_s, args.lead_all))
             print(line(results[-1]), flush=True)
     finally:
         bankctl(home, "down")
