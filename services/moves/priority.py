@@ -35,7 +35,7 @@ import psycopg
 log = logging.getLogger(__name__)
 
 BACKGROUND = 10
-CRITICAL = -10
+CRITICAL = -20
 
 
 def favour(conn: psycopg.Connection[Any], nice: int) -> bool:
