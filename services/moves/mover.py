@@ -385,6 +385,9 @@ class SlotMover:
             f"move {record['id']} was left {record['state']}: {'rolling back' if cut_early else 'finishing'}"
         )
         self.journal.update(record, resumed_by=self.name)  # MoveTakenOver if another has it
+        if record["state"] in (j.FROZEN, j.HANDED_OVER):  # its mover may have died at -20
+            with self._connect(record["from"]) as src, self._connect(record["to"]) as dst:
+                priority.calm_groups((src, dst))
         if cut_early:
             self._roll_back(record, slot_range, "its mover stopped before the hand-over")
             return record

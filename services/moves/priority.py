@@ -117,6 +117,15 @@ def groups_first(conns: Iterable[psycopg.Connection[Any]], nice: int) -> Iterato
             _set_autogroup(pid, level)
 
 
+def calm_groups(conns: Iterable[psycopg.Connection[Any]]) -> int:
+    """Sets back to 0 the raised scheduling groups of `conns`' servers and their standbys (a
+    mover that died in its freeze could not); returns how many it set back."""
+    conns = list(conns)
+    pids = [*(pid for pid in map(_local_backend, conns) if pid is not None), *_local_standbys(conns)]
+    raised = {group[0]: pid for pid, group in ((p, _autogroup(p)) for p in pids) if group and group[1] < 0}
+    return sum(1 for pid in raised.values() if _set_autogroup(pid, 0))
+
+
 def _local_standbys(conns: list[psycopg.Connection[Any]]) -> list[int]:
     """A process of each standby streaming from `conns`' servers that runs here: its
     walreceiver, whose title names the standby (its cluster_name, the name it streams under)."""
