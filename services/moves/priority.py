@@ -16,8 +16,8 @@ groups processes by session (autogroup, on by default on Debian), every process 
 starts is a group of its own (a PostgreSQL server and all its backends are one), and the
 groups share the CPU evenly whatever their processes' nice values: on a busy machine of twenty
 groups, a frozen move's sessions got a twentieth of it. So the freeze also raises the groups of
-both shards' servers, of their standbys and of this process (`groups_first`), and sets them
-back after it.
+both shards' servers and of their standbys (`groups_first`), and sets them back after it (or,
+if its mover died in it, the node that settles the move does: `calm_groups`).
 """
 
 from __future__ import annotations
@@ -94,13 +94,20 @@ def this_process(nice: int) -> Iterator[None]:
 
 @contextlib.contextmanager
 def groups_first(conns: Iterable[psycopg.Connection[Any]], nice: int) -> Iterator[None]:
-    """The scheduling groups (autogroups) of `conns`' servers, of the standbys streaming from
-    them (a commit waits for one) and of this process at `nice` for the block, then each as it
-    was; nothing changes where there are none (autogroup off, servers elsewhere) or where this
-    process may not raise them."""
+    """The scheduling groups (autogroups) of `conns`' servers and of the standbys streaming from
+    them (a commit waits for one) at `nice` for the block, then each as it was; nothing changes
+    where there are none (autogroup off, servers elsewhere) or where this process may not raise
+    them. This process's own group is left alone: it is its caller's session (a shell, a test
+    runner, the load's own processes), which a mover killed in the block could not set back."""
     conns = list(conns)
-    pids = [os.getpid(), *(pid for pid in map(_local_backend, conns) if pid is not None)]
-    pids += _local_standbys(conns)
+    pids = [*(pid for pid in map(_local_backend, conns) if pid is not None), *_local_standbys(conns)]
+    with groups_raised(pids, nice):
+        yield
+
+
+@contextlib.contextmanager
+def groups_raised(pids: Iterable[int], nice: int) -> Iterator[None]:
+    """The groups of `pids` (each once) at `nice` for the block, then each as it was."""
     before: dict[int, int] = {}
     seen: set[str] = set()
     for pid in pids:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,21 +47,21 @@ def test_a_pid_of_no_process_here_is_left_alone(tcp_socket: socket.socket) -> No
     assert priority.favour(FakeSession(2**22 + 12345, tcp_socket), priority.CRITICAL) is False  # type: ignore[arg-type]
 
 
-def test_the_freeze_raises_this_process_scheduling_group_and_sets_it_back() -> None:
-    """In a process of its own session (an autogroup of its own), so that the test runner's
-    group is never changed. A kernel without autogroups has nothing to raise: nothing fails."""
-    code = (
-        "from pathlib import Path\n"
-        "from services.moves import priority\n"
-        "group = Path('/proc/self/autogroup')\n"
-        "read = lambda: group.read_text().split()[-1] if group.exists() else 'none'\n"
-        "before = read()\n"
-        "with priority.groups_first((), -5):\n"
-        "    during = read()\n"
-        "print(before, during, read())\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, start_new_session=True, check=True
-    )
-    expected = ["0", "-5", "0"] if Path("/proc/self/autogroup").exists() else ["none"] * 3
-    assert done.stdout.split() == expected
+def test_a_freeze_raises_the_scheduling_group_of_a_server_and_sets_it_back() -> None:
+    """A process of its own session stands for a PostgreSQL server (an autogroup of its own);
+    the test runner's group is never changed. A kernel without autogroups has nothing to raise."""
+    server = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    group = Path(f"/proc/{server.pid}/autogroup")
+
+    def level() -> str:
+        return group.read_text().split()[-1] if group.exists() else "none"
+
+    try:
+        before = level()
+        with priority.groups_raised([server.pid, server.pid], -5):
+            during = level()
+        expected = ["0", "-5", "0"] if group.exists() else ["none"] * 3
+        assert [before, during, level()] == expected
+    finally:
+        server.kill()
+        server.wait()
