@@ -12,12 +12,14 @@ nice value is changed: a server elsewhere, or one this process may not renice (r
 takes CAP_SYS_NICE), is left as it is. Priority never changes what a move does, only how soon.
 
 A nice value ranks a process only among those of its own scheduling group. Where the kernel
-groups processes by session (autogroup, on by default on Debian), every process the launcher
-starts is a group of its own (a PostgreSQL server and all its backends are one), and the
-groups share the CPU evenly whatever their processes' nice values: on a busy machine of twenty
-groups, a frozen move's sessions got a twentieth of it. So the freeze also raises the groups of
-both shards' servers and of their standbys (`groups_first`), and sets them back after it (or,
-if its mover died in it, the node that settles the move does: `calm_groups`).
+groups processes by session (autogroup, on by default on Debian), the groups share the CPU
+evenly whatever their processes' nice values, and PostgreSQL makes each of its processes (every
+backend, walsender, walreceiver) the leader of a session of its own: a group of one. So a move's
+session gets its nice value on its group as well (`favour`; the group ends with the session),
+and the freeze raises the groups of the processes its commits wait for, both primaries'
+walsenders and their standbys' walreceivers (`groups_first`), and sets them back after it (or,
+if its mover died in it, the node that settles the move does: `calm_groups`). On a busy machine
+of some sixty groups a frozen move's session had a sixtieth of the CPU.
 """
 
 from __future__ import annotations
@@ -46,10 +48,11 @@ def favour(conn: psycopg.Connection[Any], nice: int) -> bool:
         return False
     try:
         os.setpriority(os.PRIO_PROCESS, pid, nice)
+        own_group = os.getsid(pid) == pid  # a session, and so an autogroup, of its own
     except OSError as err:  # not allowed (no CAP_SYS_NICE), or the backend is gone
         log.debug("event=move_priority_unchanged pid=%s nice=%s error=%r", pid, nice, err)
         return False
-    return True
+    return _set_autogroup(pid, nice) if own_group and _autogroup(pid) else True
 
 
 def _local_backend(conn: psycopg.Connection[Any]) -> int | None:
@@ -94,14 +97,11 @@ def this_process(nice: int) -> Iterator[None]:
 
 @contextlib.contextmanager
 def groups_first(conns: Iterable[psycopg.Connection[Any]], nice: int) -> Iterator[None]:
-    """The scheduling groups (autogroups) of `conns`' servers and of the standbys streaming from
-    them (a commit waits for one) at `nice` for the block, then each as it was; nothing changes
-    where there are none (autogroup off, servers elsewhere) or where this process may not raise
-    them. This process's own group is left alone: it is its caller's session (a shell, a test
-    runner, the load's own processes), which a mover killed in the block could not set back."""
-    conns = list(conns)
-    pids = [*(pid for pid in map(_local_backend, conns) if pid is not None), *_local_standbys(conns)]
-    with groups_raised(pids, nice):
+    """The scheduling groups of the replication processes of `conns`' servers (their walsenders
+    and their standbys' walreceivers: a commit waits for one of them) at `nice` for the block,
+    then each as it was; nothing changes where there are none here (autogroup off, servers
+    elsewhere) or where this process may not raise them."""
+    with groups_raised(_replication(list(conns)), nice):
         yield
 
 
@@ -125,12 +125,33 @@ def groups_raised(pids: Iterable[int], nice: int) -> Iterator[None]:
 
 
 def calm_groups(conns: Iterable[psycopg.Connection[Any]]) -> int:
-    """Sets back to 0 the raised scheduling groups of `conns`' servers and their standbys (a
+    """Sets back to 0 the raised groups of the replication processes of `conns`' servers (a
     mover that died in its freeze could not); returns how many it set back."""
-    conns = list(conns)
-    pids = [*(pid for pid in map(_local_backend, conns) if pid is not None), *_local_standbys(conns)]
+    pids = _replication(list(conns))
     raised = {group[0]: pid for pid, group in ((p, _autogroup(p)) for p in pids) if group and group[1] < 0}
     return sum(1 for pid in raised.values() if _set_autogroup(pid, 0))
+
+
+def _replication(conns: list[psycopg.Connection[Any]]) -> list[int]:
+    """The walsenders of `conns`' servers and the walreceivers of their standbys that run here."""
+    return _local_walsenders(conns) + _local_standbys(conns)
+
+
+def _local_walsenders(conns: list[psycopg.Connection[Any]]) -> list[int]:
+    found = []
+    for conn in conns:
+        try:
+            pids = [int(pid) for (pid,) in conn.execute("SELECT pid FROM pg_stat_replication")]
+        except psycopg.Error:
+            continue
+        for pid in pids:
+            try:
+                title = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:  # not a process of this machine
+                continue
+            if title.startswith(b"postgres: ") and b": walsender " in title:
+                found.append(pid)
+    return found
 
 
 def _local_standbys(conns: list[psycopg.Connection[Any]]) -> list[int]:

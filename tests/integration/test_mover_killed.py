@@ -61,15 +61,19 @@ def writable_owners(cluster: Cluster, shards: list[int]) -> dict[int, list[int]]
     return owners
 
 
-def raised_groups(cluster: Cluster) -> list[str]:
-    """PostgreSQL servers whose scheduling group is raised still (a freeze raises those of both
-    shards and their standbys; a mover killed in it cannot set them back, the node that settles
-    its move does)."""
+def raised_groups() -> list[str]:
+    """PostgreSQL processes whose scheduling group is raised still: a freeze raises those of both
+    shards' walsenders and walreceivers; a mover killed in it cannot set them back, the node
+    that settles its move does. (The move's own sessions end with their connections.)"""
     raised = []
-    for member in cluster.components("postgres"):
-        group = Path(f"/proc/{member['pid']}/autogroup")
-        if group.exists() and int(group.read_text().split()[-1]) < 0:
-            raised.append(str(member["name"]))
+    for proc in Path("/proc").iterdir():
+        try:
+            title = (proc / "cmdline").read_bytes()
+            level = int((proc / "autogroup").read_text().split()[-1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if title.startswith(b"postgres: ") and level < 0:
+            raised.append(title.decode(errors="replace")[:60])
     return raised
 
 
@@ -107,7 +111,7 @@ def test_a_mover_killed_half_way_leaves_its_move_to_the_nodes(
     assert str(settled.get("resumed_by", "")).startswith("keeper of node"), settled
     assert failed == [], failed[:5]
     assert writable_owners(bank_cluster, shards) == {s: [expected] for s in range(SLOTS[0], SLOTS[1] + 1)}
-    assert raised_groups(bank_cluster) == []
+    assert raised_groups() == []
     assert shard_owning(bank_cluster, SLOTS[0]) == expected == shard_owning(bank_cluster, SLOTS[1])
     books = bank_cluster.check(wait_s=30)
     assert books["reconciled"] and books["pending_transfers"] == 0, books
