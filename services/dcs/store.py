@@ -29,6 +29,7 @@ DataListener = Callable[[bytes | None], None]
 ChildrenListener = Callable[[list[str]], None]
 CONNECTED, SUSPENDED, LOST = KazooState.CONNECTED, KazooState.SUSPENDED, KazooState.LOST
 KEPT_FAILOVERS = 20
+READ_TRIES = 5  # a routing table read again while its nodes keep changing under the read
 # How long a TCP connect to one server of the ensemble may take. Kazoo gives it the whole session
 # timeout: a server cut off by the network (its packets dropped) then held a reconnecting node
 # for 2 s while the other two had elected a new leader in half a second (seen: a DC isolated
@@ -150,31 +151,54 @@ class Dcs:
     def read_table(self, timeout_s: float | None = None) -> RoutingTable:
         """The whole table; its version is the newest ZooKeeper transaction id among its nodes.
 
+        The nodes are read one after the other, so the table is read again while any of them
+        changed meanwhile (every node's mzxid read a second time): a table read across two
+        failovers once held the second shard's new route and the first's old one, with the
+        version of the newer, and no later read of the same nodes could replace it (a newer
+        version is needed), which left a gateway routing that shard to its old leader for good.
+
         With `timeout_s`, every read gives up after that long (a client whose server is cut off
         would otherwise wait for its reconnection): the caller keeps what it had.
         """
-        client = self.client
+        table, seen = self._read_nodes(timeout_s)
+        for _ in range(READ_TRIES):
+            again = self._mzxids(list(seen), timeout_s)
+            if again == seen:
+                break
+            table, seen = self._read_nodes(timeout_s)
+        return table
 
-        def get(path: str) -> tuple[bytes, Any]:
-            return client.get(path) if timeout_s is None else client.get_async(path).get(timeout=timeout_s)
-
+    def _read_nodes(self, timeout_s: float | None) -> tuple[RoutingTable, dict[str, int]]:
+        """The table from one pass over its nodes, and each node's mzxid as read."""
         try:
-            raw, stat = get(paths.SLOTS)
+            raw, stat = self._get(paths.SLOTS, timeout_s)
         except NoNodeError:
-            return RoutingTable(version=0, slot_ranges=[])
-        version = stat.mzxid
+            return RoutingTable(version=0, slot_ranges=[]), {}
+        seen = {paths.SLOTS: stat.mzxid}
         ranges = [(int(r["first"]), int(r["last"]), int(r["shard"])) for r in json.loads(raw)["ranges"]]
         routes: dict[int, ShardRoute] = {}
         children = (
-            client.get_children(paths.SHARDS)
+            self.client.get_children(paths.SHARDS)
             if timeout_s is None
-            else client.get_children_async(paths.SHARDS).get(timeout=timeout_s)
+            else self.client.get_children_async(paths.SHARDS).get(timeout=timeout_s)
         )
         for child in children:
-            data, stat = get(paths.route(int(child)))
+            data, stat = self._get(paths.route(int(child)), timeout_s)
             routes[int(child)] = parse_route(data)
-            version = max(version, stat.mzxid)
-        return RoutingTable(version=version, slot_ranges=ranges, routes=routes)
+            seen[paths.route(int(child))] = stat.mzxid
+        return RoutingTable(version=max(seen.values()), slot_ranges=ranges, routes=routes), seen
+
+    def _mzxids(self, nodes: list[str], timeout_s: float | None) -> dict[str, int]:
+        found = {}
+        for node in nodes:
+            with contextlib.suppress(NoNodeError):
+                found[node] = self._get(node, timeout_s)[1].mzxid
+        return found
+
+    def _get(self, path: str, timeout_s: float | None) -> tuple[bytes, Any]:
+        if timeout_s is None:
+            return self.client.get(path)
+        return self.client.get_async(path).get(timeout=timeout_s)
 
     def read_route(self, shard: int) -> tuple[ShardRoute, int]:
         """The shard's route and its znode's version (for `set_route`)."""

@@ -14,12 +14,18 @@ from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 class Stat:
     version: int
     ephemeralOwner: int  # kazoo's name
+    mzxid: int = 0  # the transaction that last wrote the znode
 
 
 class Tree:
     def __init__(self) -> None:
         self.nodes: dict[str, tuple[bytes, Stat]] = {}
         self.next_session = 1
+        self.zxid = 0
+
+    def next_zxid(self) -> int:
+        self.zxid += 1
+        return self.zxid
 
 
 class FakeZooKeeper:
@@ -50,7 +56,7 @@ class FakeZooKeeper:
         if path in self.tree.nodes:
             raise NodeExistsError()
         assert self.client_id is not None
-        self.tree.nodes[path] = (value, Stat(0, self.client_id[0] if ephemeral else 0))
+        self.tree.nodes[path] = (value, Stat(0, self.client_id[0] if ephemeral else 0, self.tree.next_zxid()))
         return path
 
     def get(self, path: str) -> tuple[bytes, Stat]:
@@ -65,7 +71,7 @@ class FakeZooKeeper:
         _, stat = self.get(path)
         if version not in (-1, stat.version):
             raise BadVersionError()
-        new = Stat(stat.version + 1, stat.ephemeralOwner)
+        new = Stat(stat.version + 1, stat.ephemeralOwner, self.tree.next_zxid())
         self.tree.nodes[path] = (value, new)
         return new
 
