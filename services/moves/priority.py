@@ -133,37 +133,31 @@ def calm_groups(conns: Iterable[psycopg.Connection[Any]]) -> int:
 
 
 def _replication(conns: list[psycopg.Connection[Any]]) -> list[int]:
-    """The walsenders of `conns`' servers and the walreceivers of their standbys that run here."""
-    return _local_walsenders(conns) + _local_standbys(conns)
-
-
-def _local_walsenders(conns: list[psycopg.Connection[Any]]) -> list[int]:
-    found = []
+    """The walsenders of `conns`' servers and the walreceivers of their standbys that run here
+    (a standby's walreceiver is named by its cluster_name, the name it streams under)."""
+    senders: list[int] = []
+    titles: set[bytes] = set()
     for conn in conns:
         try:
-            pids = [int(pid) for (pid,) in conn.execute("SELECT pid FROM pg_stat_replication")]
+            rows = conn.execute("SELECT pid, application_name, state FROM pg_stat_replication").fetchall()
         except psycopg.Error:
             continue
-        for pid in pids:
-            try:
-                title = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:  # not a process of this machine
-                continue
-            if title.startswith(b"postgres: ") and b": walsender " in title:
-                found.append(pid)
-    return found
+        senders += [int(pid) for pid, _, _ in rows]
+        streaming = [name for _, name, state in rows if name and state == "streaming"]
+        titles |= {f"postgres: {name}: walreceiver".encode() for name in streaming}
+    return [pid for pid in senders if _is_walsender(pid)] + _processes_titled(titles)
 
 
-def _local_standbys(conns: list[psycopg.Connection[Any]]) -> list[int]:
-    """A process of each standby streaming from `conns`' servers that runs here: its
-    walreceiver, whose title names the standby (its cluster_name, the name it streams under)."""
-    titles = set()
-    for conn in conns:
-        try:
-            rows = conn.execute("SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'")
-            titles |= {f"postgres: {name}: walreceiver".encode() for (name,) in rows if name}
-        except psycopg.Error:
-            continue
+def _is_walsender(pid: int) -> bool:
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # not a process of this machine
+        return False
+    return title.startswith(b"postgres: ") and b": walsender " in title
+
+
+def _processes_titled(titles: set[bytes]) -> list[int]:
+    """The processes of this machine whose title starts with one of `titles`."""
     if not titles:
         return []
     found = []
