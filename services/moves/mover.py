@@ -31,7 +31,6 @@ nodes, which resume it once the movers' lock is free (services/moves/keeper.py).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -43,9 +42,8 @@ from typing import Any
 import psycopg
 from kazoo.client import KazooClient
 
-from services.dcs import paths
 from services.moves import journal as j
-from services.moves import priority
+from services.moves import priority, slot_map
 from services.moves.checks import (
     FreezeClock,
     MoveFailed,
@@ -55,7 +53,6 @@ from services.moves.checks import (
     slots_epoch,
     verify,
 )
-from services.moves.plan import reassign
 from services.storage import migration_lines as ml
 from services.storage import slot_copy, slots
 from services.storage.slot_copy import Mark, SlotRange
@@ -94,7 +91,7 @@ class SlotMover:
             for leftover in self.journal.unfinished():
                 if leftover["state"] != j.FLIPPED or overlap(leftover["slots"], (first, last)):
                     self._resume(leftover)
-            source = self._owner(first, last)
+            source = slot_map.owner(self.zk, first, last)
             if source == target:
                 raise ValueError(f"slots {first}-{last} already belong to shard {target}")
             record = self.journal.start(first, last, source, target)
@@ -165,7 +162,7 @@ class SlotMover:
             self._hand_over(record, slot_range, src, dst, touched, booked_ahead, epoch)
             clock.mark("hand_over")
             self.at("flip")
-            self._flip_map(record, slot_range)
+            slot_map.flip(self.zk, slot_range.first, slot_range.last, record["to"], record["id"])
             clock.mark("flip")  # the writes of the slots go to the target from here on
             freeze_ms = round(clock.total_s() * 1000, 1)
         copied += more
@@ -327,25 +324,8 @@ class SlotMover:
 
     def _flip(self, record: dict[str, Any], slot_range: SlotRange) -> None:
         """Step 7, and the journal says so."""
-        self._flip_map(record, slot_range)
+        slot_map.flip(self.zk, slot_range.first, slot_range.last, record["to"], record["id"])
         self.journal.update(record, state=j.FLIPPED, flipped_at=time.time())
-
-    def _flip_map(self, record: dict[str, Any], slot_range: SlotRange) -> None:
-        """The slot map names the target, by compare-and-set (retried on a conflict)."""
-        for _ in range(20):
-            raw, stat = self.zk.get(paths.SLOTS)
-            ranges = [(int(r["first"]), int(r["last"]), int(r["shard"])) for r in json.loads(raw)["ranges"]]
-            updated = reassign(ranges, slot_range.first, slot_range.last, record["to"])
-            if updated == ranges:
-                break
-            try:
-                data = {"ranges": [{"first": a, "last": b, "shard": s} for a, b, s in updated]}
-                self.zk.set(paths.SLOTS, json.dumps(data).encode(), version=stat.version)
-                break
-            except Exception as err:  # BadVersionError: someone else changed the map; read again
-                log.warning("event=slot_map_conflict move=%s error=%r", record["id"], err)
-        else:
-            raise RuntimeError("the slot map kept changing under the move; resume it")
 
     def _clean(self, record: dict[str, Any], slot_range: SlotRange) -> None:
         """Step 8, after a grace period: readers that still route to the source see the rows.
@@ -361,7 +341,7 @@ class SlotMover:
     @staticmethod
     def _clean_slot(src: Conn, slot: int) -> int:
         with src.transaction():
-            if slots.states(src).get(slot, ("",))[0] != slots.GONE:
+            if slots.state_of(src, slot) != slots.GONE:
                 return 0
             return slot_copy.delete_rows(src, SlotRange(slot, slot))
 
@@ -405,19 +385,6 @@ class SlotMover:
                 priority.calm_groups((src, dst))
         except (psycopg.Error, OSError) as err:
             log.warning("event=move_priority_not_reset move=%s error=%r", record["id"], err)
-
-    def _owner(self, first: int, last: int) -> int:
-        raw, _ = self.zk.get(paths.SLOTS)
-        owners = {
-            int(r["shard"])
-            for r in json.loads(raw)["ranges"]
-            if int(r["first"]) <= last and int(r["last"]) >= first
-        }
-        if len(owners) != 1:
-            raise ValueError(
-                f"slots {first}-{last} span shards {sorted(owners)}: move one shard's slots at a time"
-            )
-        return owners.pop()
 
     def _set(self, shard: int, slot_range: SlotRange, state: str, moved_to: int | None) -> None:
         with self._connect(shard) as conn, conn.transaction():

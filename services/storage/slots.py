@@ -28,6 +28,7 @@ SET state = EXCLUDED.state, epoch = EXCLUDED.epoch, moved_to = EXCLUDED.moved_to
 """
 SQL_DROP_STATES = "DELETE FROM slot_state WHERE slot = ANY(%s::integer[]) AND state = %s"
 SQL_STATES = "SELECT slot, state, epoch, moved_to FROM slot_state ORDER BY slot"
+SQL_STATE_OF = "SELECT state FROM slot_state WHERE slot = %s"
 SQL_IS_EMPTY = "SELECT NOT EXISTS (SELECT 1 FROM slot_state)"
 SQL_CHANGE = "SELECT slot_change(%s::integer[], %s, %s, %s, %s::text[], %s::text[], %s::bigint[], %s)"
 Lines = Sequence[tuple[str, str, int]]
@@ -89,6 +90,12 @@ def drop_states(conn: psycopg.Connection[Any], slots: list[int], state: str) -> 
 def states(conn: psycopg.Connection[Any]) -> dict[int, tuple[str, int, int | None]]:
     """slot -> (state, epoch, moved_to) of every slot this shard knows."""
     return {int(s): (str(st), int(e), m) for s, st, e, m in conn.execute(SQL_STATES)}
+
+
+def state_of(conn: psycopg.Connection[Any], slot: int) -> str | None:
+    """The slot's state on this shard, or None if it does not know the slot."""
+    row = conn.execute(SQL_STATE_OF, (slot,)).fetchone()
+    return str(row[0]) if row else None
 
 
 def bootstrap(conninfo: str, owned: list[int]) -> bool:
