@@ -17,7 +17,7 @@ import grpc
 
 from bankclient import BankClient, GatewayUnavailable
 from services.chaos import checker, faults, move_step, rto
-from services.chaos.schedule import Step, draw
+from services.chaos.schedule import Step, draw, scripted
 from services.chaos.workload import CURRENCY, History, Op, Workload, call_transfer
 from services.cluster.state import ClusterState
 from services.common.identifiers import slot_of_customer
@@ -59,12 +59,20 @@ def open_accounts(
     return hot_all, cold_all
 
 
-def run(state: ClusterState, seed: int, minutes: float, say: Say, threads: int = 8) -> dict[str, Any]:
-    schedule = draw(seed, state.spec.dc_names, state.spec.net)
+def run(
+    state: ClusterState, seed: int, minutes: float, say: Say, threads: int = 8, steps: list[str] | None = None
+) -> dict[str, Any]:
+    """`steps` (fault texts) replace the seed's drawn schedule: the run ends after the last one."""
+    spec = state.spec
+    if steps:
+        schedule = scripted(seed, steps, spec.dc_names, spec.net)
+    else:
+        schedule = draw(seed, spec.dc_names, spec.net)
     run_dir = state.home / "chaos-runs" / f"seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     history = History(run_dir / "history.jsonl")
-    verdict: dict[str, Any] = {"seed": seed, "minutes": minutes, "net": state.spec.net, "faults": [],
-                               "checkpoints": [], "anomalies": [], "history": str(history.path)}  # fmt: skip
+    verdict: dict[str, Any] = {"seed": seed, "minutes": minutes, "net": spec.net, "steps": steps or [],
+                               "faults": [], "checkpoints": [], "anomalies": [],
+                               "history": str(history.path)}  # fmt: skip
     started = time.monotonic()
     end = started + minutes * 60
     rto.ensure_probes(state)
@@ -87,6 +95,8 @@ def run(state: ClusterState, seed: int, minutes: float, say: Say, threads: int =
                 time.sleep(step.quiet_s)  # load without faults: part of the schedule
                 verdict["checkpoints"].append(_checkpoint(state, workload, history, say, started))
                 workload.resume()
+            else:  # every step of a given schedule was run: nothing is left to wait for
+                end = time.monotonic()
             time.sleep(max(0.0, end - time.monotonic()))
         finally:
             workload.stop()

@@ -148,7 +148,7 @@ def chaos_run(state: ClusterState, args: argparse.Namespace) -> int:
         raise ValueError("--minutes must be above 0 and --threads at least 1")
 
     progress = progress_to(sys.stderr if args.json else sys.stdout)
-    verdict = run.run(state, args.seed, args.minutes, progress, threads=args.threads)
+    verdict = run.run(state, args.seed, args.minutes, progress, threads=args.threads, steps=args.steps)
     if args.json:
         print(json.dumps(verdict, indent=2))
     else:

@@ -230,6 +230,11 @@ def _build_commands() -> argparse.ArgumentParser:
     run.add_argument("--minutes", type=float, default=2.0, help="length of the run (default 2)")
     run.add_argument("--threads", type=int, default=8, help="workload threads (default 8)")
     run.add_argument(
+        "--step", action="append", dest="steps", metavar="FAULT",
+        help="run this fault as a step instead of the seed's draw, e.g. 'kill-dc dc2' or 'move-slots"
+        " cut=kill-source-dc at=freeze' (repeat it; the run ends after the last step)",
+    )  # fmt: skip
+    run.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print the verdict as JSON"
     )
     bank_commands.add_parsers(commands)

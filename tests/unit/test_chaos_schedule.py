@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from services.chaos.checker import Ledger, per_transfer
-from services.chaos.schedule import MOVE_CUTS, NEEDS_NETNS, SECOND_FAULTS, draw
+from services.chaos.schedule import MOVE_CUTS, NEEDS_NETNS, SECOND_FAULTS, draw, scripted
 from services.chaos.workload import Op
 from services.common.identifiers import NUM_SLOTS
 from services.moves.mover import POINTS
@@ -89,3 +91,49 @@ def test_move_steps_name_a_slot_and_a_cut_and_strike_nothing_beside() -> None:
             assert fault.args["at"] in POINTS
         if fault.args["cut"] == "kill-mover":
             assert 0.3 <= fault.args["after_s"] <= 3.0
+
+
+def test_a_written_schedule_is_run_as_written_what_it_leaves_out_drawn() -> None:
+    texts = [
+        "move-slots cut=kill-source-dc at=freeze",
+        "kill-dc dc2",
+        "slow-link dc1 dc3 delay_ms=50",
+        "move-slots slot=30 cut=kill-mover",
+        "pause-node dc1 seconds=2.5",
+        "move-slots cut=none",
+    ]
+    steps = scripted(4, texts, DCS, "netns")
+    assert steps == scripted(4, texts, DCS, "netns")
+    assert [s.index for s in steps] == list(range(6)) and all(len(s.faults) == 1 for s in steps)
+    first, kill, slow, mover, pause, alone = (s.faults[0] for s in steps)
+    assert (first.fault, first.args["cut"], first.args["at"]) == ("move-slots", "kill-source-dc", "freeze")
+    assert 0 <= first.args["slot"] < NUM_SLOTS and "after_s" not in first.args
+    assert kill.args == {"dc": "dc2"}
+    assert slow.args == {"dc": "dc1", "other": "dc3", "delay_ms": 50}
+    assert mover.args["slot"] == 30 and 0.3 <= mover.args["after_s"] <= 3.0 and "at" not in mover.args
+    assert pause.args == {"dc": "dc1", "seconds": 2.5} and steps[4].hold_s == 2.5
+    assert alone.args.keys() == {"slot", "cut"}
+    assert first.describe().startswith("move-slots slot=") and "at=freeze" in first.describe()
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("", "the fault must be one of"),
+        ("kill-everything", "the fault must be one of"),
+        ("kill-dc dc9", "dc must be one of dc1, dc2, dc3"),
+        ("kill-dc dc1 dc2", "one word too many"),
+        ("partition dc1 dc1", "the two DCs must differ"),
+        ("isolate-dc dc1", "needs a cluster started with --net netns"),
+        ("move-slots cut=kill-everyone", "cut must be one of none"),
+        ("move-slots cut=kill-source-dc at=lunch", "at must be one of copy"),
+        ("move-slots cut=none at=flip", "at needs another cut"),
+        ("move-slots slot=1024", "slot=1024 is out of range"),
+        ("move-slots slot=ten", "slot must be a number"),
+        ("kill-dc dc1 seconds=3", "kill-dc takes no 'seconds'"),
+        ("pause-node dc1 seconds=0", "seconds=0 is out of range"),
+    ],
+)
+def test_a_step_that_cannot_be_struck_is_refused_with_why(text: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says.replace(".", "\\.")):
+        scripted(1, [text], DCS, "loopback" if text.startswith("isolate") else "netns")
