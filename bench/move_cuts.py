@@ -43,6 +43,8 @@ def line(record: dict[str, Any]) -> str:
     cut = f"{args['cut']} at {args['at']}" if "at" in args else f"{args['cut']} after {args.get('after_s')} s"
     if "error" in record:
         return f"{cut:<32} NOT STRUCK: {record['error'][:200]}"
+    if not record.get("move_id"):
+        return f"{cut:<32} {record['target']:<28} NO MOVE STARTED: {record.get('cut_error', '')[:200]}"
     settled = record.get("resumed_by") or "the mover"
     return (
         f"{cut:<32} {record['target']:<28} ended {record.get('move_state')} (settled by {settled});"

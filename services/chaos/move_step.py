@@ -1,6 +1,6 @@
 """A chaos step that moves slots while the workload runs, alone or cut by a fault: the source's
 or the target's primary DC killed at a point of the move, or the mover itself killed (SIGKILL)
-a while after it started. Whatever the cut leaves, the bank's nodes settle the move (see
+a while after its move started. Whatever the cut leaves, the bank's nodes settle the move (see
 services/moves/keeper.py); the step waits for that and says how the move ended, and the run's
 checker holds across it like any other step.
 
@@ -13,6 +13,7 @@ import contextlib
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,7 @@ from services.moves.mover import MoveFailed, MoveLeft
 Say = Callable[[str], None]
 WIDTH = 8  # slots per move step
 SETTLE_S = 60.0  # a cut move is settled by the nodes once its shards are led again
+START_WAIT_S = 30.0  # for a mover process to start its move (journal it) before it is killed
 
 
 def plan(state: ClusterState, slot: int) -> tuple[int, int, int, int]:
@@ -87,19 +89,42 @@ def _move_in_process(
 
 
 def _kill_mover(state: ClusterState, first: int, last: int, target: int, after_s: float, say: Say) -> str:
-    """`bankctl move-slots` in a process of its own, SIGKILLed `after_s` after it started (by the
-    pid this step started; nothing else is touched)."""
+    """`bankctl move-slots` in a process of its own, SIGKILLed `after_s` after its move started
+    (its record in the journal: the process takes a while to start), by the pid this step
+    started; nothing else is touched."""
+    before = _move_ids(state)
     command = [sys.executable, "-m", "services.cli.main", "--home", str(state.home), "move-slots",
                "--slots", f"{first}-{last}", "--to", str(target)]  # fmt: skip
-    mover = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        mover.wait(timeout=after_s)
-        return f"the mover ended before its kill (exit {mover.returncode})"
-    except subprocess.TimeoutExpired:
-        mover.send_signal(signal.SIGKILL)
-        mover.wait(timeout=10)
-        say(f"  mover pid {mover.pid} killed {after_s:.1f} s after it started")
-        return ""
+    with tempfile.TemporaryFile("w+") as errors:
+        mover = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors, text=True)
+        try:
+            if not _move_started(state, before, mover):
+                errors.seek(0)
+                why = errors.read()[-300:].strip() if mover.poll() is not None else "still starting"
+                return f"the mover did not start its move (exit {mover.returncode}): {why}"
+            mover.wait(timeout=after_s)
+            return f"the mover ended before its kill (exit {mover.returncode})"
+        except subprocess.TimeoutExpired:
+            mover.send_signal(signal.SIGKILL)
+            mover.wait(timeout=10)
+            say(f"  mover pid {mover.pid} killed {after_s:.1f} s after its move started")
+            return ""
+        finally:
+            if mover.poll() is None:  # it never started its move within the wait: not left running
+                mover.kill()
+                mover.wait(timeout=10)
+
+
+def _move_started(state: ClusterState, before: set[str], mover: subprocess.Popen[str]) -> bool:
+    """Waits until the journal holds a move that was not in `before` (True), or the mover ended
+    or START_WAIT_S passed (False)."""
+    give_up = time.monotonic() + START_WAIT_S
+    with zk_client(state) as dcs:
+        while time.monotonic() < give_up and mover.poll() is None:
+            if any(r["id"] not in before for r in j.read_all(dcs.client)):
+                return True
+            time.sleep(0.02)
+    return False
 
 
 def _move_ids(state: ClusterState) -> set[str]:

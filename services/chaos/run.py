@@ -180,7 +180,7 @@ def _unsettled_moves(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             " no node finished or rolled it back",
         )
         for r in records
-        if r["fault"] == "move-slots" and "error" not in r and r.get("move_state") not in j.FINISHED
+        if r["fault"] == "move-slots" and r.get("move_id") and r.get("move_state") not in j.FINISHED
     ]
 
 
