@@ -1,9 +1,10 @@
-"""A slot move cut by the loss of a data center, under load: the source's primary DC killed while
-the move copies, the target's while it hands over. The mover stops and lets its lock go; once
-the shard is led again a bank-node rolls the first back and finishes the second, with no
-command given; every slot ends owned by one shard, nothing acknowledged is lost or booked twice,
-no client operation fails, the books reconcile. The moved slot goes home at the end, so the
-later tests find the slot map they expect."""
+"""A slot move cut by the loss of a data center, under load: the source's primary DC killed as
+the move copies, catches up or freezes, the target's as it hands over or flips. The mover stops
+and lets its lock go (or, past the hand-over with ZooKeeper still whole, finishes); once the
+shard is led again a bank-node rolls back a move cut before the hand-over and finishes one cut
+after it, with no command given; every slot ends owned by one shard, nothing acknowledged is
+lost or booked twice, no client operation fails, the books reconcile. The moved slot goes home
+at the end, so the later tests find the slot map they expect."""
 
 from __future__ import annotations
 
@@ -111,6 +112,24 @@ def kill_dc_in(
 restore: list[Callable[[], None]] = []
 
 
+def kill_dc_at(cluster: Cluster, dc: str, point: str) -> Callable[[SlotMover], list[str]]:
+    """Arms a kill of `dc` as the mover reaches `point` (its `at` hook, as `chaos run` cuts a
+    move); the kill does not wait for the shards to be led again: the move goes on meanwhile."""
+
+    def arm(mover: SlotMover) -> list[str]:
+        struck: list[str] = []
+
+        def strike(reached: str) -> None:
+            if reached == point and not struck:
+                struck.append(dc)
+                faults.strike(require_state(cluster.home), "kill-dc", {"dc": dc}, lambda line: None)
+
+        mover.at = strike
+        return struck
+
+    return arm
+
+
 def in_catch_up(*args: Any, **kwargs: Any) -> bool:
     return args[3] is not None  # copy_pass(source, target, slots, since): the first pass has none
 
@@ -119,9 +138,16 @@ def target_taking_over(*args: Any, **kwargs: Any) -> bool:
     return bool(args[3] == slots.OWNED)  # _half(record, slot_range, conn, state, ...)
 
 
-@pytest.mark.parametrize("lost", ["source", "target"])
+# (whose DC is lost, at which point); the first two by a hook inside the step (the source's
+# connections open in the catch-up pass; the journal past the hand-over, the target not yet
+# owning), the others where the mover says it has reached the point.
+CUTS = [("source", "catch_up"), ("target", "hand_over"), ("source", "copy"), ("source", "freeze"),
+        ("target", "flip")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("lost", "point"), CUTS, ids=[f"{lost}-{point}" for lost, point in CUTS])
 def test_a_move_cut_by_a_lost_dc_ends_with_one_owner_and_nothing_lost(
-    cluster: Cluster, accounts: list[str], pytestconfig: pytest.Config, lost: str
+    cluster: Cluster, accounts: list[str], pytestconfig: pytest.Config, lost: str, point: str
 ) -> None:
     slot = int(next(a for a in accounts if shard_of(a) == SOURCE)[:4])
     target = 1  # led from another DC than the source (earlier faults may have moved leaders)
@@ -135,18 +161,22 @@ def test_a_move_cut_by_a_lost_dc_ends_with_one_owner_and_nothing_lost(
     started = time.monotonic()
     try:
         wait_for_progress(load, 50)
-        if lost == "source":  # its connections open in the catch-up pass, before anything is frozen
+        if point == "catch_up":  # its connections open in the catch-up pass, before anything is frozen
             arm = kill_dc_in(cluster, dc, slot_copy, "copy_pass", in_catch_up)
-        else:  # the journal has passed the hand-over; the target has not taken the slot yet
+        elif point == "hand_over":  # the journal is past the hand-over; the target has not taken it yet
             arm = kill_dc_in(cluster, dc, None, "_half", target_taking_over)
+        else:
+            arm = kill_dc_at(cluster, dc, point)
         try:
             record, error = cut_move(cluster, slot, target, arm)
         finally:
             while restore:
                 restore.pop()()
         left = record["state"]
-        if lost == "target":
+        if point == "hand_over":
             assert left == j.HANDED_OVER and error, (record, error)
+        if point in ("copy", "catch_up", "freeze"):  # before the hand-over: only ever rolled back
+            assert left != j.DONE, (record, error)
         if left not in (j.DONE, j.ROLLED_BACK):
             record = settled_by_the_nodes(cluster, record["id"], timeout_s=60)
             assert str(record.get("resumed_by", "")).startswith("keeper of node"), record
@@ -160,7 +190,7 @@ def test_a_move_cut_by_a_lost_dc_ends_with_one_owner_and_nothing_lost(
         load.finish()
     report(
         pytestconfig,
-        f"\n[chaos] move of slot {slot} cut by losing the {lost}'s DC {dc}: left {left}"
+        f"\n[chaos] move of slot {slot} cut by losing the {lost}'s DC {dc} at {point}: left {left}"
         f" ({error[:80] or 'no error'}), then {record['state']} in {time.monotonic() - started:.0f} s;"
         f" {len(load.acked)} acknowledged, {len(load.failed)} failed",
     )
