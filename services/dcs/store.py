@@ -72,6 +72,11 @@ def digest_auth(auth: str) -> dict[str, Any]:
     return {"auth_data": [("digest", auth)], "default_acl": [make_digest_acl(user, password, all=True)]}
 
 
+def parse_slot_ranges(raw: bytes) -> list[tuple[int, int, int]]:
+    """The slot map's znode as (first, last, shard) ranges."""
+    return [(int(r["first"]), int(r["last"]), int(r["shard"])) for r in json.loads(raw)["ranges"]]
+
+
 class Dcs:
     def __init__(self, client: KazooClient) -> None:
         self.client = client
@@ -175,7 +180,7 @@ class Dcs:
         except NoNodeError:
             return RoutingTable(version=0, slot_ranges=[]), {}
         seen = {paths.SLOTS: stat.mzxid}
-        ranges = [(int(r["first"]), int(r["last"]), int(r["shard"])) for r in json.loads(raw)["ranges"]]
+        ranges = parse_slot_ranges(raw)
         routes: dict[int, ShardRoute] = {}
         children = (
             self.client.get_children(paths.SHARDS)
@@ -213,12 +218,14 @@ class Dcs:
         with contextlib.suppress(NoNodeError):
             self.client.delete(paths.route(shard))
 
-    def read_slots(self) -> tuple[dict[str, Any], int]:
+    def read_slots(self) -> tuple[list[tuple[int, int, int]], int]:
+        """The slot map's ranges (first, last, shard) and its znode's version (for `set_slots`)."""
         raw, stat = self.client.get(paths.SLOTS)
-        return json.loads(raw), stat.version
+        return parse_slot_ranges(raw), stat.version
 
-    def set_slots(self, data: dict[str, Any], version: int) -> None:
-        """Compare-and-set of the slot map."""
+    def set_slots(self, ranges: list[tuple[int, int, int]], version: int) -> None:
+        """Compare-and-set of the slot map: raises BadVersionError when it changed since it was read."""
+        data = {"ranges": [{"first": a, "last": b, "shard": s} for a, b, s in ranges]}
         self.client.set(paths.SLOTS, json.dumps(data).encode(), version=version)
 
     # Shards added and retired while the bank runs.

@@ -3,12 +3,11 @@ flip that names a move's target (compare-and-set on the map's version, read agai
 
 from __future__ import annotations
 
-import json
 import logging
 
 from kazoo.client import KazooClient
 
-from services.dcs import paths
+from services.dcs.store import Dcs
 from services.moves.plan import SlotRanges, reassign
 
 log = logging.getLogger(__name__)
@@ -17,9 +16,7 @@ FLIP_TRIES = 20
 
 def read(zk: KazooClient) -> tuple[SlotRanges, int]:
     """The map's ranges (first, last, shard) and its znode's version."""
-    raw, stat = zk.get(paths.SLOTS)
-    ranges = [(int(r["first"]), int(r["last"]), int(r["shard"])) for r in json.loads(raw)["ranges"]]
-    return ranges, stat.version
+    return Dcs(zk).read_slots()
 
 
 def owner(zk: KazooClient, first: int, last: int) -> int:
@@ -41,8 +38,7 @@ def flip(zk: KazooClient, first: int, last: int, target: int, move_id: str) -> N
         if updated == ranges:
             return
         try:
-            data = {"ranges": [{"first": a, "last": b, "shard": s} for a, b, s in updated]}
-            zk.set(paths.SLOTS, json.dumps(data).encode(), version=version)
+            Dcs(zk).set_slots(updated, version)
             return
         except Exception as err:  # BadVersionError (someone else changed the map), or a set that may
             # have landed before its connection was lost: read the map again
