@@ -55,7 +55,7 @@ def run(state: ClusterState, args: dict[str, Any], say: Say) -> dict[str, Any]:
     struck: list[dict[str, Any]] = []
     error = ""
     if cut == "kill-mover":
-        error = _kill_mover(state, first, last, target, float(args.get("after_s", 1.0)), say)
+        error = _kill_mover(state, first, last, target, float(args.get("after_s", 1.0)), before, say)
     else:
         victim = {"kill-source-dc": source, "kill-target-dc": target}.get(cut)
         error = _move_in_process(state, first, last, target, victim, point, struck, say)
@@ -88,11 +88,12 @@ def _move_in_process(
         close()
 
 
-def _kill_mover(state: ClusterState, first: int, last: int, target: int, after_s: float, say: Say) -> str:
+def _kill_mover(
+    state: ClusterState, first: int, last: int, target: int, after_s: float, before: set[str], say: Say
+) -> str:
     """`bankctl move-slots` in a process of its own, SIGKILLed `after_s` after its move started
-    (its record in the journal: the process takes a while to start), by the pid this step
-    started; nothing else is touched."""
-    before = _move_ids(state)
+    (a record not in `before` in the journal: the process takes a while to start), by the pid
+    this step started; nothing else is touched."""
     command = [sys.executable, "-m", "services.cli.main", "--home", str(state.home), "move-slots",
                "--slots", f"{first}-{last}", "--to", str(target)]  # fmt: skip
     with tempfile.TemporaryFile("w+") as errors:
