@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     tokens = TokenStore(path=Path(config["tokens_file"]))
     public = {CLIENT, ADMIN}
-    roles = {ACCOUNTS: public, LEDGER: public, ADMIN_SERVICE: {ADMIN}}
+    # A client that routes itself (BankClient(route="direct")) reads the routing table here.
+    topology = f"{ADMIN_SERVICE}/GetTopology"
+    roles = {ACCOUNTS: public, LEDGER: public, ADMIN_SERVICE: {ADMIN}, topology: public}
     server = start_server(
         config["listen"],
         [

@@ -1,5 +1,7 @@
-"""AdminService of a gateway (admin credential only): the topology as this gateway routes it,
-and the fault hook the chaos tools use to slow the links between DCs."""
+"""AdminService of a gateway (admin credential only): the topology as this gateway routes it
+(GetTopology also for the client credential: clients that route themselves read it, as Redis
+Cluster clients read CLUSTER SLOTS), and the fault hook the chaos tools use to slow the links
+between DCs."""
 
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ from services.node.shard_servicer import ShardServicer
 from services.node.shards import ShardDirectory, ShardHandlers, SlotRange
 from services.node.target_check import TargetChecker
 from services.routing.client import RoutingClient
-from services.rpc.auth import PEER, AuthInterceptor, TokenStore
+from services.rpc.auth import ADMIN, CLIENT, PEER, AuthInterceptor, RateLimiter, TokenStore
 from services.rpc.metrics import serve_metrics, zero_node_series
 from services.rpc.server import Registration, RunningServer, start_server
 from services.rpc.tls import read
@@ -175,9 +175,16 @@ class BankNode:
     def _interceptors(self) -> list[grpc.ServerInterceptor]:
         if not self.config.tokens_file:
             return []
-        services = [f"bank.v1.{name}" for name in ("AccountService", "LedgerService", "ShardService")]
+        # Clients that route themselves call the public services here as at a gateway (with
+        # their rate limits); the shard-to-shard ShardService stays for peers.
+        public = {CLIENT, ADMIN, PEER}
+        roles = {
+            "bank.v1.AccountService": public,
+            "bank.v1.LedgerService": public,
+            "bank.v1.ShardService": {PEER},
+        }
         store = TokenStore(path=Path(self.config.tokens_file))
-        return [AuthInterceptor(store, {service: {PEER} for service in services})]
+        return [AuthInterceptor(store, roles, RateLimiter())]
 
     @property
     def port(self) -> int:

@@ -1,8 +1,10 @@
 """Who may call what: bearer tokens with a role, checked by a server interceptor before any
 servicer runs, and a per-caller rate limit.
 
-Roles: `client` (the public AccountService and LedgerService of a gateway), `admin` (those and
-AdminService) and `peer` (gateways and bank-nodes calling a bank-node). Health checking and
+Roles: `client` (the public AccountService and LedgerService, at a gateway or, routed by the
+client itself, at a bank-node; and a gateway's routing table, AdminService/GetTopology), `admin`
+(those and all of AdminService) and `peer` (gateways and bank-nodes calling a bank-node, the
+only callers of its ShardService). Health checking and
 reflection stay open: the contract is public, the data behind it is not. Tokens are stored as
 SHA-256 digests; the file of digests is read again when it changes, so a credential can be added
 or revoked without a restart.
@@ -128,7 +130,8 @@ def _refusal(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
 
 
 class AuthInterceptor(grpc.ServerInterceptor):
-    """`roles_by_service`: the roles allowed on each service; a service not named is refused."""
+    """`roles_by_service`: the roles allowed on each service, or on one method of it when keyed
+    "package.Service/Method" (which then wins over its service's); a service not named is refused."""
 
     def __init__(
         self, tokens: TokenStore, roles_by_service: dict[str, set[str]], limiter: RateLimiter | None = None
@@ -154,7 +157,8 @@ class AuthInterceptor(grpc.ServerInterceptor):
         identity = self.tokens.lookup(header[len("Bearer ") :])
         if identity is None:
             return _refusal(grpc.StatusCode.UNAUTHENTICATED, "the token is not valid")
-        if identity.role not in self.roles_by_service.get(service, set()):
+        allowed = self.roles_by_service.get(method.lstrip("/")) or self.roles_by_service.get(service, set())
+        if identity.role not in allowed:
             return _refusal(
                 grpc.StatusCode.PERMISSION_DENIED, f"role {identity.role!r} may not call {service or method}"
             )

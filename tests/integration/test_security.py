@@ -56,6 +56,7 @@ def test_gateway_refuses_callers_without_a_valid_token(bank_cluster: Cluster) ->
         accounts = account_pb2_grpc.AccountServiceStub(channel)
         admin = admin_pb2_grpc.AdminServiceStub(channel)
         topology = admin_pb2.GetTopologyRequest()
+        delay = admin_pb2.SetLinkDelayRequest(dc="dc1", other_dc="dc2", delay_ms=0)
         refused = {
             "no token": code_of(lambda: accounts.GetAccount(GET, timeout=5)),
             "not bearer": code_of(
@@ -69,7 +70,7 @@ def test_gateway_refuses_callers_without_a_valid_token(bank_cluster: Cluster) ->
             ),
             "admin without token": code_of(lambda: admin.GetTopology(topology, timeout=5)),
             "admin with a client token": code_of(
-                lambda: admin.GetTopology(topology, timeout=5, metadata=bearer(keys["client_token"]))
+                lambda: admin.SetLinkDelay(delay, timeout=5, metadata=bearer(keys["client_token"]))
             ),
         }
         answered = {
@@ -78,6 +79,10 @@ def test_gateway_refuses_callers_without_a_valid_token(bank_cluster: Cluster) ->
             ),
             "admin": code_of(
                 lambda: admin.GetTopology(topology, timeout=5, metadata=bearer(keys["admin_token"]))
+            ),
+            # A client that routes itself reads the routing table (and nothing else of AdminService).
+            "client's topology": code_of(
+                lambda: admin.GetTopology(topology, timeout=5, metadata=bearer(keys["client_token"]))
             ),
         }
     unauthenticated, denied = grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED
@@ -90,10 +95,15 @@ def test_gateway_refuses_callers_without_a_valid_token(bank_cluster: Cluster) ->
         "admin with a client token": denied,
     }
     # The client's request reached the ledger (no such account); the admin's was answered.
-    assert answered == {"client": grpc.StatusCode.NOT_FOUND, "admin": grpc.StatusCode.OK}
+    ok = grpc.StatusCode.OK
+    assert answered == {"client": grpc.StatusCode.NOT_FOUND, "admin": ok, "client's topology": ok}
 
 
-def test_bank_nodes_serve_only_gateways_and_peers(bank_cluster: Cluster) -> None:
+def test_bank_nodes_serve_the_public_services_to_callers_and_shard_service_to_peers(
+    bank_cluster: Cluster,
+) -> None:
+    """Clients that route themselves call a node's AccountService as a gateway's; the credits
+    shards send each other (ShardService) stay for peers."""
     keys = secrets(bank_cluster.home)
     credit = shard_pb2.ApplyCreditRequest(
         transfer_id="T0001-" + "0" * 32, request_id="credit:x", from_account=NOBODY,
@@ -107,29 +117,28 @@ def test_bank_nodes_serve_only_gateways_and_peers(bank_cluster: Cluster) -> None
             "wrong secret": code_of(
                 lambda: accounts.GetAccount(GET, timeout=5, metadata=bearer("not-the-secret"))
             ),
-            "client token": code_of(
-                lambda: accounts.GetAccount(GET, timeout=5, metadata=bearer(keys["client_token"]))
-            ),
-            "admin token": code_of(
-                lambda: accounts.GetAccount(GET, timeout=5, metadata=bearer(keys["admin_token"]))
-            ),
             "credit without token": code_of(lambda: shard.ApplyCredit(credit, timeout=5)),
             "credit with a client token": code_of(
                 lambda: shard.ApplyCredit(credit, timeout=5, metadata=bearer(keys["client_token"]))
             ),
         }
-        as_peer = code_of(lambda: accounts.GetAccount(GET, timeout=5, metadata=bearer(keys["peer_token"])))
+        answered = {
+            role: code_of(
+                lambda token=keys[f"{role}_token"]: accounts.GetAccount(
+                    GET, timeout=5, metadata=bearer(token)
+                )
+            )
+            for role in ("client", "admin", "peer")
+        }
     unauthenticated, denied = grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED
     assert codes == {
         "no token": unauthenticated,
         "wrong secret": unauthenticated,
-        "client token": denied,
-        "admin token": denied,
         "credit without token": unauthenticated,
         "credit with a client token": denied,
     }
-    # A peer gets an answer from the ledger: the account is not there, or not this node's shard.
-    assert as_peer in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE)
+    # Each gets an answer from the ledger: the account is not there, or not this node's shard.
+    assert set(answered.values()) <= {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE}, answered
 
 
 def test_health_and_reflection_stay_open(bank_cluster: Cluster) -> None:

@@ -5,10 +5,21 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import NamedTuple
+from unittest.mock import MagicMock
 
 import pytest
 
-from services.rpc.auth import ADMIN, CLIENT, PEER, RateLimiter, TokenStore, identity_entry
+from services.rpc.auth import (
+    ADMIN,
+    CLIENT,
+    PEER,
+    AuthInterceptor,
+    RateLimiter,
+    TokenStore,
+    bearer,
+    identity_entry,
+)
 
 
 class Clock:
@@ -61,3 +72,39 @@ def test_the_token_file_is_read_again_when_it_changes(
     path.write_text("{not json")  # a broken file keeps the identities in force
     os.utime(path, ns=(2, 2))
     assert store.lookup("new") is not None
+
+
+class _Call(NamedTuple):
+    method: str
+    invocation_metadata: tuple[tuple[str, str], ...]
+
+
+def _outcome(interceptor: AuthInterceptor, method: str, token: str) -> str:
+    """'served', or the code the interceptor's refusal aborts with."""
+    handler = interceptor.intercept_service(lambda details: "served", _Call(method, bearer(token)))
+    if handler == "served":
+        return "served"
+    context = MagicMock()
+    context.abort.side_effect = RuntimeError
+    with pytest.raises(RuntimeError):
+        handler.unary_unary(None, context)
+    return str(context.abort.call_args.args[0].name)
+
+
+def test_a_method_may_allow_roles_its_service_does_not() -> None:
+    tokens = TokenStore(
+        [identity_entry("c", CLIENT, "client-token"), identity_entry("a", ADMIN, "admin-token")]
+    )
+    roles = {"bank.v1.AdminService": {ADMIN}, "bank.v1.AdminService/GetTopology": {CLIENT, ADMIN}}
+    interceptor = AuthInterceptor(tokens, roles)
+    outcomes = {
+        (method, token): _outcome(interceptor, f"/bank.v1.AdminService/{method}", token)
+        for method in ("GetTopology", "SetLinkDelay")
+        for token in ("client-token", "admin-token")
+    }
+    assert outcomes == {
+        ("GetTopology", "client-token"): "served",
+        ("GetTopology", "admin-token"): "served",
+        ("SetLinkDelay", "client-token"): "PERMISSION_DENIED",
+        ("SetLinkDelay", "admin-token"): "served",
+    }
