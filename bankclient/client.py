@@ -23,6 +23,7 @@ import grpc
 
 from bank.v1 import account_pb2, account_pb2_grpc, admin_pb2, admin_pb2_grpc, ledger_pb2, ledger_pb2_grpc
 from bankclient.coalescing import Closed, Coalescer, NoAnswer, NotSent
+from bankclient.direct import DirectRouter, slot_of_account
 
 FAILOVER_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 DEFAULT_DEADLINE_S = 5.0
@@ -49,6 +50,8 @@ COALESCE_MAX_BATCH = 512  # of a gateway's 4,096 per CreateTransfers call
 # Batches on their way at once: two let one be booked while the next travels. 256 callers on
 # shard 0 (/tmp quick runs, 15 s each): 1,780 transfers/s with one, 1,976 with two, 2,017 with three.
 COALESCE_SENDERS = 2
+ROUTES = ("gateway", "direct")
+TOPOLOGY_DEADLINE_S = 2.0  # reading the routing table (direct routing)
 
 
 # method, elapsed ms, the error the caller got (None when it succeeded), the answer
@@ -116,24 +119,26 @@ class BankClient:
         root_certificates: bytes | None = None,
         coalesce_transfers: bool = False,
         observer: Observer | None = None,
+        route: str = "gateway",
     ) -> None:
         """`coalesce_transfers`: single `transfer()` calls made at the same time from several
         threads travel to the gateway together, as one `CreateTransfers` call (as TigerBeetle's
         clients batch), each caller still getting its own answer or error. `observer` hears of
-        every operation once, however many gateways it took (the `interceptors` see each call)."""
+        every operation once, however many gateways it took (the `interceptors` see each call).
+        `route="direct"`: calls go to their shard's leader node itself, by the routing table a
+        gateway gives (bankclient/direct.py); the gateways take what a node cannot (coalesced
+        transfers then travel together per shard)."""
         self.observer = observer
         if not gateways:
             raise ValueError("at least one gateway address is needed")
+        if route not in ROUTES:
+            raise ValueError(f"route must be one of {ROUTES}, not {route!r}")
         self.gateways = list(gateways)
         self._metadata = ((AUTH_HEADER, f"Bearer {token}"),) if token else ()
         self.deadline_s = deadline_s
         self._current = prefer % len(self.gateways)
-        self._raw_channels = [
-            grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates), CHANNEL_OPTIONS)
-            if root_certificates
-            else grpc.insecure_channel(address, CHANNEL_OPTIONS)
-            for address in self.gateways
-        ]
+        self._root_certificates, self._interceptors = root_certificates, tuple(interceptors)
+        self._raw_channels = [self._open_channel(address) for address in self.gateways]
         channels = [grpc.intercept_channel(c, *interceptors) for c in self._raw_channels]
         self._accounts = [account_pb2_grpc.AccountServiceStub(c) for c in channels]
         self._ledger = [ledger_pb2_grpc.LedgerServiceStub(c) for c in channels]
@@ -149,6 +154,21 @@ class BankClient:
         if coalesce_transfers:
             send, most, senders = self._send_transfers, COALESCE_MAX_BATCH, COALESCE_SENDERS
             self._coalescer = Coalescer(send, most, senders, "bankclient")
+        self.direct: DirectRouter | None = None
+        if route == "direct":
+            self.direct = DirectRouter(self._read_topology, self._node_channel, self._metadata)
+
+    def _read_topology(self) -> Any:
+        return self._via_gateways("admin", "GetTopology", admin_pb2.GetTopologyRequest(), TOPOLOGY_DEADLINE_S)
+
+    def _node_channel(self, endpoint: str) -> grpc.Channel:
+        return grpc.intercept_channel(self._open_channel(endpoint), *self._interceptors)
+
+    def _open_channel(self, address: str) -> grpc.Channel:
+        if self._root_certificates:
+            credentials = grpc.ssl_channel_credentials(self._root_certificates)
+            return grpc.secure_channel(address, credentials, CHANNEL_OPTIONS)
+        return grpc.insecure_channel(address, CHANNEL_OPTIONS)
 
     @classmethod
     def from_home(
@@ -167,6 +187,8 @@ class BankClient:
     def close(self) -> None:
         if self._coalescer is not None:
             self._coalescer.close()
+        if self.direct is not None:
+            self.direct.close()
         for channel in self._raw_channels:
             channel.close()
 
@@ -190,6 +212,16 @@ class BankClient:
         return answer
 
     def _call(self, service: str, method: str, request: Any, deadline_s: float | None) -> Any:
+        if self.direct is None or service == "admin":
+            return self._via_gateways(service, method, request, deadline_s)
+        deadline = time.monotonic() + (deadline_s or self.deadline_s)
+
+        def via_gateways(again: Any, left_s: float) -> Any:
+            return self._via_gateways(service, method, again, max(left_s, 0.001))
+
+        return self.direct.call(service, method, request, deadline, via_gateways)
+
+    def _via_gateways(self, service: str, method: str, request: Any, deadline_s: float | None) -> Any:
         """Sends `request` with the whole deadline to the current gateway; moves to the next one when
         it is unreachable (see CHANNEL_OPTIONS) or answers UNAVAILABLE, until the deadline."""
         budget = deadline_s or self.deadline_s
@@ -263,8 +295,12 @@ class BankClient:
         )  # fmt: skip
         if self._coalescer is None:
             return self.call("ledger", "Transfer", request, deadline_s)
+        # Directly routed, the transfers of one shard travel together (to its leader).
+        shard = self.direct.shard_of(slot_of_account(source)) if self.direct is not None else None
         try:
-            result = self._coalescer.submit(None, request, time.monotonic() + (deadline_s or self.deadline_s))
+            result = self._coalescer.submit(
+                shard, request, time.monotonic() + (deadline_s or self.deadline_s)
+            )
         except (NotSent, NoAnswer) as late:
             raise TransferRefused(grpc.StatusCode.DEADLINE_EXCEEDED, str(late)) from None
         except Closed as closed:
