@@ -60,8 +60,10 @@ class Cluster:
             cursor = conn.execute(query.encode(), params)
             return cursor.fetchall() if cursor.description else []
 
-    def client(self, prefer_dc: str | None = None, deadline_s: float = 10.0) -> BankClient:
-        return BankClient.from_home(self.home, prefer_dc=prefer_dc, deadline_s=deadline_s)
+    def client(
+        self, prefer_dc: str | None = None, deadline_s: float = 10.0, route: str = "gateway"
+    ) -> BankClient:
+        return BankClient.from_home(self.home, prefer_dc=prefer_dc, deadline_s=deadline_s, route=route)
 
     def check(self, wait_s: float = 0.0) -> dict[str, Any]:
         done = bankctl(self.home, "check", "--json", "--wait", str(wait_s))

@@ -253,13 +253,15 @@ def test_batch_limits_are_refused_whole(bank: Bank) -> None:
         )
 
 
-def test_a_batch_through_a_gateway_is_split_by_shard(bank_cluster: Cluster) -> None:
-    with bank_cluster.client(deadline_s=30) as client:
+@pytest.mark.parametrize("route", ["gateway", "direct"])
+def test_a_batch_is_split_by_shard(bank_cluster: Cluster, route: str) -> None:
+    """Through a gateway, or by the client itself (direct routing) to each shard's leader."""
+    with bank_cluster.client(deadline_s=30, route=route) as client:
         accounts: list[str] = []
         for i in range(200):  # four accounts on every shard
             if len(accounts) == 12:
                 break
-            customer = f"batch-gw-{i}"
+            customer = f"batch-{route}-{i}"
             shard = ClusterSpec().shard_of_slot(slot_of_customer(customer))
             if sum(1 for a in accounts if bank_cluster_shard(a) == shard) == 4:
                 continue
@@ -285,25 +287,31 @@ def test_a_batch_through_a_gateway_is_split_by_shard(bank_cluster: Cluster) -> N
         checked = bank_cluster.check(wait_s=30)
         assert checked["reconciled"] and checked["pending_transfers"] == 0, checked
         assert sum(client.get_account(a).balance for a in accounts) == 12 * 10_000  # all credits landed
+        if client.direct is not None:  # the parts went to the nodes, not through a gateway
+            assert client.direct.direct_calls >= 3 and client.direct.redirected == 0, vars(client.direct)
 
 
 def bank_cluster_shard(account: str) -> int:
     return ClusterSpec().shard_of_slot(int(account[:4]))
 
 
-def test_a_coalescing_client_answers_each_caller_as_its_own_call_would(bank_cluster: Cluster) -> None:
+@pytest.mark.parametrize("route", ["gateway", "direct"])
+def test_a_coalescing_client_answers_each_caller_as_its_own_call_would(
+    bank_cluster: Cluster, route: str
+) -> None:
     """`BankClient(coalesce_transfers=True)`: concurrent `transfer()` calls leave as shared
-    batches, and each caller gets its own result, or the very error its own `Transfer` call
-    would have raised (code, message's subject, reason), with nothing written for it."""
+    batches (to a gateway, or directly routed to the shard's leader), and each caller gets its
+    own result, or the very error its own `Transfer` call would have raised (code, message's
+    subject, reason), with nothing written for it."""
     home = bank_cluster.home
     with (
         BankClient.from_home(home, deadline_s=30) as plain,
-        BankClient.from_home(home, deadline_s=30, coalesce_transfers=True) as coalescing,
+        BankClient.from_home(home, deadline_s=30, coalesce_transfers=True, route=route) as coalescing,
     ):
-        a = plain.open_account("coalesce-a", "CNY").account_number
+        a = plain.open_account(f"coalesce-{route}-a", "CNY").account_number
         # b on a's shard: every transfer is booked whole at once, no relay in between
         shard = bank_cluster_shard(a)
-        customers = (f"coalesce-b{i}" for i in range(1000))
+        customers = (f"coalesce-{route}-b{i}" for i in range(1000))
         customer = next(c for c in customers if ClusterSpec().shard_of_slot(slot_of_customer(c)) == shard)
         b = plain.open_account(customer, "CNY").account_number
         plain.deposit(a, 1_000, "CNY")
@@ -361,3 +369,5 @@ def test_a_coalescing_client_answers_each_caller_as_its_own_call_would(bank_clus
         assert out[33][0] == out[34][0] == grpc.StatusCode.INVALID_ARGUMENT
         assert plain.get_account(a).balance == 1_000 - 10 - 150
         assert plain.get_account(b).balance == 10 + 150
+        if coalescing.direct is not None:  # the batches went to the shard's leader itself
+            assert coalescing.direct.direct_calls >= len(sizes) - 1, vars(coalescing.direct)
