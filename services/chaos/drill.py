@@ -59,8 +59,8 @@ def drill(
     seed = int(time.time()) % 100_000
     with BankClient.from_home(state.home, deadline_s=DEADLINE_S, interceptors=[calls]) as client:
         hot, cold = run.open_accounts(state, client, seed, history)
-        workload = Workload(client, hot, cold, history, seed, threads=threads, deadline_s=DEADLINE_S,
-                            max_s=hold_s + RECOVERY_LIMIT_S + 300)  # fmt: skip
+        workload = Workload([(client, False, False)], hot, cold, history, seed, threads=threads,
+                            deadline_s=DEADLINE_S, max_s=hold_s + RECOVERY_LIMIT_S + 300)  # fmt: skip
         say(
             f"drill: {threads} threads of transfers on {len(hot) + len(cold)} accounts;"
             f" the cut in {WARMUP_S:.0f} s"

@@ -79,12 +79,19 @@ def run(
     with (
         BankClient.from_home(state.home, deadline_s=10) as client,
         BankClient.from_home(state.home, deadline_s=10, coalesce_transfers=True) as coalescing,
+        BankClient.from_home(state.home, deadline_s=10, route="direct") as direct,
+        BankClient.from_home(state.home, deadline_s=10, coalesce_transfers=True, route="direct") as both,
     ):
         hot, cold = open_accounts(state, client, seed, history)
         say(f"seed {seed}: {len(hot)} hot and {len(cold)} cold accounts; load from {threads} threads"
-            f" (every other one through a coalescing client)")  # fmt: skip
-        workload = Workload(client, hot, cold, history, seed, threads=threads, max_s=minutes * 60 + 60,
-                            coalescing=coalescing)  # fmt: skip
+            f" (every other one through a coalescing client; half of them routed by the client)")  # fmt: skip
+        clients = [
+            (client, False, False),
+            (coalescing, True, False),
+            (direct, False, True),
+            (both, True, True),
+        ]
+        workload = Workload(clients, hot, cold, history, seed, threads=threads, max_s=minutes * 60 + 60)
         workload.start()
         try:
             time.sleep(WARMUP_S)  # the first fault strikes a bank under load
@@ -114,6 +121,7 @@ def run(
         schedule=[s.to_json() for s in schedule[: len(verdict["checkpoints"])]],
         acked_transfers=counts["ok"], refused_transfers=counts["fail"], unresolved_transfers=counts["info"],
         acked_coalesced=sum(1 for o in history.ops.values() if o.outcome == "ok" and o.coalesced),
+        acked_direct=sum(1 for o in history.ops.values() if o.outcome == "ok" and o.direct),
         resolved_after_run=sum(1 for o in history.ops.values() if o.resolved),
         final={k: v for k, v in final.items() if k != "anomalies"},
         seconds=round(time.monotonic() - started, 1),

@@ -46,6 +46,7 @@ class Op:
     code: str = ""
     resolved: bool = False  # an `info` asked again after the run
     coalesced: bool = False  # sent by a coalescing client, with other workers' transfers
+    direct: bool = False  # routed by the client itself to its shard's leader (route="direct")
 
 
 class History:
@@ -100,17 +101,19 @@ def call_transfer(client: BankClient, op: Op, deadline_s: float) -> None:
 
 class Workload:
     """Worker threads doing transfers until stopped, the time is up or `max_ops` were invoked;
-    `pause()` returns once no call is in flight (a quiet bank for a checkpoint). With a
-    `coalescing` client, every other worker sends through it: their concurrent transfers travel
-    to a gateway together (`BankClient(coalesce_transfers=True)`), under the same faults."""
+    `pause()` returns once no call is in flight (a quiet bank for a checkpoint). The workers
+    take turns over the `clients` given: (client, coalescing, direct) each, where a coalescing
+    one sends concurrent transfers together (`BankClient(coalesce_transfers=True)`) and a direct
+    one routes them itself to the shards' leaders (`route="direct"`), under the same faults."""
 
     def __init__(
-        self, client: BankClient, hot: list[str], cold: list[str], history: History, seed: int,
-        threads: int = 8, max_s: float = 3600.0, max_ops: int = 500_000, deadline_s: float = 5.0,
-        coalescing: BankClient | None = None,
+        self, clients: list[tuple[BankClient, bool, bool]], hot: list[str], cold: list[str],
+        history: History, seed: int, threads: int = 8, max_s: float = 3600.0, max_ops: int = 500_000,
+        deadline_s: float = 5.0,
     ) -> None:  # fmt: skip
-        self.client, self.hot, self.cold, self.history = client, hot, cold, history
-        self.coalescing = coalescing
+        if not clients:
+            raise ValueError("a workload needs at least one client")
+        self.clients, self.hot, self.cold, self.history = clients, hot, cold, history
         self.seed, self.threads, self.max_ops, self.deadline_s = seed, threads, max_ops, deadline_s
         self.deadline = time.monotonic() + max_s
         self._stop = threading.Event()
@@ -168,8 +171,7 @@ class Workload:
 
     def _work(self, index: int) -> None:
         rng = random.Random(f"{self.seed}-{index}")
-        coalesced = self.coalescing is not None and index % 2 == 1
-        client = self.coalescing if coalesced and self.coalescing is not None else self.client
+        client, coalesced, direct = self.clients[index % len(self.clients)]
         while True:
             op = self._next(rng, index)
             if op is None:
@@ -177,7 +179,7 @@ class Workload:
             if op.outcome == "wait":
                 self._running.wait(timeout=1.0)
                 continue
-            op.coalesced = coalesced
+            op.coalesced, op.direct = coalesced, direct
             try:
                 self.history.invoke(op)
                 call_transfer(client, op, self.deadline_s)

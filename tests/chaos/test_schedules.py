@@ -32,7 +32,8 @@ def test_seeded_schedule_finds_no_anomaly(cluster: Cluster, seed: int, pytestcon
         pytestconfig,
         f"\n[chaos run] seed {seed}: {len(struck)} faults "
         f"({', '.join(f['fault'] for f in verdict['faults'])}), {verdict['acked_transfers']} acknowledged, "
-        f"({verdict['acked_coalesced']} through a coalescing client), "
+        f"({verdict['acked_coalesced']} through a coalescing client, "
+        f"{verdict['acked_direct']} routed by the client), "
         f"{verdict['refused_transfers']} refused, {verdict['resolved_after_run']} asked again, "
         f"{len(verdict['checkpoints'])} checkpoints, anomalies {verdict['anomalies']}",
     )
@@ -42,6 +43,7 @@ def test_seeded_schedule_finds_no_anomaly(cluster: Cluster, seed: int, pytestcon
     assert len(struck) >= 2, verdict["faults"]
     assert verdict["acked_transfers"] >= 1000
     assert verdict["acked_coalesced"] >= 300  # half the workers sent through a coalescing client
+    assert verdict["acked_direct"] >= 300  # half of them routed by the client (direct routing)
     assert verdict["unresolved_transfers"] == 0
     assert all(p["reconciled"] and p["pending"] == 0 for p in verdict["checkpoints"])
     history = Path(verdict["history"]).read_text(encoding="utf-8").splitlines()
