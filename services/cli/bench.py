@@ -29,7 +29,6 @@ import sys
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,6 +39,7 @@ import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bankclient import BankClient, GatewayUnavailable
+from services.cli.bench_report import BATCH_SIZE, render, summary, top_frames
 from services.cluster import launcher
 from services.cluster.bulk_load import bulk_load
 from services.cluster.check import check, current_primaries
@@ -52,7 +52,7 @@ from services.host.postgres import postgres_bin_dir
 Say = Callable[[str], None]
 PGBENCH_ACCOUNTS = 100_000
 PGBENCH_CLIENTS = 8
-BATCH_SIZE = 1_000
+
 COALESCED_THREADS = (64, 256, 512)
 PGBENCH_SCRIPT = """\\set a random(1, {n})
 \\set b random(1, {n})
@@ -312,73 +312,6 @@ def profile(
         "phase": phase,
         **{kind: {"file": str(path), "top": top_frames(path)} for kind, path in files.items()},
     }
-
-
-def top_frames(path: Path, count: int = 12) -> list[list[Any]]:
-    """[frame, % of samples] for the frames running when sampled (self time), most first."""
-    if not path.exists():
-        return []
-    frames: Counter[str] = Counter()
-    total = 0
-    for line in path.read_text(encoding="utf-8").splitlines():
-        stack, _, samples = line.rpartition(" ")
-        if not samples.isdigit():
-            continue
-        total += int(samples)
-        frames[stack.split(";")[-1]] += int(samples)
-    return [[frame, round(100 * n / max(total, 1), 1)] for frame, n in frames.most_common(count)]
-
-
-def summary(report: dict[str, Any]) -> dict[str, Any]:
-    pg = report["pgbench"]["tps"]
-    best = max(report["single"], key=lambda r: r["tps"])
-    batch = report["batch"]["shard0"]
-    coalesced = max(report["coalesced"], key=lambda r: r["tps"])
-    return {
-        "pgbench_tps": pg, "single_tps": best["tps"], "single_ratio": round(best["tps"] / pg, 3),
-        "batch_tps": batch["tps"], "batch_ratio": round(batch["tps"] / pg, 3),
-        "p50_ms": best["p50_ms"], "p99_ms": best["p99_ms"],
-        "cpu_s_per_1000_transfers": best["cpu_s_per_1000_transfers"],
-        "single_all_shards_tps": report["single_all_shards"]["tps"],
-        "batch_all_shards_tps": report["batch"]["all_shards"]["tps"],
-        "scaling_single_all_vs_one": round(report["single_all_shards"]["tps"] / best["tps"], 3),
-        "scaling_batch_all_vs_one": round(report["batch"]["all_shards"]["tps"] / batch["tps"], 3),
-        "single_coalesced_tps": coalesced["tps"], "single_coalesced_ratio": round(coalesced["tps"] / pg, 3),
-        "single_coalesced_p50_ms": coalesced["p50_ms"], "single_coalesced_p99_ms": coalesced["p99_ms"],
-        "single_coalesced_all_shards_tps": report["coalesced_all_shards"]["tps"],
-        "grpc_floor_calls_per_s": report["grpc_floor"]["tps"],
-    }  # fmt: skip
-
-
-def render(report: dict[str, Any], figures: dict[str, Any]) -> str:
-    lines = [f"{'what':<50}{'per s':>8}{'vs pgbench':>11}{'p50 ms':>9}{'p99 ms':>9}{'CPU s/1k':>10}"
-             f"{'client':>8}"]  # fmt: skip
-    pg = report["pgbench"]
-    lines.append(f"{'pgbench, 8 clients, shard 0 primary':<50}{pg['tps']:>8,.0f}{1:>11.2f}x"
-                 f"{pg['latency_avg_ms']:>8.1f}*{'':>9}{pg['cpu_s_per_1000_transfers']:>10.2f}")  # fmt: skip
-    rows = [(f"full path, 1 RPC/transfer, shard 0, {r['threads']} thr", r) for r in report["single"]]
-    rows.append((f"full path, 1 RPC/transfer, all shards, {report['single_all_shards']['threads']} thr",
-                 report["single_all_shards"]))  # fmt: skip
-    rows += [(f"1/call, client coalescing, shard 0, {r['threads']} thr", r) for r in report["coalesced"]]
-    rows.append((f"1/call, client coalescing, all shards, {report['coalesced_all_shards']['threads']} thr",
-                 report["coalesced_all_shards"]))  # fmt: skip
-    rows += [
-        (f"batch API, {BATCH_SIZE}/call, {name.replace('_', ' ')}", r) for name, r in report["batch"].items()
-    ]
-    rows.append((f"gRPC floor: Health/Check on a gateway, {report['grpc_floor']['threads']} thr",
-                 report["grpc_floor"]))  # fmt: skip
-    for label, r in rows:
-        lines.append(f"{label:<50}{r['tps']:>8,.0f}{r['tps'] / pg['tps']:>11.2f}x{r['p50_ms']:>9.1f}"
-                     f"{r['p99_ms']:>9.1f}{r['cpu_s_per_1000_transfers']:>10.2f}"
-                     f"{r.get('client_cpu_s_per_1000_transfers', 0):>8.2f}")  # fmt: skip
-    lines.append("* pgbench reports the average latency; batch latencies are per call of 1,000 transfers.")
-    lines.append("  CPU s/1k: all the cluster's processes; client: the benchmark's own Python client, on")
-    lines.append("  the same cores. The gRPC floor row counts calls with no work behind them, not transfers.")
-    lines.append(f"single path {figures['single_ratio']:.2f}x pgbench with one RPC per transfer, "
-                 f"{figures['single_coalesced_ratio']:.2f}x with client coalescing; "
-                 f"batch API {figures['batch_ratio']:.2f}x; "
-                 f"books reconcile: {'yes' if report['books_reconcile'] else 'NO'}")  # fmt: skip
-    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace, say: Say) -> int:
