@@ -10,7 +10,13 @@ cluster, in the same run.
    transfers into one `CreateTransfers` call (`BankClient(coalesce_transfers=True)`, as
    TigerBeetle's clients batch): one transfer per call for the application, not on the wire.
 4. The batch API (`CreateTransfers`, 1,000 per call), shard 0 then all shards.
-5. The floor of one Python gRPC call here: `Health/Check` on the same gateway (no work behind it).
+5. Direct routing (`BankClient(route="direct")`): the client calls shard 0's leader node itself,
+   no gateway in between: one `Transfer` per call at the same concurrencies, all shards, the
+   batch API, and coalescing.
+6. The floor of one Python gRPC call here: `Health/Check` on the same gateway (no work behind it).
+
+With `--profile`, py-spy on shard 0's leader node and a gateway during single transfers through
+the gateways, and on the node during direct batches.
 
 Printed and written to reports/bench/<timestamp>.json and reports/bench/latest.json; CPU
 seconds are summed over every process of the cluster (PostgreSQL's backends included); the
@@ -52,7 +58,6 @@ from services.host.postgres import postgres_bin_dir
 Say = Callable[[str], None]
 PGBENCH_ACCOUNTS = 100_000
 PGBENCH_CLIENTS = 8
-
 COALESCED_THREADS = (64, 256, 512)
 PGBENCH_SCRIPT = """\\set a random(1, {n})
 \\set b random(1, {n})
@@ -134,10 +139,8 @@ def _percentile(values: list[float], share: float) -> float:
 class Phase:
     """Transfers from `threads` threads for `seconds`; counts, latencies (ms), refusals."""
 
-    def __init__(
-        self, state: ClusterState, client: BankClient, accounts: list[str], threads: int, seconds: float
-    ):
-        self.state, self.client, self.accounts = state, client, accounts
+    def __init__(self, state: ClusterState, threads: int, seconds: float):
+        self.state = state
         self.threads, self.seconds = threads, seconds
         self.latencies_ms: list[float] = []
         self.transfers = 0
@@ -236,62 +239,96 @@ def measure(state: ClusterState, args: argparse.Namespace, say: Say) -> dict[str
     with BankClient.from_home(state.home, deadline_s=10) as client:
         for threads in args.concurrency:
             say(f"full path, one transfer per call, shard 0, {threads} threads, {args.seconds:.0f} s")
-            phase = Phase(state, client, shards[0], threads, args.seconds)
+            phase = Phase(state, threads, args.seconds)
             report["single"].append(phase.run(single_step(client, shards[0])))
             say(f"  {report['single'][-1]}")
         best = max(report["single"], key=lambda r: r["tps"])
         say(f"full path, one transfer per call, all shards, {best['threads']} threads")
-        report["single_all_shards"] = Phase(state, client, everyone, best["threads"], args.seconds).run(
+        report["single_all_shards"] = Phase(state, best["threads"], args.seconds).run(
             single_step(client, everyone)
         )
     with BankClient.from_home(state.home, deadline_s=10, coalesce_transfers=True) as coalescing:
         report["coalesced"] = []
         for threads in COALESCED_THREADS:
             say(f"full path, one transfer per call, client coalescing, shard 0, {threads} threads")
-            phase = Phase(state, coalescing, shards[0], threads, args.seconds)
+            phase = Phase(state, threads, args.seconds)
             report["coalesced"].append(phase.run(single_step(coalescing, shards[0])))
             say(f"  {report['coalesced'][-1]}")
         most = max(report["coalesced"], key=lambda r: r["tps"])["threads"]
         say(f"full path, one transfer per call, client coalescing, all shards, {most} threads")
-        report["coalesced_all_shards"] = Phase(state, coalescing, everyone, most, args.seconds).run(
+        report["coalesced_all_shards"] = Phase(state, most, args.seconds).run(
             single_step(coalescing, everyone)
         )
+    _direct_phases(state, args, shards[0], everyone, report, say)
     with BankClient.from_home(state.home, deadline_s=10) as client:
         for name, accounts in (("shard0", shards[0]), ("all_shards", everyone)):
             say(f"batch API, {BATCH_SIZE} per call, {name}, 4 threads")
-            report["batch"][name] = Phase(state, client, accounts, 4, args.seconds).run(
-                batch_step(client, accounts)
-            )
+            report["batch"][name] = Phase(state, 4, args.seconds).run(batch_step(client, accounts))
         if args.profile:
-            report["profile"] = profile(state, client, shards[0], best["threads"], args, say)
+            step = single_step(client, shards[0])
+            report["profile"] = profile(state, step, best["threads"], args, say)
         say(f"the floor of a gRPC call: Health/Check on a gateway, {best['threads']} threads")
         gateway = next(c for c in state.components if c.kind == "gateway")
         with grpc.insecure_channel(f"{gateway.host}:{gateway.port}") as channel:
-            floor = Phase(state, client, [], best["threads"], args.seconds)
+            floor = Phase(state, best["threads"], args.seconds)
             report["grpc_floor"] = floor.run(floor_step(health_pb2_grpc.HealthStub(channel)))
     books = check(state, wait_s=60)
     report["books_reconcile"] = books["reconciled"] and books["pending_transfers"] == 0
     return report
 
 
+def _direct_phases(
+    state: ClusterState, args: argparse.Namespace, shard0: list[str], everyone: list[str],
+    report: dict[str, Any], say: Say,
+) -> None:  # fmt: skip
+    """The client routes each transfer to its shard's leader itself (`route="direct"`): one RPC
+    per transfer, batches, and coalescing."""
+    with BankClient.from_home(state.home, deadline_s=10, route="direct") as direct:
+        report["direct"] = []
+        for threads in args.concurrency:
+            say(f"direct routing, one transfer per call, shard 0, {threads} threads, {args.seconds:.0f} s")
+            phase = Phase(state, threads, args.seconds)
+            report["direct"].append(phase.run(single_step(direct, shard0)))
+            say(f"  {report['direct'][-1]}")
+        most = max(report["direct"], key=lambda r: r["tps"])["threads"]
+        say(f"direct routing, one transfer per call, all shards, {most} threads")
+        report["direct_all_shards"] = Phase(state, most, args.seconds).run(single_step(direct, everyone))
+        report["direct_batch"] = {}
+        for name, accounts in (("shard0", shard0), ("all_shards", everyone)):
+            say(f"batch API, direct routing, {BATCH_SIZE} per call, {name}, 4 threads")
+            report["direct_batch"][name] = Phase(state, 4, args.seconds).run(batch_step(direct, accounts))
+        if args.profile:
+            step = batch_step(direct, shard0)
+            report["profile_batch"] = profile(state, step, 4, args, say, ("node",), "direct batches")
+        assert direct.direct is not None
+        report["direct_routing"] = {"answered_by_nodes": direct.direct.direct_calls,
+                                    "sent_to_gateways": direct.direct.redirected}  # fmt: skip
+    with BankClient.from_home(state.home, deadline_s=10, route="direct", coalesce_transfers=True) as both:
+        threads = max(report["coalesced"], key=lambda r: r["tps"])["threads"]
+        say(f"direct routing, one transfer per call, client coalescing, shard 0, {threads} threads")
+        report["direct_coalesced"] = Phase(state, threads, args.seconds).run(single_step(both, shard0))
+
+
 def profile(
     state: ClusterState,
-    client: BankClient,
-    accounts: list[str],
+    step: Callable[[random.Random], tuple[int, int, float]],
     threads: int,
     args: argparse.Namespace,
     say: Say,
+    kinds: tuple[str, ...] = ("node", "gateway"),
+    label: str = "single transfers",
 ) -> dict[str, Any]:
-    """py-spy on shard 0's leader node and on a gateway during one more single-transfer phase:
+    """py-spy on shard 0's leader node (and a gateway of its DC) during one more phase of `step`:
     the functions where they spend their CPU (leaf frames, share of samples)."""
     leader_dc = current_primaries(state)[0]
     targets = {kind: next(c for c in state.components if c.kind == kind and c.dc == leader_dc)
-               for kind in ("node", "gateway")}  # fmt: skip
+               for kind in kinds}  # fmt: skip
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     folder = args.reports / "bench"
     folder.mkdir(parents=True, exist_ok=True)
-    files = {kind: folder / f"profile-{kind}-{time.strftime('%Y%m%d-%H%M%S')}.txt" for kind in targets}
-    say(f"py-spy on node-{leader_dc} and gateway-{leader_dc} for {args.seconds:.0f} s of single transfers")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    files = {kind: folder / f"profile-{kind}-{label.replace(' ', '-')}-{stamp}.txt" for kind in targets}
+    say(f"py-spy on {', '.join(f'{k}-{leader_dc}' for k in targets)} for {args.seconds:.0f} s of {label}")
     # 20 samples a second: a node has ~100 threads, and sampling them all costs CPU of its own.
     with open(folder / "py-spy.log", "ab") as log:
         spies = [
@@ -302,7 +339,7 @@ def profile(
             )
             for kind, c in targets.items()
         ]  # fmt: skip
-        phase = Phase(state, client, accounts, threads, args.seconds).run(single_step(client, accounts))
+        phase = Phase(state, threads, args.seconds).run(step)
         for process in spies:
             try:
                 process.wait(timeout=3 * args.seconds + 60)
@@ -335,8 +372,12 @@ def run(args: argparse.Namespace, say: Say) -> int:
     for name in (f"{stamp}.json", "latest.json"):
         (folder / name).write_text(json.dumps(out, indent=2), encoding="utf-8")
     print(render(report, figures))
-    for kind, spied in report.get("profile", {}).items():
-        if kind != "phase":
-            print(f"py-spy {kind} (self time): " + "; ".join(f"{f} {p}%" for f, p in spied["top"][:6]))
+    for name in ("profile", "profile_batch"):
+        for kind, spied in report.get(name, {}).items():
+            if kind != "phase":
+                print(
+                    f"py-spy {kind}, {name} (self time): "
+                    + "; ".join(f"{f} {p}%" for f, p in spied["top"][:6])
+                )
     say(f"written to {folder / (stamp + '.json')} and {folder / 'latest.json'}")
     return 0 if report["books_reconcile"] else 1

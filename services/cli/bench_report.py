@@ -43,6 +43,26 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         "single_coalesced_p50_ms": coalesced["p50_ms"], "single_coalesced_p99_ms": coalesced["p99_ms"],
         "single_coalesced_all_shards_tps": report["coalesced_all_shards"]["tps"],
         "grpc_floor_calls_per_s": report["grpc_floor"]["tps"],
+        "batch_cpu_ms_per_transfer": batch["cpu_s_per_1000_transfers"],
+        **direct_summary(report, pg),
+    }  # fmt: skip
+
+
+def direct_summary(report: dict[str, Any], pg: float) -> dict[str, Any]:
+    """The figures of direct routing (the client calls each shard's leader node itself)."""
+    best = max(report["direct"], key=lambda r: r["tps"])
+    batch = report["direct_batch"]["shard0"]
+    return {
+        "direct_single_tps": best["tps"], "direct_single_ratio": round(best["tps"] / pg, 3),
+        "direct_single_threads": best["threads"],
+        "direct_p50_ms": best["p50_ms"], "direct_p99_ms": best["p99_ms"],
+        "direct_cpu_s_per_1000_transfers": best["cpu_s_per_1000_transfers"],
+        "direct_single_all_shards_tps": report["direct_all_shards"]["tps"],
+        "direct_coalesced_tps": report["direct_coalesced"]["tps"],
+        "direct_coalesced_ratio": round(report["direct_coalesced"]["tps"] / pg, 3),
+        "direct_batch_tps": batch["tps"], "direct_batch_ratio": round(batch["tps"] / pg, 3),
+        "direct_batch_cpu_ms_per_transfer": batch["cpu_s_per_1000_transfers"],
+        "direct_batch_all_shards_tps": report["direct_batch"]["all_shards"]["tps"],
     }  # fmt: skip
 
 
@@ -61,6 +81,15 @@ def render(report: dict[str, Any], figures: dict[str, Any]) -> str:
     rows += [
         (f"batch API, {BATCH_SIZE}/call, {name.replace('_', ' ')}", r) for name, r in report["batch"].items()
     ]
+    rows += [(f"direct routing, 1 RPC/transfer, shard 0, {r['threads']} thr", r) for r in report["direct"]]
+    rows.append((f"direct routing, 1 RPC/transfer, all shards, {report['direct_all_shards']['threads']} thr",
+                 report["direct_all_shards"]))  # fmt: skip
+    rows.append((f"direct, client coalescing, shard 0, {report['direct_coalesced']['threads']} thr",
+                 report["direct_coalesced"]))  # fmt: skip
+    rows += [
+        (f"batch API, direct, {BATCH_SIZE}/call, {name.replace('_', ' ')}", r)
+        for name, r in report["direct_batch"].items()
+    ]
     rows.append((f"gRPC floor: Health/Check on a gateway, {report['grpc_floor']['threads']} thr",
                  report["grpc_floor"]))  # fmt: skip
     for label, r in rows:
@@ -72,6 +101,10 @@ def render(report: dict[str, Any], figures: dict[str, Any]) -> str:
     lines.append("  the same cores. The gRPC floor row counts calls with no work behind them, not transfers.")
     lines.append(f"single path {figures['single_ratio']:.2f}x pgbench with one RPC per transfer, "
                  f"{figures['single_coalesced_ratio']:.2f}x with client coalescing; "
-                 f"batch API {figures['batch_ratio']:.2f}x; "
+                 f"batch API {figures['batch_ratio']:.2f}x "
+                 f"({figures['batch_cpu_ms_per_transfer']:.3f} ms of cluster CPU a transfer); "
+                 f"direct routing {figures['direct_single_ratio']:.2f}x with one RPC per transfer, "
+                 f"batch API direct {figures['direct_batch_ratio']:.2f}x "
+                 f"({figures['direct_batch_cpu_ms_per_transfer']:.3f} ms); "
                  f"books reconcile: {'yes' if report['books_reconcile'] else 'NO'}")  # fmt: skip
     return "\n".join(lines)
