@@ -62,7 +62,7 @@ def guard(home: Path, minutes: float, threads: int, accounts: int) -> dict[str, 
         before, events_before = epochs(state), events(state)
         say(f"leaders before: {before}; coalescing, every shard, {threads} threads, {minutes:g} min")
         with BankClient.from_home(state.home, deadline_s=10, coalesce_transfers=True) as client:
-            phase = Phase(state, client, everyone, threads, minutes * 60).run(single_step(client, everyone))
+            phase = Phase(state, threads, minutes * 60).run(single_step(client, everyone))
         after = epochs(state)
         with zk_client(state) as dcs:
             failovers = dcs.failovers()
