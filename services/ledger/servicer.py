@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -148,10 +148,22 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         about first, one question per target shard); a shard's part booked in a few
         transactions. A shard not led here refuses the whole call (the gateway re-routes it)."""
         validate_batch_size(len(request.transfers))
+        outcomes = self._book_set(request.transfers)
+        return ledger_pb2.CreateTransfersResponse(
+            results=[
+                transfer_result(index, outcome, request.full_transfers)
+                for index, outcome in enumerate(outcomes)
+            ]
+        )
+
+    def _book_set(
+        self, transfers: Sequence[ledger_pb2.TransferRequest]
+    ) -> list[MoneyMovement | BaseException]:
+        """Each transfer's outcome: its movement, or its refusal (see CreateTransfers)."""
         outcomes: dict[int, MoneyMovement | BaseException] = {}
         by_shard: dict[int, _ShardPart] = {}
         elsewhere: dict[int, BankError] = {}
-        for index, item in enumerate(request.transfers):
+        for index, item in enumerate(transfers):
             try:
                 self._add_unit(by_shard, index, item)
             except BankError as err:
@@ -168,12 +180,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             outcomes.update({index: result for (index, _), result in zip(part.units, results, strict=True)})
             if part.outgoing:
                 self.on_outbox(shard)
-        return ledger_pb2.CreateTransfersResponse(
-            results=[
-                transfer_result(index, outcomes[index], request.full_transfers)
-                for index in range(len(request.transfers))
-            ]
-        )
+        return [outcomes[index] for index in range(len(transfers))]
 
     def _add_unit(
         self, by_shard: dict[int, _ShardPart], index: int, item: ledger_pb2.TransferRequest
