@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 
 from bank.v1 import ledger_pb2, ledger_pb2_grpc
-from services.common.errors import BankError
+from bankclient.coalescing import Closed, Coalescer, NoAnswer, NotSent
+from services.common.errors import BankError, Unavailable
 from services.common.model import MoneyMovement
 from services.common.validation import validate_batch_size
 from services.ledger.cross_shard import CreditCheck
@@ -23,6 +25,12 @@ from services.rpc.convert import (
     transfer_to_proto,
 )
 from services.rpc.status import rpc_method
+
+# Single Transfer calls to one shard that arrive while its last set is being booked are booked
+# together as the next set, as a gateway's coalescer sends them (clients that route themselves
+# reach the node one RPC per transfer). A lone transfer is booked at once, as a set of one.
+SINGLES_MAX_SET = 256
+SINGLES_DEFAULT_DEADLINE_S = 10.0
 
 
 class LedgerShard(Protocol):
@@ -75,6 +83,11 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         self.shards = shards
         # Wakes the relay of a shard as soon as a cross-shard debit is booked.
         self.on_outbox = on_outbox
+        self._singles = Coalescer(self._book_singles, SINGLES_MAX_SET, 1, "node-transfers")
+
+    def close(self) -> None:
+        """Answers the single transfers still waiting for their set (UNAVAILABLE: not booked)."""
+        self._singles.close()
 
     @rpc_method
     def Deposit(
@@ -110,35 +123,38 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def Transfer(
         self, request: ledger_pb2.TransferRequest, context: grpc.ServicerContext
     ) -> ledger_pb2.TransferResponse:
-        handlers, target_shard = self.shards.for_pair(
+        """Booked with the other single transfers that arrive meanwhile, as one set; the route
+        (leader, epoch, slot) is checked here, on the caller's own call."""
+        handlers, _ = self.shards.for_pair(
             request.from_account, request.to_account, "from_account", "to_account"
         )
-        amount = amount_of(request)
-        if target_shard == handlers.shard:
-            moved = handlers.ledger.transfer(
-                request.request_id,
-                request.from_account,
-                request.to_account,
-                amount,
-                request.currency,
-                request.reference,
+        remaining = context.time_remaining()
+        budget = SINGLES_DEFAULT_DEADLINE_S if remaining is None or remaining > 1e6 else remaining
+        try:
+            outcome = self._singles.submit(handlers.shard, request, time.monotonic() + budget)
+        except NotSent:
+            context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "the transfer waited past its deadline; it was not booked"
             )
-        else:
-            moved = handlers.ledger.transfer_out(
-                request.request_id,
-                request.from_account,
-                request.to_account,
-                target_shard,
-                amount,
-                request.currency,
-                request.reference,
-            )
-            self.on_outbox(handlers.shard)
+        except Closed as closed:
+            raise Unavailable("the node is stopping; the transfer was not booked; retry") from closed
+        except NoAnswer as late:
+            raise Unavailable(
+                "the transfer's set was not booked within its deadline; retry with the same request_id"
+                " to learn the outcome"
+            ) from late
+        if isinstance(outcome, BaseException):
+            raise outcome
         return ledger_pb2.TransferResponse(
-            transfer_id=moved.transfer.transfer_id,
-            status=transfer_status(moved.transfer.status),
-            transfer=transfer_to_proto(moved.transfer),
+            transfer_id=outcome.transfer.transfer_id,
+            status=transfer_status(outcome.transfer.status),
+            transfer=transfer_to_proto(outcome.transfer),
         )
+
+    def _book_singles(self, shard: int, requests: list[Any], latest: float) -> list[Any]:
+        """A set of single transfers: each its own outcome (movement or refusal), even when none
+        of them may be booked here (each was routed here on its own)."""
+        return self._book_set(requests, refuse_whole=False)
 
     @rpc_method
     def CreateTransfers(
@@ -157,9 +173,10 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         )
 
     def _book_set(
-        self, transfers: Sequence[ledger_pb2.TransferRequest]
+        self, transfers: Sequence[ledger_pb2.TransferRequest], refuse_whole: bool = True
     ) -> list[MoneyMovement | BaseException]:
-        """Each transfer's outcome: its movement, or its refusal (see CreateTransfers)."""
+        """Each transfer's outcome: its movement, or its refusal (see CreateTransfers); when
+        none of them may be booked here, the first one's refusal raised (`refuse_whole`)."""
         outcomes: dict[int, MoneyMovement | BaseException] = {}
         by_shard: dict[int, _ShardPart] = {}
         elsewhere: dict[int, BankError] = {}
@@ -168,7 +185,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
                 self._add_unit(by_shard, index, item)
             except BankError as err:
                 (elsewhere if err.retryable else outcomes)[index] = err
-        if elsewhere and not by_shard:
+        if elsewhere and not by_shard and refuse_whole:
             raise elsewhere[min(elsewhere)]  # nothing of it is led here (or fenced): all goes elsewhere
         # Some of it is led here: the rest (slots that moved away) is answered per transfer, and
         # the gateway sends those again to their slots' shards.

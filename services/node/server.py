@@ -154,6 +154,7 @@ class BankNode:
         )
         self.keeper: MoveKeeper | None = None  # made once the coordinator's session is up
         self._server: RunningServer | None = None
+        self._ledger = LedgerServicer(self.shards, on_outbox=self._wake_relay)
         self._stopping = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_holds, name="hold-sweeper", daemon=True)
 
@@ -208,7 +209,7 @@ class BankNode:
                 Registration(
                     ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name,
                     ledger_pb2_grpc.add_LedgerServiceServicer_to_server,
-                    LedgerServicer(self.shards, on_outbox=self._wake_relay),
+                    self._ledger,
                 ),
                 Registration(
                     shard_pb2.DESCRIPTOR.services_by_name["ShardService"].full_name,
@@ -218,6 +219,9 @@ class BankNode:
             ],
             interceptors=self._interceptors(),
             tls=self.config.tls,
+            # A handler thread per call in flight: single transfers wait in theirs for their set
+            # (with 32, directly routed clients got at most 32 transfers into a set: 559/s).
+            max_workers=256,
         )
         if self.config.metrics_listen:
             host, port = self.config.metrics_listen.rsplit(":", 1)
@@ -292,6 +296,7 @@ class BankNode:
             self.coordinator.stop()
         if self._server is not None:
             self._server.stop()
+            self._ledger.close()
         if self.relay is not None:
             self.relay.stop()
             self.peers.close()
