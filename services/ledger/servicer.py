@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -84,6 +85,9 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         # Wakes the relay of a shard as soon as a cross-shard debit is booked.
         self.on_outbox = on_outbox
         self._singles = Coalescer(self._book_singles, SINGLES_MAX_SET, 1, "node-transfers")
+        self._counting = threading.Lock()
+        self.single_sets = 0  # sets of single transfers booked
+        self.singles = 0  # single transfers in them
 
     def close(self) -> None:
         """Answers the single transfers still waiting for their set (UNAVAILABLE: not booked)."""
@@ -154,6 +158,8 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def _book_singles(self, shard: int, requests: list[Any], latest: float) -> list[Any]:
         """A set of single transfers: each its own outcome (movement or refusal), even when none
         of them may be booked here (each was routed here on its own)."""
+        with self._counting:
+            self.single_sets, self.singles = self.single_sets + 1, self.singles + len(requests)
         return self._book_set(requests, refuse_whole=False)
 
     @rpc_method
