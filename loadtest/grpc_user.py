@@ -67,7 +67,8 @@ def gateways_of(home: Path) -> list[str]:
 
 class BankGrpcUser(User):
     """Each user prefers one DC's gateway (users are spread over the DCs) and moves to another
-    when it does not answer."""
+    when it does not answer; with `--route direct`, it calls the shards' leaders itself and
+    the gateways only for what they cannot take."""
 
     abstract = True
     deadline_s = 5.0
@@ -86,6 +87,7 @@ class BankGrpcUser(User):
             observer=operation_observer(environment),
             token=read_token(home),
             root_certificates=read_ca(home),
+            route=getattr(environment.parsed_options, "route", None) or "gateway",
         )
 
     def on_stop(self) -> None:

@@ -39,6 +39,11 @@ def _options(parser: Any) -> None:
         "--bank-home", default=os.environ.get("BANK_HOME", ".bank"), help="the cluster's home"
     )
     parser.add_argument("--mix", default=DEFAULT_MIX, help="weights of the banking operations")
+    parser.add_argument(
+        "--route", choices=("gateway", "direct"), default="gateway",
+        help="gateway: every call through a DC's gateway (default); direct: each user routes its"
+        " calls to the shards' leader nodes itself (BankClient(route='direct'))",
+    )  # fmt: skip
 
 
 class Accounts:

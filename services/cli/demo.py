@@ -38,7 +38,7 @@ def _scenario(state: ClusterState, args: argparse.Namespace, kind: str) -> dict[
     return run_scenario(
         state, kind, args.duration, args.users, out, say, fault_dc=fault_dc, fault_at_s=args.fault_at,
         restart_at_s=args.restart_at, assumptions=_assumptions(args), scale_out_at_s=args.scale_out_at,
-        scale_out_batch=args.scale_out_batch,
+        scale_out_batch=args.scale_out_batch, route=args.route,
     )  # fmt: skip
 
 

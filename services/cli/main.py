@@ -125,6 +125,11 @@ def _build_commands() -> argparse.ArgumentParser:
         )  # fmt: skip
         run.add_argument("--scale-out-batch", type=int, default=32, help="slots per move (default 32)")
         run.add_argument(
+            "--route", choices=("gateway", "direct"), default="gateway",
+            help="how Locust's users reach the shards: through the gateways (default), or routed by"
+            " the client library itself to each shard's leader node",
+        )  # fmt: skip
+        run.add_argument(
             "--reports", type=Path, default=Path("reports"), help="where reports/<timestamp>/ go"
         )
         for field, default in Assumptions().__dict__.items():

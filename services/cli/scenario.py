@@ -58,6 +58,7 @@ def run_scenario(
     state: ClusterState, name: str, duration_s: int, users: int, out: Path, say: Say,
     fault_dc: str | None = None, fault_at_s: float = 0, restart_at_s: float = 0,
     assumptions: Assumptions | None = None, scale_out_at_s: float | None = None, scale_out_batch: int = 32,
+    route: str = "gateway",
 ) -> dict[str, Any]:  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     acked_dir = state.home / "acked"
@@ -67,8 +68,12 @@ def run_scenario(
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--bank-home", str(state.home), "--headless",
         "-u", str(users), "-r", str(users), "-t", f"{duration_s}s", "--csv", str(out / "locust"),
         "--csv-full-history", "--only-summary", "--exit-code-on-error", "0", "--stop-timeout", "5",
+        "--route", route,
     ]  # fmt: skip
-    say(f"scenario {name}: {users} Locust users for {duration_s} s (log: {out / 'locust.log'})")
+    say(
+        f"scenario {name}: {users} Locust users for {duration_s} s, routed by "
+        f"{'the clients themselves' if route == 'direct' else 'the gateways'} (log: {out / 'locust.log'})"
+    )
     t0 = time.time()
     with open(out / "locust.log", "w", encoding="utf-8") as log:
         locust = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

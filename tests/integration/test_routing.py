@@ -269,13 +269,20 @@ def test_bulk_loaded_accounts_are_real_accounts(cluster: Cluster) -> None:
         assert client.get_account(source).balance == 50_000 - 1_234
 
 
-def test_locust_banking_mix_headless_and_audit(cluster: Cluster, pytestconfig: pytest.Config) -> None:
-    """The load harness drives every operation of the mix; every acknowledged movement is booked once."""
-    assert bankctl(cluster.home, "load-accounts", "--count", "2000").returncode == 0
+@pytest.mark.parametrize("route", ["gateway", "direct"])
+def test_locust_banking_mix_headless_and_audit(
+    cluster: Cluster, pytestconfig: pytest.Config, route: str
+) -> None:
+    """The load harness drives every operation of the mix, through the gateways or routed by its
+    users themselves; every acknowledged movement is booked once."""
+    if route == "gateway":
+        assert bankctl(cluster.home, "load-accounts", "--count", "2000").returncode == 0
+    for old in (cluster.home / "acked").glob("*.log"):
+        old.unlink()  # this run's acknowledgements only
     run = subprocess.run(
         [sys.executable, "-m", "locust", "-f", "loadtest/locustfile.py", "--bank-home", str(cluster.home),
          "--headless", "-u", "16", "-r", "16", "-t", "10s", "--csv", str(cluster.home / "locust"),
-         "--only-summary"],
+         "--only-summary", "--route", route],
         capture_output=True, text=True, timeout=120, check=False, cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -283,8 +290,9 @@ def test_locust_banking_mix_headless_and_audit(cluster: Cluster, pytestconfig: p
     names = {row["Name"] for row in stats}
     assert {"GetAccount", "Transfer", "ListPostings", "Deposit", "Withdraw", "CreateHold"} <= names
     total = next(row for row in stats if row["Name"] == "Aggregated")
-    report(pytestconfig, f"\n[routing] locust 16 users 10 s: {total['Request Count']} requests, "
-                         f"{float(total['Requests/s']):.0f}/s, {total['Failure Count']} failed")  # fmt: skip
+    requests, failed, rate = total["Request Count"], total["Failure Count"], float(total["Requests/s"])
+    report(pytestconfig, f"\n[routing] locust 16 users 10 s, route {route}: {requests} requests, "
+                         f"{rate:.0f}/s, {failed} failed")  # fmt: skip
     assert int(total["Request Count"]) > 200 and int(total["Failure Count"]) == 0
     acked = [t for f in (cluster.home / "acked").glob("*.log") for t in f.read_text().split()]
     assert len(acked) > 100
@@ -299,18 +307,21 @@ def test_locust_banking_mix_headless_and_audit(cluster: Cluster, pytestconfig: p
     assert cluster.check(wait_s=20)["reconciled"]
 
 
-def test_hostile_requests_get_proper_statuses_and_the_books_follow(cluster: Cluster) -> None:
-    """2,000 generated hostile requests through a gateway: never UNKNOWN or INTERNAL, and the
-    money that entered or left the bank is exactly what was acknowledged."""
+@pytest.mark.parametrize("route", ["gateway", "direct"])
+def test_hostile_requests_get_proper_statuses_and_the_books_follow(cluster: Cluster, route: str) -> None:
+    """Generated hostile requests (2,000 through a gateway, 500 routed by the client to the nodes
+    themselves): never UNKNOWN or INTERNAL, and the money that entered or left the bank is
+    exactly what was acknowledged."""
+    examples = 2000 if route == "gateway" else 500
     if not (cluster.home / "accounts.csv").exists():
         assert bankctl(cluster.home, "load-accounts", "--count", "500").returncode == 0
     accounts = [line.split(",")[0] for line in (cluster.home / "accounts.csv").read_text().split()][:60]
     before = cluster.check(wait_s=30)["currencies"]
     moved: Counter[str] = Counter()  # currency -> net money acknowledged in (deposits) or out
     codes: Counter[str] = Counter()
-    client = cluster.client(deadline_s=10)
+    client = cluster.client(deadline_s=10, route=route)
 
-    @settings(max_examples=2000, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=examples, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(hostile.requests(accounts))
     def send(call: tuple[str, str, Any]) -> None:
         service, method, request = call
@@ -336,7 +347,9 @@ def test_hostile_requests_get_proper_statuses_and_the_books_follow(cluster: Clus
         send()
     finally:
         client.close()
-    assert sum(codes.values()) >= 2000 and codes["OK"] > 0, codes
+    assert sum(codes.values()) >= examples and codes["OK"] > 0, codes
+    if client.direct is not None:
+        assert client.direct.direct_calls > examples // 4, vars(client.direct)
     after = cluster.check(wait_s=30)
     assert after["reconciled"], after
     for currency, change in moved.items():
