@@ -151,14 +151,6 @@ class LedgerHandler:
         payload = {"account": account, "amount": amount, "currency": currency, "ref": reference}
         return run_once(self.store, "Withdraw", request_id, payload, work, accounts=(account,))
 
-    def transfer(
-        self, request_id: str, source: str, target: str, amount: int, currency: str, reference: str = ""
-    ) -> MoneyMovement:
-        """Moves money between two accounts of this shard; the balance returned is the source's."""
-        return self.store.run_grouped(
-            self.transfer_unit(request_id, source, target, amount, currency, reference)
-        )
-
     def transfer_unit(
         self, request_id: str, source: str, target: str, amount: int, currency: str, reference: str = ""
     ) -> Callable[[LedgerTx], MoneyMovement]:
@@ -170,21 +162,6 @@ class LedgerHandler:
     ) -> list[MoneyMovement | BaseException]:
         """Checked transfers of one batch request, booked a few hundred per transaction."""
         return run_all(self.store, units)
-
-    def transfer_out(
-        self,
-        request_id: str,
-        source: str,
-        target: str,
-        target_shard: int,
-        amount: int,
-        currency: str,
-        reference: str = "",
-    ) -> MoneyMovement:
-        """A transfer to an account of another shard: the debit now, the credit by the relay."""
-        return self.store.run_grouped(
-            self.transfer_out_unit(request_id, source, target, target_shard, amount, currency, reference)
-        )
 
     def transfer_out_unit(
         self, request_id: str, source: str, target: str, target_shard: int, amount: int, currency: str,
