@@ -146,7 +146,7 @@ class DirectRouter:
         self._stubs: dict[tuple[str, str], Any] = {}
         self._suspects: dict[str, float] = {}  # endpoint -> until when it is passed over
         self._pool: ThreadPoolExecutor | None = None
-        self.direct_calls = 0  # calls answered by a node
+        self.direct_calls = 0  # calls answered by a node (its refusals of a request included)
         self.redirected = 0  # calls a node refused or could not take, sent to the gateways
 
     # The table.
@@ -232,10 +232,15 @@ class DirectRouter:
         except grpc.RpcError as err:
             if err.code() in REDIRECT_CODES:
                 self._redirected(err, leader, routes)
+            else:
+                self._answered()  # a refusal of the request itself is the node's answer
             raise
+        self._answered()
+        return answer
+
+    def _answered(self) -> None:
         with self._lock:
             self.direct_calls += 1
-        return answer
 
     def _redirected(self, err: grpc.RpcError, leader: Leader, routes: Routes) -> None:
         """A node refused or could not be reached: pass over it for a while if it was not there,

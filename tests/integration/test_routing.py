@@ -348,8 +348,8 @@ def test_hostile_requests_get_proper_statuses_and_the_books_follow(cluster: Clus
     finally:
         client.close()
     assert sum(codes.values()) >= examples and codes["OK"] > 0, codes
-    if client.direct is not None:
-        assert client.direct.direct_calls > examples // 4, vars(client.direct)
+    if client.direct is not None:  # those it could route were answered by the nodes themselves
+        assert client.direct.direct_calls > examples // 4, (client.direct.direct_calls, codes)
     after = cluster.check(wait_s=30)
     assert after["reconciled"], after
     for currency, change in moved.items():
