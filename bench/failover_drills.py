@@ -48,11 +48,26 @@ def lead_all_from(home: Path, dc: str) -> None:
             raise SystemExit(f"switchover of shard {shard} to {dc} failed:\n{done.stderr[-3000:]}")
 
 
-def drill(home: Path, cut: str, shard: int | None, hold_s: float, lead_all: bool = False) -> dict[str, Any]:
+def drill(
+    home: Path, cut: str, shard: int | None, hold_s: float, lead_all: bool = False, route: str = "gateway"
+) -> dict[str, Any]:
     dc = leader_of(home, shard)
     if lead_all:
         lead_all_from(home, dc)
-    done = bankctl(home, "drill", "--cut", cut, "--dc", dc, "--for", str(hold_s), "--switch-back", "--json")
+    done = bankctl(
+        home,
+        "drill",
+        "--cut",
+        cut,
+        "--dc",
+        dc,
+        "--for",
+        str(hold_s),
+        "--switch-back",
+        "--json",
+        "--route",
+        route,
+    )
     if not done.stdout.strip():
         raise SystemExit(f"drill {cut} {dc} printed no scorecard:\n{done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout)
@@ -80,6 +95,9 @@ def main() -> int:
     parser.add_argument("--dc-of-shard", type=int, default=0)
     parser.add_argument("--zk-leader", action="store_true", help="cut the DC of ZooKeeper's leader")
     parser.add_argument("--lead-all", action="store_true", help="every shard led from the cut DC first")
+    parser.add_argument(
+        "--route", choices=("gateway", "direct"), default="gateway", help="how the drills' workload routes"
+    )
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="bank-drills-"))
     up = bankctl(home, "up", "--net", "netns")
@@ -90,7 +108,7 @@ def main() -> int:
     try:
         for cut in ["kill"] * args.kill + ["isolate"] * args.isolate:
             shard = None if args.zk_leader else args.dc_of_shard
-            results.append(drill(home, cut, shard, args.hold_s, args.lead_all))
+            results.append(drill(home, cut, shard, args.hold_s, args.lead_all, args.route))
             print(line(results[-1]), flush=True)
     finally:
         bankctl(home, "down")

@@ -43,8 +43,10 @@ GIVEN_UP = ("info", "invoke")  # an operation the client library gave up on (Jep
 
 
 def drill(
-    state: ClusterState, cut: str, dc: str, hold_s: float, switch_back: bool, say: Say, threads: int = 8
-) -> dict[str, Any]:
+    state: ClusterState, cut: str, dc: str, hold_s: float, switch_back: bool, say: Say, threads: int = 8,
+    route: str = "gateway",
+) -> dict[str, Any]:  # fmt: skip
+    """`route`: how the workload's client reaches the shards (through the gateways, or "direct")."""
     if cut not in CUTS:
         raise ValueError(f"--cut must be one of {sorted(CUTS)}, not {cut!r}")
     if dc not in state.spec.dc_names:
@@ -57,12 +59,13 @@ def drill(
     history = History(run_dir / "history.jsonl")
     calls = CallCounter()
     seed = int(time.time()) % 100_000
-    with BankClient.from_home(state.home, deadline_s=DEADLINE_S, interceptors=[calls]) as client:
+    with BankClient.from_home(state.home, deadline_s=DEADLINE_S, interceptors=[calls], route=route) as client:
         hot, cold = run.open_accounts(state, client, seed, history)
-        workload = Workload([(client, False, False)], hot, cold, history, seed, threads=threads,
+        workload = Workload([(client, False, route == "direct")], hot, cold, history, seed, threads=threads,
                             deadline_s=DEADLINE_S, max_s=hold_s + RECOVERY_LIMIT_S + 300)  # fmt: skip
         say(
-            f"drill: {threads} threads of transfers on {len(hot) + len(cold)} accounts;"
+            f"drill: {threads} threads of transfers on {len(hot) + len(cold)} accounts, routed by"
+            f" {'the client itself' if route == 'direct' else 'the gateways'};"
             f" the cut in {WARMUP_S:.0f} s"
         )
         workload.start()

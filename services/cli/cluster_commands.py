@@ -116,7 +116,9 @@ def drill(args: argparse.Namespace) -> int:
 
     progress = progress_to(sys.stderr if args.json else sys.stdout)
     state = launcher.require_state(args.home)
-    result = cut_drill.drill(state, args.cut, args.dc, args.hold_s, args.switch_back, progress, args.threads)
+    result = cut_drill.drill(
+        state, args.cut, args.dc, args.hold_s, args.switch_back, progress, args.threads, args.route
+    )
     print(json.dumps(result, indent=2) if args.json else cut_drill.render(result))
     return 0 if result["ok"] else 1
 

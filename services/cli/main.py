@@ -200,6 +200,10 @@ def _build_commands() -> argparse.ArgumentParser:
         "--switch-back", action="store_true", help="once whole again, lead where it led before"
     )
     drill.add_argument("--threads", type=int, default=8, help="workload threads (default 8)")
+    drill.add_argument(
+        "--route", choices=("gateway", "direct"), default="gateway",
+        help="the workload's calls through the gateways (default) or routed by the client to the leaders",
+    )  # fmt: skip
     drill.add_argument("--json", action="store_true", help="print the scorecard as JSON")
 
     chaos = commands.add_parser("chaos", help="inject a fault (Jepsen's vocabulary) and measure recovery")
