@@ -15,32 +15,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
 from bankclient import BankClient
-from services.cli.bench import Phase, accounts_by_shard, batch_step, single_step
+from services.cli.bench import Phase, accounts_by_shard, batch_step, cpu_s_by_kind, single_step
 from services.cluster import launcher
 from services.cluster.bulk_load import bulk_load
 from services.cluster.netns import choose_net
-from services.cluster.state import ClusterState
 from services.cluster.topology import ClusterSpec
 
 PHASES = (("gateway", "single"), ("direct", "single"), ("direct", "batch"))
-
-
-def cpu_by_kind(state: ClusterState) -> dict[str, float]:
-    seconds: dict[str, float] = {}
-    for component in state.components:
-        if not component.pid:
-            continue
-        try:
-            process = psutil.Process(component.pid)
-            for each in [process, *process.children(recursive=True)]:
-                times = each.cpu_times()
-                seconds[component.kind] = seconds.get(component.kind, 0.0) + times.user + times.system
-        except psutil.Error:
-            continue
-    return seconds
 
 
 def main() -> int:
@@ -59,9 +41,9 @@ def main() -> int:
             with BankClient.from_home(home, deadline_s=10, route=route) as client:
                 step = single_step(client, shard0) if kind == "single" else batch_step(client, shard0)
                 threads = args.threads if kind == "single" else 4
-                before, client_before = cpu_by_kind(state), time.process_time()
+                before, client_before = cpu_s_by_kind(state), time.process_time()
                 phase = Phase(state, threads, args.seconds).run(step)
-                after, client_after = cpu_by_kind(state), time.process_time()
+                after, client_after = cpu_s_by_kind(state), time.process_time()
             count = max(phase["transfers"], 1)
             split = {k: round(1000 * (after[k] - before.get(k, 0.0)) / count, 3) for k in sorted(after)}
             client_ms = round(1000 * (client_after - client_before) / count, 3)

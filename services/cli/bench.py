@@ -79,7 +79,12 @@ CREATE TABLE bench_journal (id bigserial PRIMARY KEY, source integer, target int
 
 def cluster_cpu_s(state: ClusterState) -> float:
     """User + system CPU seconds of every process of the cluster and all their children."""
-    total = 0.0
+    return sum(cpu_s_by_kind(state).values())
+
+
+def cpu_s_by_kind(state: ClusterState) -> dict[str, float]:
+    """The same, per kind of component (PostgreSQL's backends count as postgres)."""
+    seconds: dict[str, float] = {}
     for component in state.components:
         if not component.pid:
             continue
@@ -87,10 +92,10 @@ def cluster_cpu_s(state: ClusterState) -> float:
             process = psutil.Process(component.pid)
             for each in [process, *process.children(recursive=True)]:
                 times = each.cpu_times()
-                total += times.user + times.system
+                seconds[component.kind] = seconds.get(component.kind, 0.0) + times.user + times.system
         except psutil.Error:
             continue
-    return total
+    return seconds
 
 
 def pgbench(state: ClusterState, seconds: float, say: Say) -> dict[str, Any]:
