@@ -23,7 +23,7 @@ import grpc
 
 from bank.v1 import account_pb2, account_pb2_grpc, admin_pb2, admin_pb2_grpc, ledger_pb2, ledger_pb2_grpc
 from bankclient.coalescing import Closed, Coalescer, NoAnswer, NotSent
-from bankclient.direct import DirectRouter, slot_of_account
+from bankclient.direct import REASON_KEY, DirectRouter, slot_of_account
 
 FAILOVER_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 DEFAULT_DEADLINE_S = 5.0
@@ -45,7 +45,6 @@ CHANNEL_OPTIONS = (
 )
 AUTH_HEADER = "authorization"
 CREDENTIALS_DIR = "credentials"  # under a cluster's home: <role>.token, written by `bankctl up`
-REASON_KEY = "bank-error-reason"
 COALESCE_MAX_BATCH = 512  # of a gateway's 4,096 per CreateTransfers call
 # Batches on their way at once: two let one be booked while the next travels. 256 callers on
 # shard 0 (/tmp quick runs, 15 s each): 1,780 transfers/s with one, 1,976 with two, 2,017 with three.
