@@ -1,14 +1,17 @@
-"""Transfers booked as a set: the same rules and rows as one transfer at a time, in a few
-statements for a whole group.
+"""Transfers booked as a set: the same rules and rows as one transfer at a time, in one
+statement for a whole group.
 
-A group commit (or a batch request) hands over many transfers of one shard. They are booked
-together: their request ids looked up in one statement, their accounts locked and read in one,
-the rules applied in order in memory (each transfer sees the balances the earlier ones left),
-and every row the accepted ones write (transfers, postings, outbox rows, balances, request
-results) written in one. A refused transfer writes nothing. The same function books a single
-transfer, so one rule book serves both paths. Two transactions booking the same new request id
-at once cannot both write it: the second fails on its key (UniqueViolation), is rolled back,
-and runs again, when it finds the first one's answer.
+A group commit (or a batch request) hands over many transfers of one shard. They are booked by
+one function in the database (book_transfer_set, migration 0007): their request ids looked up,
+their slots fenced, their accounts locked in order, the rules applied in order (each transfer
+sees the balances the earlier ones left), and every row the accepted ones write (transfers,
+postings, outbox rows, balances, request results) written, in one round trip. The node sends
+checked requests and reads back the balances after; a refused transfer writes nothing, and its
+refusal is worded here by the rules every other movement uses (services.common.account_rules),
+from the accounts as the database saw them. The same function books a single transfer, so one
+rule book serves both paths. Two transactions booking the same new request id at once cannot
+both write it: the second fails on its key (UniqueViolation), is rolled back, and runs again,
+when it finds the first one's answer.
 
 A retry of an acknowledged request id gets its first result; a request id seen twice in one
 set is left to run alone after the set (it then finds the first one's result).
@@ -16,7 +19,7 @@ set is left to run alone after the set (it then finds the first one's result).
 
 from __future__ import annotations
 
-from collections import Counter
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,11 +32,12 @@ from services.common.account_rules import (
     require_funds,
 )
 from services.common.errors import Aborted, BankError
-from services.common.model import Account, MoneyMovement, Transfer, evolve, record_to_json
-from services.ledger.cross_shard import TRANSIT
+from services.common.model import Account, MoneyMovement, Transfer, evolve
 from services.storage.idempotency import OnceWork, replay
-from services.storage.ledger_tx import Booking, LedgerTx, account_slots, first_of_slot, system_account
+from services.storage.ledger_tx import LedgerTx, PriorRequest, account_slots, first_of_slot
+from services.storage.slots import refusal
 
+log = logging.getLogger(__name__)
 OPERATION = "Transfer"
 Answer = tuple[bool, Any] | None
 
@@ -76,88 +80,97 @@ def transfer_work(order: TransferOrder) -> OnceWork[MoneyMovement]:
 
 def book_transfers(tx: LedgerTx, orders: list[TransferOrder]) -> list[Answer]:
     """Books the orders in one go: per order (True, MoneyMovement), (False, the refusal), or
-    None for one to run alone afterwards (its request id came earlier in the same set)."""
+    None for one to run alone afterwards (its request id came earlier in the same set, or this
+    transaction claimed it already)."""
     answers: list[Answer] = [None] * len(orders)
     first: dict[str, int] = {}
     for index, order in enumerate(orders):
         first.setdefault(order.transfer.request_id, index)
-    now, priors = tx.prior_requests(list(first))
+    sent = list(first.values())
+    now, outcome = tx.book_transfer_set([_row(orders[i]) for i in sent])
+    priors = {str(rid): PriorRequest(op, digest, result) for rid, op, digest, result in outcome["priors"]}
     for rid, prior in priors.items():
-        order = orders[first[rid]]
-        if not prior.result:  # claimed in this very transaction, not yet answered: alone, later
-            continue
-        try:
-            answers[first[rid]] = (True, replay(prior, rid, OPERATION, order.digest))
-        except BankError as refusal:
-            answers[first[rid]] = (False, refusal)
-    mine = _writable(tx, [i for rid, i in first.items() if rid not in priors], orders, answers)
-    if not mine:
-        return answers
-    locked = tx.lock_accounts((a for i in mine for a in orders[i].accounts), fence=False)
-    live = dict(locked)
-    moves: Counter[str] = Counter()
-    booking = Booking()
-    for index in mine:
-        order = orders[index]
-        try:
-            movement = _book(order, live, now, booking)
-        except BankError as refusal:  # it writes nothing, not even its request id
-            answers[index] = (False, refusal)
-            continue
-        moves.update(order.accounts)
-        answered = record_to_json(movement)
-        booking.requests.append((order.transfer.request_id, OPERATION, order.digest, answered))
-        answers[index] = (True, movement)
-    booking.balances = {n: (live[n].balance, live[n].held, count) for n, count in moves.items()}
-    tx.book(booking)
+        if prior.result:  # else claimed in this very transaction, not yet answered: alone, later
+            answers[first[rid]] = _replayed(prior, rid, orders[first[rid]])
+    if outcome["fenced"]:
+        unanswered = [i for rid, i in first.items() if rid not in priors]
+        _answer_fenced(outcome["fenced"], unanswered, orders, answers)
+    for position, debit, credit in outcome["refused"]:
+        index = sent[position]
+        answers[index] = (False, _refusal(orders[index], [row for row in (debit, credit) if row], now))
+    for index, balance in zip(sent, outcome["after"], strict=True):
+        if balance is not None:
+            answers[index] = (True, MoneyMovement(evolve(orders[index].transfer, created_at=now), balance))
     return answers
 
 
-def _writable(
-    tx: LedgerTx, indexes: list[int], orders: list[TransferOrder], answers: list[Answer]
-) -> list[int]:
-    """The orders whose accounts' slots this shard may write now; the others are answered with
-    their refusal (retry-able: the slot is moving, or has moved)."""
-    slots = {i: account_slots(orders[i].accounts) for i in indexes}
+def _row(order: TransferOrder) -> tuple[str, str, str, str, str, int, str, str, int | None]:
+    """An order as book_transfer_set takes it (migration 0007)."""
+    t = order.transfer
+    return (
+        t.request_id, order.digest, t.transfer_id, t.from_account, t.to_account, t.amount, t.currency,
+        t.reference, order.target_shard,
+    )  # fmt: skip
+
+
+def _replayed(prior: PriorRequest, request_id: str, order: TransferOrder) -> Answer:
+    try:
+        return (True, replay(prior, request_id, OPERATION, order.digest))
+    except BankError as refusal:
+        return (False, refusal)
+
+
+def _answer_fenced(
+    fenced: list[list[Any]], indexes: list[int], orders: list[TransferOrder], answers: list[Answer]
+) -> None:
+    """Answers the orders whose accounts' slots this shard may not write now with their refusal
+    (retry-able: the slot is moving, or has moved); `indexes` are the orders not retried."""
     numbers = sorted({a for i in indexes for a in orders[i].accounts})
-    refused = tx.unwritable(
-        {s for of_one in slots.values() for s in of_one},
-        lambda slot: f"account {first_of_slot(numbers, slot)}",
-    )
-    if not refused:
-        return indexes
+    refused = {
+        int(slot): refusal(int(slot), state, moved_to, f"account {first_of_slot(numbers, int(slot))}")
+        for slot, state, moved_to in fenced
+    }
     for index in indexes:
-        blocked = sorted(slots[index] & set(refused))
+        blocked = sorted(account_slots(orders[index].accounts) & set(refused))
         if blocked:
             answers[index] = (False, refused[blocked[0]])
-    return [i for i in indexes if answers[i] is None]
 
 
-def _book(order: TransferOrder, live: dict[str, Account], now: datetime, booking: Booking) -> MoneyMovement:
-    """Checks one transfer against the balances so far and adds its rows; the debited balance."""
+def _refusal(order: TransferOrder, seen: list[list[Any]], now: datetime) -> BankError:
+    """The refusal the rules give the order, worded from the accounts as the database saw them
+    ([number, currency, status, balance, held, overdraft limit]) when it refused it."""
+    live = {str(row[0]): _account_as_seen(row, now) for row in seen}
+    try:
+        _check(order, live)
+    except BankError as refusal:
+        return refusal
+    log.error("event=rules_disagree transfer=%s accounts=%s", order.transfer.transfer_id, seen)
+    return BankError(f"transfer {order.transfer.transfer_id} was refused by the database's rules alone")
+
+
+def _account_as_seen(row: list[Any], now: datetime) -> Account:
+    """An account as the rules read it: number, currency, status and money (the rest is not
+    theirs to read)."""
+    number, currency, status, balance, held, limit = row
+    return Account(
+        account_number=str(number), customer_id="", currency=str(currency), status=str(status),
+        balance=int(balance), held=int(held), overdraft_limit=int(limit), version=0,
+        slot=int(str(number)[:4]), opened_at=now,
+    )  # fmt: skip
+
+
+def _check(order: TransferOrder, live: dict[str, Account]) -> None:
+    """The rules of a transfer against the accounts' balances so far (raises its refusal)."""
     t = order.transfer
-    source, target, amount, currency = t.from_account, t.to_account, t.amount, t.currency
-    debit = require_account(live, source, "from_account")
+    debit = require_account(live, t.from_account, "from_account")
     if order.target_shard is not None:
         require_active(debit, "from_account")
-        require_currency(debit, currency, "from_account")
-        require_funds(debit, amount, "amount")
-        balance = debit.balance - amount
-        stored = evolve(t, created_at=now)
-        transit = system_account(TRANSIT, currency)
-        booking.post(stored, [(source, -amount, balance, target), (transit, amount, None, target)])
-        booking.outbox.append((t.transfer_id, order.target_shard, source, target, amount, currency))
-        live[source] = evolve(debit, balance=balance)
-        return MoneyMovement(stored, balance)
-    credit = require_account(live, target, "to_account")
+        require_currency(debit, t.currency, "from_account")
+        require_funds(debit, t.amount, "amount")
+        return
+    credit = require_account(live, t.to_account, "to_account")
     for account, field in ((debit, "from_account"), (credit, "to_account")):
         require_active(account, field)
-        require_currency(account, currency, field)
-    require_funds(debit, amount, "amount")
-    credit_balance = credited_balance(credit, amount, "amount")
-    balance = debit.balance - amount
-    stored = evolve(t, created_at=now)
-    booking.post(stored, [(source, -amount, balance, target), (target, amount, credit_balance, source)])
-    live[source] = evolve(debit, balance=balance)
-    live[target] = evolve(credit, balance=credit_balance)
-    return MoneyMovement(stored, balance)
+        require_currency(account, t.currency, field)
+    require_funds(debit, t.amount, "amount")
+    credited_balance(credit, t.amount, "amount")

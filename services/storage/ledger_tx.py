@@ -21,6 +21,7 @@ from services.common.model import Account, Hold, Transfer
 from services.storage import slots as slot_fence
 from services.storage.sql import (
     SQL_BOOK,
+    SQL_BOOK_TRANSFER_SET,
     SQL_CLAIM_REQUEST,
     SQL_EXPIRE_HOLDS,
     SQL_FIND_HOLD,
@@ -39,7 +40,6 @@ from services.storage.sql import (
     SQL_LOCK_ROWS,
     SQL_POSTPONE_DELIVERY,
     SQL_PRIOR_REQUEST,
-    SQL_PRIOR_REQUESTS,
     SQL_RELEASE_HELD,
     SQL_RESERVE_SERIALS,
     SQL_SAVE_RESULT,
@@ -93,8 +93,6 @@ class Booking:
     postings: list[tuple[str, str, int, str, int | None, str]] = field(default_factory=list)
     outbox: list[tuple[str, int, str, str, int, str]] = field(default_factory=list)
     balances: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # number -> balance, held, bump
-    # The answered requests: id, operation, fingerprint, result.
-    requests: list[tuple[str, str, str, dict[str, Any]]] = field(default_factory=list)
 
     def post(
         self, transfer: Transfer, lines: list[tuple[str, int, int | None, str]], with_transfer: bool = True
@@ -119,7 +117,7 @@ class Booking:
         balances = [(n, *figures) for n, figures in sorted(self.balances.items())]
         tables = {
             "transfers": transfers, "postings": self.postings, "outbox": self.outbox,
-            "balances": balances, "requests": self.requests,
+            "balances": balances,
         }  # fmt: skip
         return {name: to_json(rows) for name, rows in tables.items()}
 
@@ -141,16 +139,16 @@ class LedgerTx:
         assert row is not None, f"request {request_id} conflicted but is not there"
         return PriorRequest(operation=row[0], fingerprint=row[1], result=row[2])
 
-    def prior_requests(self, request_ids: list[str]) -> tuple[datetime, dict[str, PriorRequest]]:
-        """The transaction's time, and what the already-answered ids among `request_ids` hold."""
-        row = self.conn.execute(SQL_PRIOR_REQUESTS, (to_json(request_ids),)).fetchone()
-        assert row is not None
-        return row[0], {r[0]: PriorRequest(operation=r[1], fingerprint=r[2], result=r[3]) for r in row[1]}
-
     def book(self, booking: Booking) -> None:
-        """Writes a group's transfers, postings, outbox rows, new balances and answered requests
-        in one statement."""
+        """Writes a group's transfers, postings, outbox rows and new balances in one statement."""
         self.conn.execute(SQL_BOOK, booking.parameters())
+
+    def book_transfer_set(self, rows: list[tuple[Any, ...]]) -> tuple[datetime, dict[str, Any]]:
+        """Books a set of transfers in the database (migration 0007 says what the rows hold and
+        what comes back): the transaction's time and the outcome."""
+        row = self.conn.execute(SQL_BOOK_TRANSFER_SET, (to_json(rows),)).fetchone()
+        assert row is not None
+        return row[0], orjson.loads(row[1])
 
     def save_request_result(self, request_id: str, result: dict[str, Any]) -> None:
         self.conn.execute(SQL_SAVE_RESULT, (Jsonb(result), request_id))

@@ -163,20 +163,13 @@ SQL_SET_TRANSFER_STATUS = f"""
 UPDATE transfers SET status = %s, failure_reason = %s WHERE transfer_id = %s
 RETURNING {TRANSFER_COLUMNS}
 """
-# Set-based booking (`LedgerTx.claim_requests`, `prior_requests`, `book`): a few statements for a
-# whole group of transfers instead of about ten per transfer. The rows travel as one JSON array
+# Set-based booking of cross-shard credits (`LedgerTx.book`; transfers are booked by
+# book_transfer_set, migration 0007): one statement for a whole group. The rows travel as one JSON array
 # per table: psycopg adapts Python lists to PostgreSQL arrays element by element in Python,
 # which cost the node half its time on a batch of 1,000; JSON text is cheap (orjson). (jsonb, not json:
 # json is parsed again at every `->>`.)
-# The transaction's time, and the requests among the given ids already answered (retries).
-SQL_PRIOR_REQUESTS = """
-SELECT now(), coalesce(jsonb_agg(jsonb_build_array(request_id, operation, fingerprint, result)), '[]')
-FROM requests WHERE request_id = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)))
-"""
 # The update names its rows twice: joined with a JSON array alone, the planner expects 100 rows
-# from it and scans the whole accounts table (2 ms per statement at 10,000 accounts). A request
-# is written once, with its result; a concurrent writer of the same id fails it (UniqueViolation),
-# and the retry finds it answered.
+# from it and scans the whole accounts table (2 ms per statement at 10,000 accounts).
 SQL_BOOK = """
 WITH t AS (
     INSERT INTO transfers (transfer_id, request_id, kind, from_account, to_account, amount,
@@ -197,12 +190,12 @@ WITH t AS (
     FROM jsonb_array_elements(%(balances)s::jsonb) AS r
     WHERE accounts.account_number = r->>0
       AND accounts.account_number = ANY(ARRAY(SELECT x->>0 FROM jsonb_array_elements(%(balances)s::jsonb) x))
-), q AS (
-    INSERT INTO requests (request_id, operation, fingerprint, result)
-    SELECT r->>0, r->>1, r->>2, r->3 FROM jsonb_array_elements(%(requests)s::jsonb) AS r
 )
 SELECT 1
 """
+# A set of transfers booked by the database itself (migration 0007); the outcome comes back as
+# JSON text, which orjson reads faster than psycopg's jsonb loader.
+SQL_BOOK_TRANSFER_SET = "SELECT booked_at, outcome::text FROM book_transfer_set(%s::jsonb)"
 SQL_EXPIRED_HOLD_ACCOUNTS = """
 SELECT DISTINCT account_number FROM holds
 WHERE status = 'ACTIVE' AND expires_at <= now()

@@ -1,0 +1,184 @@
+-- A set of transfers booked by one function in the database (see services/ledger/booking.py).
+--
+-- book_transfer_set(orders) takes the checked transfers of one set as a JSON array of rows
+-- [request_id, fingerprint, transfer_id, from_account, to_account, amount, currency, reference,
+-- target_shard (null: the credit is on this shard)], their request ids distinct, and in one
+-- round trip: finds the request ids answered already (not booked again), refuses the orders
+-- whose slots this shard may not write now (slot_fence), locks the accounts of the others in
+-- account-number order and releases their expired holds, applies the rules in the orders' order
+-- (each sees the balances the earlier ones left), and writes what the accepted ones write:
+-- transfers, postings, outbox rows, balances, and their requests' answers. A refused order
+-- writes nothing.
+--
+-- It returns the transaction's time and {"priors": [[request_id, operation, fingerprint,
+-- result], ...], "fenced": [[slot, state, moved_to], ...], "refused": [[position, debit,
+-- credit], ...], "after": [debit balance after, or null, per order]}: the refused orders with
+-- the accounts as the rules saw them ([number, currency, status, balance, held,
+-- overdraft_limit], null when missing), from which the node words the refusal with the same
+-- rules (services/common/account_rules.py), which it applies to every other kind of movement.
+CREATE FUNCTION book_transfer_set(orders jsonb, OUT booked_at timestamptz, OUT outcome jsonb)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    max_balance constant bigint := 9223372036854775807;
+    n integer;
+    rids text[]; digests text[]; tids text[]; froms text[]; tos text[]; amounts bigint[];
+    currencies text[]; refs text[]; targets integer[];
+    fate text[];            -- per order: null (to book), 'prior', 'fenced', 'refused', 'booked'
+    priors jsonb; fenced jsonb := '[]'; refused jsonb := '[]';
+    wanted integer[]; shut integer[];
+    numbers text[];         -- the locked accounts that exist, in order
+    statuses text[]; held_currencies text[]; balances bigint[]; helds bigint[]; limits bigint[];
+    moves integer[];
+    d integer[]; c integer[];  -- per order: its debit's / credit's position in numbers
+    debit_after bigint[]; credit_after bigint[];
+    x integer; y integer; amt bigint;
+BEGIN
+    booked_at := now();
+    SELECT array_agg(r->>0 ORDER BY i), array_agg(r->>1 ORDER BY i), array_agg(r->>2 ORDER BY i),
+           array_agg(r->>3 ORDER BY i), array_agg(r->>4 ORDER BY i), array_agg((r->>5)::bigint ORDER BY i),
+           array_agg(r->>6 ORDER BY i), array_agg(r->>7 ORDER BY i), array_agg((r->>8)::integer ORDER BY i)
+    INTO rids, digests, tids, froms, tos, amounts, currencies, refs, targets
+    FROM jsonb_array_elements(orders) WITH ORDINALITY AS e(r, i);
+    n := coalesce(array_length(rids, 1), 0);
+    fate := array_fill(NULL::text, ARRAY[n]);
+    debit_after := array_fill(NULL::bigint, ARRAY[n]);
+    credit_after := array_fill(NULL::bigint, ARRAY[n]);
+
+    -- Retries: the requests answered already (or claimed by this transaction) are not booked.
+    SELECT coalesce(jsonb_agg(jsonb_build_array(q.request_id, q.operation, q.fingerprint, q.result)), '[]')
+    INTO priors FROM requests q WHERE q.request_id = ANY(rids);
+    IF priors <> '[]' THEN
+        SELECT array_agg(CASE WHEN q.request_id IS NULL THEN NULL ELSE 'prior' END ORDER BY o.i)
+        INTO fate
+        FROM unnest(rids) WITH ORDINALITY AS o(rid, i)
+        LEFT JOIN requests q ON q.request_id = o.rid AND q.request_id = ANY(rids);
+    END IF;
+
+    -- The slots this shard may not write now.
+    SELECT array_agg(DISTINCT s) INTO wanted FROM (
+        SELECT substr(o.src, 1, 4)::integer FROM unnest(froms, fate) AS o(src, f) WHERE o.f IS NULL
+        UNION ALL
+        SELECT substr(o.dst, 1, 4)::integer FROM unnest(tos, targets, fate) AS o(dst, t, f)
+        WHERE o.f IS NULL AND o.t IS NULL
+    ) AS w(s);
+    IF wanted IS NULL THEN
+        outcome := jsonb_build_object('priors', priors, 'fenced', fenced, 'refused', refused,
+                                      'after', to_jsonb(debit_after));
+        RETURN;
+    END IF;
+    SELECT coalesce(jsonb_agg(jsonb_build_array(f.slot, f.state, f.moved_to)), '[]'), array_agg(f.slot)
+    INTO fenced, shut FROM slot_fence(wanted) AS f;
+    IF shut IS NOT NULL THEN
+        SELECT array_agg(CASE
+                   WHEN o.f IS NOT NULL THEN o.f
+                   WHEN substr(o.src, 1, 4)::integer = ANY(shut) THEN 'fenced'
+                   WHEN o.t IS NULL AND substr(o.dst, 1, 4)::integer = ANY(shut) THEN 'fenced'
+               END ORDER BY o.i)
+        INTO fate FROM unnest(froms, tos, targets, fate) WITH ORDINALITY AS o(src, dst, t, f, i);
+    END IF;
+
+    -- The accounts, locked in the one order every transaction uses, expired holds released.
+    SELECT array_agg(l.account_number ORDER BY l.account_number) INTO numbers FROM (
+        SELECT a.account_number FROM accounts a
+        WHERE a.account_number = ANY(ARRAY(
+            SELECT o.src FROM unnest(froms, fate) AS o(src, f) WHERE o.f IS NULL
+            UNION
+            SELECT o.dst FROM unnest(tos, targets, fate) AS o(dst, t, f) WHERE o.f IS NULL AND o.t IS NULL))
+        ORDER BY a.account_number FOR UPDATE
+    ) AS l;
+    numbers := coalesce(numbers, '{}');
+    WITH expired AS (
+        UPDATE holds h SET status = 'EXPIRED'
+        WHERE h.account_number = ANY(numbers) AND h.status = 'ACTIVE' AND h.expires_at <= now()
+        RETURNING h.account_number, h.amount
+    )
+    UPDATE accounts a SET held = a.held - e.total, version = a.version + 1
+    FROM (SELECT ex.account_number, sum(ex.amount)::bigint AS total FROM expired ex GROUP BY ex.account_number) AS e
+    WHERE a.account_number = e.account_number;
+    SELECT array_agg(a.status ORDER BY a.account_number), array_agg(a.currency::text ORDER BY a.account_number),
+           array_agg(a.balance ORDER BY a.account_number), array_agg(a.held ORDER BY a.account_number),
+           array_agg(a.overdraft_limit ORDER BY a.account_number)
+    INTO statuses, held_currencies, balances, helds, limits
+    FROM accounts a WHERE a.account_number = ANY(numbers);
+    moves := array_fill(0, ARRAY[coalesce(array_length(numbers, 1), 0)]);
+    SELECT array_agg(h.pos::integer ORDER BY o.i) INTO d
+    FROM unnest(froms) WITH ORDINALITY AS o(a, i)
+    LEFT JOIN unnest(numbers) WITH ORDINALITY AS h(a, pos) ON h.a = o.a;
+    SELECT array_agg(CASE WHEN o.t IS NULL THEN h.pos::integer END ORDER BY o.i) INTO c
+    FROM unnest(tos, targets) WITH ORDINALITY AS o(a, t, i)
+    LEFT JOIN unnest(numbers) WITH ORDINALITY AS h(a, pos) ON h.a = o.a;
+
+    -- The rules, in the orders' order.
+    FOR i IN 1..n LOOP
+        CONTINUE WHEN fate[i] IS NOT NULL;
+        x := d[i];
+        y := c[i];
+        amt := amounts[i];
+        IF x IS NULL OR (targets[i] IS NULL AND y IS NULL)
+           OR statuses[x] <> 'ACTIVE' OR held_currencies[x] <> currencies[i]
+           OR (y IS NOT NULL AND (statuses[y] <> 'ACTIVE' OR held_currencies[y] <> currencies[i]))
+           OR amt > balances[x] - helds[x] + limits[x]
+           OR (y IS NOT NULL AND balances[y] > max_balance - amt) THEN
+            fate[i] := 'refused';
+            refused := refused || jsonb_build_array(jsonb_build_array(
+                i - 1,
+                CASE WHEN x IS NOT NULL THEN jsonb_build_array(numbers[x], held_currencies[x], statuses[x],
+                                                               balances[x], helds[x], limits[x]) END,
+                CASE WHEN y IS NOT NULL THEN jsonb_build_array(numbers[y], held_currencies[y], statuses[y],
+                                                               balances[y], helds[y], limits[y]) END));
+            CONTINUE;
+        END IF;
+        balances[x] := balances[x] - amt;
+        moves[x] := moves[x] + 1;
+        debit_after[i] := balances[x];
+        IF y IS NOT NULL THEN
+            balances[y] := balances[y] + amt;
+            moves[y] := moves[y] + 1;
+            credit_after[i] := balances[y];
+        END IF;
+        fate[i] := 'booked';
+    END LOOP;
+
+    -- What the booked ones write.
+    INSERT INTO transfers (transfer_id, request_id, kind, from_account, to_account, amount, currency,
+                           status, reference, failure_reason, hold_id, created_at)
+    SELECT o.tid, o.rid, 'TRANSFER', o.src, o.dst, o.amt, o.cur,
+           CASE WHEN o.t IS NULL THEN 'COMMITTED' ELSE 'PENDING' END, o.ref, '', '', booked_at
+    FROM unnest(tids, rids, froms, tos, amounts, currencies, refs, targets, fate)
+         AS o(tid, rid, src, dst, amt, cur, ref, t, f)
+    WHERE o.f = 'booked';
+    INSERT INTO postings (transfer_id, account_number, amount, currency, balance_after, counterparty)
+    SELECT o.tid, l.account, l.amount, o.cur, l.after, l.other
+    FROM unnest(tids, froms, tos, amounts, currencies, targets, fate, debit_after, credit_after)
+         WITH ORDINALITY AS o(tid, src, dst, amt, cur, t, f, dafter, cafter, i)
+    CROSS JOIN LATERAL (VALUES
+        (1, o.src, -o.amt, o.dafter, o.dst),
+        (2, CASE WHEN o.t IS NULL THEN o.dst ELSE 'SYS:TRANSIT:' || o.cur END, o.amt, o.cafter,
+            CASE WHEN o.t IS NULL THEN o.src ELSE o.dst END)
+    ) AS l(line, account, amount, after, other)
+    WHERE o.f = 'booked'
+    ORDER BY o.i, l.line;
+    INSERT INTO outbox (transfer_id, target_shard, from_account, to_account, amount, currency, status)
+    SELECT o.tid, o.t, o.src, o.dst, o.amt, o.cur, 'PENDING'
+    FROM unnest(tids, froms, tos, amounts, currencies, targets, fate) AS o(tid, src, dst, amt, cur, t, f)
+    WHERE o.f = 'booked' AND o.t IS NOT NULL;
+    UPDATE accounts a SET balance = u.balance, version = a.version + u.moved
+    FROM unnest(numbers, balances, moves) AS u(num, balance, moved)
+    WHERE u.moved > 0 AND a.account_number = u.num AND a.account_number = ANY(numbers);
+    INSERT INTO requests (request_id, operation, fingerprint, result)
+    SELECT o.rid, 'Transfer', o.digest, jsonb_build_object(
+        'type', 'MoneyMovement',
+        'transfer', jsonb_build_object(
+            'type', 'Transfer', 'transfer_id', o.tid, 'request_id', o.rid, 'kind', 'TRANSFER',
+            'from_account', o.src, 'to_account', o.dst, 'amount', o.amt, 'currency', o.cur,
+            'status', CASE WHEN o.t IS NULL THEN 'COMMITTED' ELSE 'PENDING' END,
+            'reference', o.ref, 'failure_reason', '', 'hold_id', '',
+            'created_at', jsonb_build_object('datetime', to_jsonb(booked_at))),
+        'balance_after', o.dafter)
+    FROM unnest(tids, rids, digests, froms, tos, amounts, currencies, refs, targets, fate, debit_after)
+         AS o(tid, rid, digest, src, dst, amt, cur, ref, t, f, dafter)
+    WHERE o.f = 'booked';
+
+    outcome := jsonb_build_object('priors', priors, 'fenced', fenced, 'refused', refused,
+                                  'after', to_jsonb(debit_after));
+END $$;
