@@ -32,8 +32,10 @@ DECLARE
     d integer[]; c integer[];  -- per order: its debit's / credit's position in numbers
     debit_after bigint[]; credit_after bigint[];
     x integer; y integer; amt bigint;
+    stamp jsonb;
 BEGIN
     booked_at := now();
+    stamp := jsonb_build_object('datetime', to_jsonb(booked_at));
     SELECT array_agg(r->>0 ORDER BY i), array_agg(r->>1 ORDER BY i), array_agg(r->>2 ORDER BY i),
            array_agg(r->>3 ORDER BY i), array_agg(r->>4 ORDER BY i), array_agg((r->>5)::bigint ORDER BY i),
            array_agg(r->>6 ORDER BY i), array_agg(r->>7 ORDER BY i), array_agg((r->>8)::integer ORDER BY i)
@@ -51,7 +53,7 @@ BEGIN
         SELECT array_agg(CASE WHEN q.request_id IS NULL THEN NULL ELSE 'prior' END ORDER BY o.i)
         INTO fate
         FROM unnest(rids) WITH ORDINALITY AS o(rid, i)
-        LEFT JOIN requests q ON q.request_id = o.rid AND q.request_id = ANY(rids);
+        LEFT JOIN requests q ON q.request_id = o.rid;
     END IF;
 
     -- The slots this shard may not write now.
@@ -78,8 +80,13 @@ BEGIN
     END IF;
 
     -- The accounts, locked in the one order every transaction uses, expired holds released.
-    SELECT array_agg(l.account_number ORDER BY l.account_number) INTO numbers FROM (
-        SELECT a.account_number FROM accounts a
+    SELECT array_agg(l.account_number ORDER BY l.account_number), array_agg(l.status ORDER BY l.account_number),
+           array_agg(l.currency ORDER BY l.account_number), array_agg(l.balance ORDER BY l.account_number),
+           array_agg(l.held ORDER BY l.account_number), array_agg(l.overdraft_limit ORDER BY l.account_number)
+    INTO numbers, statuses, held_currencies, balances, helds, limits
+    FROM (
+        SELECT a.account_number, a.status, a.currency::text AS currency, a.balance, a.held, a.overdraft_limit
+        FROM accounts a
         WHERE a.account_number = ANY(ARRAY(
             SELECT o.src FROM unnest(froms, fate) AS o(src, f) WHERE o.f IS NULL
             UNION
@@ -95,18 +102,17 @@ BEGIN
     UPDATE accounts a SET held = a.held - e.total, version = a.version + 1
     FROM (SELECT ex.account_number, sum(ex.amount)::bigint AS total FROM expired ex GROUP BY ex.account_number) AS e
     WHERE a.account_number = e.account_number;
-    SELECT array_agg(a.status ORDER BY a.account_number), array_agg(a.currency::text ORDER BY a.account_number),
-           array_agg(a.balance ORDER BY a.account_number), array_agg(a.held ORDER BY a.account_number),
-           array_agg(a.overdraft_limit ORDER BY a.account_number)
-    INTO statuses, held_currencies, balances, helds, limits
-    FROM accounts a WHERE a.account_number = ANY(numbers);
+    GET DIAGNOSTICS x = ROW_COUNT;
+    IF x > 0 THEN
+        SELECT array_agg(a.held ORDER BY a.account_number) INTO helds
+        FROM accounts a WHERE a.account_number = ANY(numbers);
+    END IF;
     moves := array_fill(0, ARRAY[coalesce(array_length(numbers, 1), 0)]);
-    SELECT array_agg(h.pos::integer ORDER BY o.i) INTO d
-    FROM unnest(froms) WITH ORDINALITY AS o(a, i)
-    LEFT JOIN unnest(numbers) WITH ORDINALITY AS h(a, pos) ON h.a = o.a;
-    SELECT array_agg(CASE WHEN o.t IS NULL THEN h.pos::integer END ORDER BY o.i) INTO c
-    FROM unnest(tos, targets) WITH ORDINALITY AS o(a, t, i)
-    LEFT JOIN unnest(numbers) WITH ORDINALITY AS h(a, pos) ON h.a = o.a;
+    SELECT array_agg(hd.pos::integer ORDER BY o.i), array_agg(CASE WHEN o.t IS NULL THEN hc.pos::integer END ORDER BY o.i)
+    INTO d, c
+    FROM unnest(froms, tos, targets) WITH ORDINALITY AS o(src, dst, t, i)
+    LEFT JOIN unnest(numbers) WITH ORDINALITY AS hd(a, pos) ON hd.a = o.src
+    LEFT JOIN unnest(numbers) WITH ORDINALITY AS hc(a, pos) ON hc.a = o.dst;
 
     -- The rules, in the orders' order.
     FOR i IN 1..n LOOP
@@ -164,7 +170,9 @@ BEGIN
     WHERE o.f = 'booked' AND o.t IS NOT NULL;
     UPDATE accounts a SET balance = u.balance, version = a.version + u.moved
     FROM unnest(numbers, balances, moves) AS u(num, balance, moved)
-    WHERE u.moved > 0 AND a.account_number = u.num AND a.account_number = ANY(numbers);
+    -- (joined on the key alone: the accounts found by their index, one by one; a test against
+    -- the whole array as well made it quadratic once PL/pgSQL cached a generic plan)
+    WHERE u.moved > 0 AND a.account_number = u.num;
     INSERT INTO requests (request_id, operation, fingerprint, result)
     SELECT o.rid, 'Transfer', o.digest, jsonb_build_object(
         'type', 'MoneyMovement',
@@ -173,7 +181,7 @@ BEGIN
             'from_account', o.src, 'to_account', o.dst, 'amount', o.amt, 'currency', o.cur,
             'status', CASE WHEN o.t IS NULL THEN 'COMMITTED' ELSE 'PENDING' END,
             'reference', o.ref, 'failure_reason', '', 'hold_id', '',
-            'created_at', jsonb_build_object('datetime', to_jsonb(booked_at))),
+            'created_at', stamp),
         'balance_after', o.dafter)
     FROM unnest(tids, rids, digests, froms, tos, amounts, currencies, refs, targets, fate, debit_after)
          AS o(tid, rid, digest, src, dst, amt, cur, ref, t, f, dafter)
