@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from services.common.identifiers import make_account_number
 from services.host.postgres import PostgresInstance
@@ -43,3 +44,34 @@ def test_slot_serials_continue_after_the_serials_a_shard_handed_out_before(
         sequences = conn.execute("SELECT count(*) FROM pg_sequences WHERE sequencename = 'account_serial'")
         assert sequences.fetchone() == (0,)
     assert counters == {5: 4, 9: 3}
+
+
+def test_postings_lose_their_sequence_index_and_keep_their_rows_and_order(postgres: PostgresInstance) -> None:
+    conninfo = fresh_database(postgres, "it_migrate_postings")
+    apply_until(conninfo, "0007_transfer_set.sql")
+    source, target = make_account_number(3, 1), make_account_number(3, 2)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("INSERT INTO slot_state (slot, state) VALUES (3, 'OWNED')")
+        for number, balance in ((source, 100), (target, 0)):
+            conn.execute(
+                "INSERT INTO accounts (account_number, slot, customer_id, currency, status, balance)"
+                " VALUES (%s, 3, 'old', 'CNY', 'ACTIVE', %s)",
+                (number, balance),
+            )
+        orders = [[f"old-{i}", "f", f"T0003old{i}", source, target, 10, "CNY", "", None] for i in range(3)]
+        conn.execute("SELECT book_transfer_set(%s::jsonb)", (Jsonb(orders),))
+    assert apply_migrations(conninfo, 0) == ["0008_postings_index.sql"]
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        indexes = {
+            r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'postings'")
+        }
+        assert indexes == {"postings_account", "postings_transfer"}
+        conn.execute(
+            "SELECT book_transfer_set(%s::jsonb)",
+            (Jsonb([["new-0", "f", "T0003new0", source, target, 5, "CNY", "", None]]),),
+        )
+        lines = conn.execute(
+            "SELECT transfer_id, balance_after FROM postings WHERE account_number = %s ORDER BY sequence",
+            (source,),
+        ).fetchall()
+    assert lines == [("T0003old0", 90), ("T0003old1", 80), ("T0003old2", 70), ("T0003new0", 65)]
