@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from services.common import identifiers
 from services.common.errors import InvalidArgument
 from services.common.identifiers import (
     NUM_SLOTS,
@@ -88,3 +89,18 @@ def test_transfer_and_hold_ids_carry_their_slot() -> None:
         parse_transfer_id(new_hold_id(5))
     with pytest.raises(InvalidArgument):
         parse_hold_id("H9999-" + "0" * 32)
+
+
+def test_numbers_found_valid_are_remembered_within_a_bound_and_typos_still_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(identifiers, "_VALID_ACCOUNTS", {})
+    monkeypatch.setattr(identifiers, "_VALID_ACCOUNTS_MAX", 8)
+    numbers = [make_account_number(slot, 1000 + slot) for slot in range(20)]
+    for number in numbers * 2:
+        assert parse_account_number(number) == int(number[:4])
+        assert len(identifiers._VALID_ACCOUNTS) <= 8
+    typo = numbers[-1][:-1] + str((int(numbers[-1][-1]) + 1) % 10)
+    with pytest.raises(InvalidArgument, match="check digit"):
+        parse_account_number(typo, "to_account")
+    assert typo not in identifiers._VALID_ACCOUNTS
