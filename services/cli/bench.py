@@ -16,7 +16,9 @@ cluster, in the same run.
 6. The floor of one Python gRPC call here: `Health/Check` on the same gateway (no work behind it).
 
 With `--profile`, py-spy on shard 0's leader node and a gateway during single transfers through
-the gateways, and on the node during direct batches.
+the gateways, and on the node during direct batches: only samples of a thread holding the GIL
+(`--gil`), so the frames are where its Python spends CPU, not where its idle threads wait, and
+the samples' count tells how much of the time the GIL was held.
 
 Printed and written to reports/bench/<timestamp>.json and reports/bench/latest.json; CPU
 seconds are summed over every process of the cluster (PostgreSQL's backends included); the
@@ -45,7 +47,7 @@ import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bankclient import BankClient, GatewayUnavailable
-from services.cli.bench_report import BATCH_SIZE, render, summary, top_frames
+from services.cli.bench_report import BATCH_SIZE, render, sample_count, summary, top_frames
 from services.cluster import launcher
 from services.cluster.bulk_load import bulk_load
 from services.cluster.check import check, current_primaries
@@ -59,6 +61,7 @@ Say = Callable[[str], None]
 PGBENCH_ACCOUNTS = 100_000
 PGBENCH_CLIENTS = 8
 COALESCED_THREADS = (64, 256, 512)
+SAMPLES_PER_S = 20  # py-spy's rate
 PGBENCH_SCRIPT = """\\set a random(1, {n})
 \\set b random(1, {n})
 \\set amount random(1, 100)
@@ -334,12 +337,13 @@ def profile(
     stamp = time.strftime("%Y%m%d-%H%M%S")
     files = {kind: folder / f"profile-{kind}-{label.replace(' ', '-')}-{stamp}.txt" for kind in targets}
     say(f"py-spy on {', '.join(f'{k}-{leader_dc}' for k in targets)} for {args.seconds:.0f} s of {label}")
-    # 20 samples a second: a node has ~100 threads, and sampling them all costs CPU of its own.
+    # 20 samples a second: a node has ~100 threads, and sampling them all costs CPU of its own
+    # (at 200 a second with --gil, a node booked a third of its transfers).
     with open(folder / "py-spy.log", "ab") as log:
         spies = [
             subprocess.Popen(
-                [spy, "record", "-p", str(c.pid), "-d", str(int(args.seconds)), "-r", "20", "-f", "raw",
-                 "-o", str(files[kind]), "--nonblocking"],
+                [spy, "record", "-p", str(c.pid), "-d", str(int(args.seconds)), "-r", str(SAMPLES_PER_S),
+                 "-f", "raw", "-o", str(files[kind]), "--nonblocking", "--gil"],
                 stdout=log, stderr=log,
             )
             for kind, c in targets.items()
@@ -352,8 +356,14 @@ def profile(
                 process.kill()  # bounded: a profile that cannot finish is left out, not waited for
     return {
         "phase": phase,
-        **{kind: {"file": str(path), "top": top_frames(path)} for kind, path in files.items()},
+        **{kind: _profile_figures(path, args.seconds) for kind, path in files.items()},
     }
+
+
+def _profile_figures(path: Path, seconds: float) -> dict[str, Any]:
+    """A profile's file, its top frames, and how much of the time its process held the GIL."""
+    held = 100 * sample_count(path) / (SAMPLES_PER_S * seconds)
+    return {"file": str(path), "top": top_frames(path), "gil_held_pct": round(held, 1)}
 
 
 def run(args: argparse.Namespace, say: Say) -> int:
@@ -380,8 +390,9 @@ def run(args: argparse.Namespace, say: Say) -> int:
     for name in ("profile", "profile_batch"):
         for kind, spied in report.get(name, {}).items():
             if kind != "phase":
+                held = spied.get("gil_held_pct", "?")
                 print(
-                    f"py-spy {kind}, {name} (self time): "
+                    f"py-spy {kind}, {name} (self time holding the GIL, held {held}% of the time): "
                     + "; ".join(f"{f} {p}%" for f, p in spied["top"][:6])
                 )
     say(f"written to {folder / (stamp + '.json')} and {folder / 'latest.json'}")

@@ -10,6 +10,14 @@ from typing import Any
 BATCH_SIZE = 1_000  # transfers per CreateTransfers call in the batch phases
 
 
+def sample_count(path: Path) -> int:
+    """How many samples a raw py-spy profile holds."""
+    if not path.exists():
+        return 0
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return sum(int(n) for _, _, n in (line.rpartition(" ") for line in lines) if n.isdigit())
+
+
 def top_frames(path: Path, count: int = 12) -> list[list[Any]]:
     """[frame, % of samples] for the frames running when sampled (self time), most first."""
     if not path.exists():
