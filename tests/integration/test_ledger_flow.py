@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -11,6 +9,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from bank.v1 import account_pb2, ledger_pb2
 from services.common.identifiers import slot_of_customer
+from tests.eventually import eventually
 from tests.integration.conftest import Bank, rid
 
 CNY = "CNY"
@@ -177,10 +176,11 @@ def test_expired_hold_releases_its_funds(bank: Bank) -> None:
     assert state.available_balance == 0
 
     # The sweeper books the release; wait for the database to show it (bounded).
-    deadline = time.monotonic() + 10
-    while bank.sql("SELECT status FROM holds WHERE hold_id = %s", (hold.hold_id,)) != [("EXPIRED",)]:
-        assert time.monotonic() < deadline, "the expired hold was never released"
-        time.sleep(0.05)
+    eventually(
+        lambda: bank.sql("SELECT status FROM holds WHERE hold_id = %s", (hold.hold_id,)) == [("EXPIRED",)],
+        10,
+        "the expired hold released by the sweeper",
+    )
     state = bank.accounts.GetAccount(account_pb2.GetAccountRequest(account_number=alice)).account
     assert (state.balance, state.held, state.available_balance) == (4_000, 0, 4_000)
     got = bank.ledger.GetHold(ledger_pb2.GetHoldRequest(hold_id=hold.hold_id)).hold
