@@ -10,26 +10,27 @@ from typing import Any
 BATCH_SIZE = 1_000  # transfers per CreateTransfers call in the batch phases
 
 
+def leaf_samples(path: Path) -> Counter[str]:
+    """Samples per leaf frame (the frame running when sampled) of a raw py-spy profile."""
+    frames: Counter[str] = Counter()
+    if not path.exists():
+        return frames
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stack, _, samples = line.rpartition(" ")
+        if samples.isdigit():
+            frames[stack.split(";")[-1]] += int(samples)
+    return frames
+
+
 def sample_count(path: Path) -> int:
     """How many samples a raw py-spy profile holds."""
-    if not path.exists():
-        return 0
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return sum(int(n) for _, _, n in (line.rpartition(" ") for line in lines) if n.isdigit())
+    return sum(leaf_samples(path).values())
 
 
 def top_frames(path: Path, count: int = 12) -> list[list[Any]]:
     """[frame, % of samples] for the frames running when sampled (self time), most first."""
-    if not path.exists():
-        return []
-    frames: Counter[str] = Counter()
-    total = 0
-    for line in path.read_text(encoding="utf-8").splitlines():
-        stack, _, samples = line.rpartition(" ")
-        if not samples.isdigit():
-            continue
-        total += int(samples)
-        frames[stack.split(";")[-1]] += int(samples)
+    frames = leaf_samples(path)
+    total = sum(frames.values())
     return [[frame, round(100 * n / max(total, 1), 1)] for frame, n in frames.most_common(count)]
 
 
