@@ -142,9 +142,11 @@ UPDATE outbox SET attempts = attempts + 1, last_error = %s,
 WHERE transfer_id = %s AND status = 'PENDING'
 """
 # A credit whose debit is on the same shard (a slot moved after the debit): still owed, or paid.
+# (`LIKE 'SYS:%%'` as written in the predicate of the index it reads, migration 0009.)
 SQL_TRANSIT_PAID = """
 SELECT transfer_id FROM postings
-WHERE transfer_id = ANY(%s) AND account_number LIKE 'SYS:TRANSIT:%%' AND amount < 0
+WHERE transfer_id = ANY(%s) AND account_number LIKE 'SYS:%%' AND account_number LIKE 'SYS:TRANSIT:%%'
+  AND amount < 0
 """
 SQL_KNOWN_TRANSFERS = f"""
 SELECT transfer_id, status, failure_reason FROM transfers WHERE transfer_id = {ANY_OF_JSON}

@@ -8,6 +8,7 @@ from psycopg.types.json import Jsonb
 from services.common.identifiers import make_account_number
 from services.host.postgres import PostgresInstance
 from services.storage.migrate import apply_migrations, migration_files
+from services.storage.sql import SQL_TRANSIT_PAID
 from tests.integration.conftest import fresh_database
 
 
@@ -46,7 +47,10 @@ def test_slot_serials_continue_after_the_serials_a_shard_handed_out_before(
     assert counters == {5: 4, 9: 3}
 
 
-def test_postings_lose_their_sequence_index_and_keep_their_rows_and_order(postgres: PostgresInstance) -> None:
+def test_postings_keep_their_rows_and_order_with_two_indexes_fewer(postgres: PostgresInstance) -> None:
+    """0008 drops the index on the sequence, 0009 indexes by transfer only the system lines: the
+    lines booked before keep their order, booking goes on, the relay's lookup of transit lines by
+    transfer still reads an index."""
     conninfo = fresh_database(postgres, "it_migrate_postings")
     apply_until(conninfo, "0007_transfer_set.sql")
     source, target = make_account_number(3, 1), make_account_number(3, 2)
@@ -59,13 +63,16 @@ def test_postings_lose_their_sequence_index_and_keep_their_rows_and_order(postgr
                 (number, balance),
             )
         orders = [[f"old-{i}", "f", f"T0003old{i}", source, target, 10, "CNY", "", None] for i in range(3)]
+        orders.append(["old-out", "f", "T0003oldout", source, make_account_number(9, 1), 7, "CNY", "", 1])
         conn.execute("SELECT book_transfer_set(%s::jsonb)", (Jsonb(orders),))
-    assert apply_migrations(conninfo, 0) == ["0008_postings_index.sql"]
+    assert apply_migrations(conninfo, 0) == ["0008_postings_index.sql", "0009_postings_system_index.sql"]
     with psycopg.connect(conninfo, autocommit=True) as conn:
         indexes = {
             r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'postings'")
         }
-        assert indexes == {"postings_account", "postings_transfer"}
+        assert indexes == {"postings_account", "postings_system_by_transfer"}
+        indexed = conn.execute("SELECT count(*) FROM postings WHERE account_number LIKE 'SYS:%%'").fetchone()
+        assert indexed == (1,)  # the transit line of the cross-shard transfer
         conn.execute(
             "SELECT book_transfer_set(%s::jsonb)",
             (Jsonb([["new-0", "f", "T0003new0", source, target, 5, "CNY", "", None]]),),
@@ -74,4 +81,21 @@ def test_postings_lose_their_sequence_index_and_keep_their_rows_and_order(postgr
             "SELECT transfer_id, balance_after FROM postings WHERE account_number = %s ORDER BY sequence",
             (source,),
         ).fetchall()
-    assert lines == [("T0003old0", 90), ("T0003old1", 80), ("T0003old2", 70), ("T0003new0", 65)]
+        conn.execute(  # the credit delivered on this shard after all (its slot came here)
+            "INSERT INTO postings (transfer_id, account_number, amount, currency) VALUES"
+            " ('T0003oldout', 'SYS:TRANSIT:CNY', -7, 'CNY')"
+        )
+        conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(
+            str(r[0]) for r in conn.execute(b"EXPLAIN " + SQL_TRANSIT_PAID.encode(), (["T0003oldout"],))
+        )
+        paid = conn.execute(SQL_TRANSIT_PAID, (["T0003oldout", "T0003old0"],)).fetchall()
+    assert lines == [
+        ("T0003old0", 90),
+        ("T0003old1", 80),
+        ("T0003old2", 70),
+        ("T0003oldout", 63),
+        ("T0003new0", 58),
+    ]
+    assert "postings_system_by_transfer" in plan, plan
+    assert paid == [("T0003oldout",)]
