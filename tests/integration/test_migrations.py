@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -65,7 +67,7 @@ def test_postings_keep_their_rows_and_order_with_two_indexes_fewer(postgres: Pos
         orders = [[f"old-{i}", "f", f"T0003old{i}", source, target, 10, "CNY", "", None] for i in range(3)]
         orders.append(["old-out", "f", "T0003oldout", source, make_account_number(9, 1), 7, "CNY", "", 1])
         conn.execute("SELECT book_transfer_set(%s::jsonb)", (Jsonb(orders),))
-    assert apply_migrations(conninfo, 0) == ["0008_postings_index.sql", "0009_postings_system_index.sql"]
+    assert apply_migrations(conninfo, 0)[:2] == ["0008_postings_index.sql", "0009_postings_system_index.sql"]
     with psycopg.connect(conninfo, autocommit=True) as conn:
         indexes = {
             r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'postings'")
@@ -99,3 +101,53 @@ def test_postings_keep_their_rows_and_order_with_two_indexes_fewer(postgres: Pos
     ]
     assert "postings_system_by_transfer" in plan, plan
     assert paid == [("T0003oldout",)]
+
+
+def test_answers_written_before_0010_are_given_back_as_written_and_later_ones_whole(
+    postgres: PostgresInstance,
+) -> None:
+    conninfo = fresh_database(postgres, "it_migrate_answers")
+    apply_until(conninfo, "0009_postings_system_index.sql")
+    source, target = make_account_number(4, 1), make_account_number(4, 2)
+
+    def book(conn: psycopg.Connection[Any], rid: str, tid: str) -> list[Any]:
+        order = [rid, "f", tid, source, target, 10, "CNY", "ref", None]
+        row = conn.execute("SELECT outcome FROM book_transfer_set(%s::jsonb)", (Jsonb([order]),)).fetchone()
+        assert row is not None
+        return list(row[0]["priors"])
+
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("INSERT INTO slot_state (slot, state) VALUES (4, 'OWNED')")
+        for number, balance in ((source, 100), (target, 0)):
+            conn.execute(
+                "INSERT INTO accounts (account_number, slot, customer_id, currency, status, balance)"
+                " VALUES (%s, 4, 'old', 'CNY', 'ACTIVE', %s)",
+                (number, balance),
+            )
+        assert book(conn, "old", "T0004old") == []
+        [(_, _, _, old_answer)] = book(conn, "old", "T0004old")
+    assert apply_migrations(conninfo, 0) == ["0010_transfer_answer.sql"]
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        assert book(conn, "old", "T0004old") == [["old", "Transfer", "f", old_answer]]
+        assert book(conn, "new", "T0004new") == []
+        stored = conn.execute("SELECT result FROM requests WHERE request_id = 'new'").fetchone()
+        [(_, _, _, new_answer)] = book(conn, "new", "T0004new")
+    short = {"transfer_id": "T0004new", "status": "COMMITTED"}
+    assert stored == ({"type": "TransferAnswer", "transfer": short, "balance_after": 80},)
+    assert old_answer["balance_after"] == 90 and new_answer["balance_after"] == 80
+    same_fields = {"transfer_id", "request_id", "datetime", "balance_after"}
+    assert keys_and_values(new_answer, same_fields) == keys_and_values(old_answer, same_fields)
+    assert (
+        new_answer["transfer"]["transfer_id"] == "T0004new" and new_answer["transfer"]["request_id"] == "new"
+    )
+
+
+def keys_and_values(answer: dict[str, Any], but: set[str]) -> dict[str, Any]:
+    """The answer's fields, nested ones flattened, with the values of `but` left out."""
+    flat: dict[str, Any] = {}
+    for key, value in answer.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in keys_and_values(value, but).items()})
+        else:
+            flat[key] = None if key in but else value
+    return flat

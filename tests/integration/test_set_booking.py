@@ -90,3 +90,32 @@ def test_an_expired_hold_is_released_before_the_rules_read_the_account(bank: Ban
     assert booked.status == ledger_pb2.TRANSFER_STATUS_COMMITTED
     assert bank.sql("SELECT status FROM holds WHERE account_number = %s", (a,)) == [("EXPIRED",)]
     assert bank.sql("SELECT balance, held FROM accounts WHERE account_number = %s", (a,)) == [(300, 0)]
+
+
+def test_a_retry_gets_its_first_answer_whole_from_the_short_request_row(bank: Bank) -> None:
+    """A transfer's request row keeps its id, first status and balance (migration 0010); a retry
+    is answered the transfer as first answered, whole, though its row has moved on since (as a
+    cross-shard transfer's does once its credit is delivered or refused)."""
+    a, b = bank.open("short-a"), bank.open("short-b")
+    bank.deposit(a, 100)
+    single, batched = transfer(a, b, 25), transfer(a, b, 30)
+    first = bank.ledger.Transfer(single)
+    batch = ledger_pb2.CreateTransfersRequest(transfers=[batched], full_transfers=True)
+    first_batch = bank.ledger.CreateTransfers(batch).results[0]
+    rows = bank.sql(
+        "SELECT result, octet_length(result::text) FROM requests WHERE request_id = ANY(%s) ORDER BY 2",
+        ([single.request_id, batched.request_id],),
+    )
+    for result, size in rows:
+        assert isinstance(result, dict) and result["type"] == "TransferAnswer", result
+        assert int(str(size)) < 160  # the whole answer took about 450 bytes
+        assert result["transfer"]["status"] == "COMMITTED" and result["balance_after"] in (75, 45)
+    ids = [first.transfer_id, first_batch.transfer_id]
+    bank.sql(
+        "UPDATE transfers SET status = 'FAILED', failure_reason = 'later' WHERE transfer_id = ANY(%s)", (ids,)
+    )
+    again, again_batch = bank.ledger.Transfer(single), bank.ledger.CreateTransfers(batch).results[0]
+    assert again == first and again.transfer.status == ledger_pb2.TRANSFER_STATUS_COMMITTED
+    assert again_batch == first_batch and again_batch.transfer.failure_reason == ""
+    assert first_batch.transfer.created_at == again_batch.transfer.created_at
+    assert bank.balance(a) == 45  # each booked once
