@@ -28,6 +28,17 @@ def apply_until(conninfo: str, last: str) -> None:
         conn.execute("INSERT INTO shard_info (shard_id) VALUES (0)")
 
 
+def open_slot(conn: psycopg.Connection[Any], slot: int, balances: dict[str, int]) -> None:
+    """`slot` owned by the shard, with an active CNY account of each balance in it."""
+    conn.execute("INSERT INTO slot_state (slot, state) VALUES (%s, 'OWNED')", (slot,))
+    for number, balance in balances.items():
+        conn.execute(
+            "INSERT INTO accounts (account_number, slot, customer_id, currency, status, balance)"
+            " VALUES (%s, %s, 'old', 'CNY', 'ACTIVE', %s)",
+            (number, slot, balance),
+        )
+
+
 def test_slot_serials_continue_after_the_serials_a_shard_handed_out_before(
     postgres: PostgresInstance,
 ) -> None:
@@ -57,13 +68,7 @@ def test_postings_keep_their_rows_and_order_with_two_indexes_fewer(postgres: Pos
     apply_until(conninfo, "0007_transfer_set.sql")
     source, target = make_account_number(3, 1), make_account_number(3, 2)
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute("INSERT INTO slot_state (slot, state) VALUES (3, 'OWNED')")
-        for number, balance in ((source, 100), (target, 0)):
-            conn.execute(
-                "INSERT INTO accounts (account_number, slot, customer_id, currency, status, balance)"
-                " VALUES (%s, 3, 'old', 'CNY', 'ACTIVE', %s)",
-                (number, balance),
-            )
+        open_slot(conn, 3, {source: 100, target: 0})
         orders = [[f"old-{i}", "f", f"T0003old{i}", source, target, 10, "CNY", "", None] for i in range(3)]
         orders.append(["old-out", "f", "T0003oldout", source, make_account_number(9, 1), 7, "CNY", "", 1])
         conn.execute("SELECT book_transfer_set(%s::jsonb)", (Jsonb(orders),))
@@ -117,13 +122,7 @@ def test_answers_written_before_0010_are_given_back_as_written_and_later_ones_wh
         return list(row[0]["priors"])
 
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute("INSERT INTO slot_state (slot, state) VALUES (4, 'OWNED')")
-        for number, balance in ((source, 100), (target, 0)):
-            conn.execute(
-                "INSERT INTO accounts (account_number, slot, customer_id, currency, status, balance)"
-                " VALUES (%s, 4, 'old', 'CNY', 'ACTIVE', %s)",
-                (number, balance),
-            )
+        open_slot(conn, 4, {source: 100, target: 0})
         assert book(conn, "old", "T0004old") == []
         [(_, _, _, old_answer)] = book(conn, "old", "T0004old")
     assert apply_migrations(conninfo, 0) == ["0010_transfer_answer.sql"]
