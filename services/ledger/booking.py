@@ -2,10 +2,11 @@
 statement for a whole group.
 
 A group commit (or a batch request) hands over many transfers of one shard. They are booked by
-one function in the database (book_transfer_set, migration 0007): their request ids looked up,
-their slots fenced, their accounts locked in order, the rules applied in order (each transfer
-sees the balances the earlier ones left), and every row the accepted ones write (transfers,
-postings, outbox rows, balances, request results) written, in one round trip. The node sends
+one function in the database (book_transfer_set, migration 0007; its current body in 0010):
+their request ids looked up, their slots fenced, their accounts locked in order, the rules
+applied in order (each transfer sees the balances the earlier ones left), and every row the
+accepted ones write (transfers, postings, outbox rows, balances, request results) written, in
+one round trip. The node sends
 checked requests and reads back the balances after; a refused transfer writes nothing, and its
 refusal is worded here by the rules every other movement uses (services.common.account_rules),
 from the accounts as the database saw them. The same function books a single transfer, so one
