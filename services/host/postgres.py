@@ -19,12 +19,13 @@ from services.host.service_user import as_service_user, give_to_service_user
 SUPERUSER = "bank"
 DATABASE = "bank"
 
-# Small memory: a shard's instance on a laptop-sized machine, three of them per shard. 128MB of
-# shared buffers (9 instances: 1.2 GB): with 32MB, once a benchmark had booked some 50,000
+# Small memory: a shard's instance on a laptop-sized machine, three of them per shard. 256MB of
+# shared buffers (9 instances: 2.3 GB): with 32MB, once a benchmark had booked some 50,000
 # transfers a primary's backends spent most of their CPU evicting and writing back pages (566 us
-# of backend CPU per transfer in the batch phase after a single-transfer phase; 104 us with 128MB).
+# of backend CPU per transfer in the batch phase after a single-transfer phase; 104 us with 128MB);
+# with 128MB, `make bench`'s tables and indexes outgrew the buffers after six minutes.
 BASE_SETTINGS: dict[str, str] = {
-    "shared_buffers": "128MB",
+    "shared_buffers": "256MB",
     "work_mem": "4MB",
     "maintenance_work_mem": "32MB",
     "max_connections": "60",
@@ -33,6 +34,14 @@ BASE_SETTINGS: dict[str, str] = {
     "max_wal_senders": "8",
     "max_replication_slots": "8",
     "wal_keep_size": "256MB",
+    # Checkpoints far apart: the first change of a page after a checkpoint writes the whole page
+    # to the WAL (8 KB), and the WAL is shipped to and replayed by both standbys on the same
+    # cores. With the defaults (5 min, 1 GB) a benchmark's batches met a checkpoint every minute
+    # or so, and a transfer's WAL went from 1.9 KB to up to 6.4 KB after each. The WAL kept
+    # between checkpoints is disk only; crash recovery replays at most that much.
+    "checkpoint_timeout": "30min",
+    "max_wal_size": "4GB",
+    "wal_compression": "lz4",  # the full-page images that remain, compressed
     "password_encryption": "scram-sha-256",
     "logging_collector": "off",
     "log_line_prefix": "'%m [%p] %a '",
