@@ -1,0 +1,125 @@
+"""Where the time of booking a set goes inside PostgreSQL: `book_transfer_set()` (the current
+migrations) on a lone PostgreSQL started here, sets of random transfers between its accounts,
+and the time of each statement of the function (auto_explain's nested statements).
+
+    .venv/bin/python bench/set_statements.py [--sets 20] [--size 1000] [--accounts 10000]
+
+A node books a batch's part (or a group commit's singles) in one call of the function, and a
+shard's sets are booked one after another: this call's time bounds a shard's batch rate. Prints
+the call's wall time per set (median, without auto_explain), then, with auto_explain on, each
+statement's median milliseconds per set, by the line of the function it is at. No replication:
+a cluster's standbys and its other processes share the cores with this on a real shard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import psycopg
+
+from services.host.postgres import PostgresInstance
+from services.host.processes import free_port
+from services.host.service_user import data_root, remove_data_root
+from services.storage.migrate import apply_migrations
+
+HOST = "127.0.0.1"
+SLOTS = 100
+# A statement run by a PL/pgSQL function, as auto_explain logs it: its duration, then (in the
+# CONTEXT of the same entry) the innermost function and line that ran it.
+DURATION = re.compile(r"duration: ([0-9.]+) ms")
+CALLER = re.compile(r"PL/pgSQL function (\w+)\([^)]*\) line (\d+)")
+
+
+def orders(rng: random.Random, accounts: list[str], size: int) -> str:
+    """A set as the node sends it (services/ledger/booking.py: _row)."""
+    rows = []
+    for _ in range(size):
+        source, target = rng.sample(accounts, 2)
+        tid = f"T{source[:4]}-{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
+        rows.append([f"bench-{secrets.token_hex(16)}", "d" * 64, tid, source, target, rng.randint(1, 100), "CNY", "", None])
+    return json.dumps(rows)
+
+
+def open_accounts(conn: psycopg.Connection, count: int) -> list[str]:
+    conn.execute("INSERT INTO slot_state (slot, state) SELECT s, 'OWNED' FROM generate_series(0, %s) s", (SLOTS - 1,))
+    conn.execute(
+        "INSERT INTO accounts (account_number, slot, customer_id, currency, status, balance)"
+        " SELECT lpad((i %% %s)::text, 4, '0') || lpad(i::text, 12, '0'), i %% %s, 'c' || i, 'CNY', 'ACTIVE',"
+        " 10000000000 FROM generate_series(1, %s) i",
+        (SLOTS, SLOTS, count),
+    )
+    conn.execute("VACUUM ANALYZE")
+    return [str(row[0]) for row in conn.execute("SELECT account_number FROM accounts")]
+
+
+def book(conn: psycopg.Connection, sets: int, size: int, rng: random.Random, accounts: list[str]) -> list[float]:
+    times = []
+    for _ in range(sets):
+        payload = orders(rng, accounts, size)
+        started = time.perf_counter()
+        with conn.transaction():
+            conn.execute("SELECT * FROM book_transfer_set(%s::jsonb)", (payload,)).fetchone()
+        times.append(1000 * (time.perf_counter() - started))
+    return times
+
+
+def statements(log_text: str, sets: int) -> dict[int, float]:
+    """Each line's median time per set (a line may run more than once a set)."""
+    per_line: dict[int, list[float]] = defaultdict(list)
+    for entry in log_text.split(" LOG:  ")[1:]:
+        duration, caller = DURATION.match(entry), CALLER.search(entry)
+        if duration and caller and caller.group(1) == "book_transfer_set":
+            per_line[int(caller.group(2))].append(float(duration.group(1)))
+    return {line: statistics.median(found) * len(found) / sets for line, found in sorted(per_line.items())}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", type=int, default=20)
+    parser.add_argument("--size", type=int, default=1000)
+    parser.add_argument("--accounts", type=int, default=10_000)
+    args = parser.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="bank-set-statements-"))
+    pg = PostgresInstance(
+        "sets", data_root(home, "pg") / "sets", HOST, free_port(HOST), secrets.token_hex(16),
+        settings={"shared_preload_libraries": "'auto_explain'"},
+    )  # fmt: skip
+    pg.init()
+    try:
+        apply_migrations(pg.conninfo(), 0)
+        rng = random.Random(1)
+        with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
+            accounts = open_accounts(conn, args.accounts)
+            book(conn, 3, args.size, rng, accounts)  # warm: plans cached, pages read
+            wall = book(conn, args.sets, args.size, rng, accounts)
+            print(f"book_transfer_set, {args.size} transfers a set: median {statistics.median(wall):.1f} ms"
+                  f" (min {min(wall):.1f}, max {max(wall):.1f}) over {args.sets} sets")  # fmt: skip
+            start = pg.log_file.stat().st_size
+            conn.execute("SET auto_explain.log_min_duration = 0")
+            conn.execute("SET auto_explain.log_analyze = on")
+            conn.execute("SET auto_explain.log_nested_statements = on")
+            book(conn, args.sets, args.size, rng, accounts)
+        with pg.log_file.open(encoding="utf-8", errors="replace") as log:
+            log.seek(start)
+            found = statements(log.read(), args.sets)
+        print("with auto_explain (its own cost included), ms a set by the function's line:")
+        for line, ms in found.items():
+            print(f"  line {line:>4}: {ms:7.2f}")
+        return 0
+    finally:
+        pg.stop()
+        remove_data_root(home, "pg")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
