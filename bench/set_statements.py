@@ -46,12 +46,26 @@ def orders(rng: random.Random, accounts: list[str], size: int) -> str:
     for _ in range(size):
         source, target = rng.sample(accounts, 2)
         tid = f"T{source[:4]}-{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
-        rows.append([f"bench-{secrets.token_hex(16)}", "d" * 64, tid, source, target, rng.randint(1, 100), "CNY", "", None])
+        rows.append(
+            [
+                f"bench-{secrets.token_hex(16)}",
+                "d" * 64,
+                tid,
+                source,
+                target,
+                rng.randint(1, 100),
+                "CNY",
+                "",
+                None,
+            ]
+        )
     return json.dumps(rows)
 
 
 def open_accounts(conn: psycopg.Connection, count: int) -> list[str]:
-    conn.execute("INSERT INTO slot_state (slot, state) SELECT s, 'OWNED' FROM generate_series(0, %s) s", (SLOTS - 1,))
+    conn.execute(
+        "INSERT INTO slot_state (slot, state) SELECT s, 'OWNED' FROM generate_series(0, %s) s", (SLOTS - 1,)
+    )
     conn.execute(
         "INSERT INTO accounts (account_number, slot, customer_id, currency, status, balance)"
         " SELECT lpad((i %% %s)::text, 4, '0') || lpad(i::text, 12, '0'), i %% %s, 'c' || i, 'CNY', 'ACTIVE',"
@@ -62,7 +76,9 @@ def open_accounts(conn: psycopg.Connection, count: int) -> list[str]:
     return [str(row[0]) for row in conn.execute("SELECT account_number FROM accounts")]
 
 
-def book(conn: psycopg.Connection, sets: int, size: int, rng: random.Random, accounts: list[str]) -> list[float]:
+def book(
+    conn: psycopg.Connection, sets: int, size: int, rng: random.Random, accounts: list[str]
+) -> list[float]:
     times = []
     for _ in range(sets):
         payload = orders(rng, accounts, size)
