@@ -2,7 +2,7 @@
 statement for a whole group.
 
 A group commit (or a batch request) hands over many transfers of one shard. They are booked by
-one function in the database (book_transfer_set, migration 0007; its current body in 0010):
+one function in the database (book_transfer_set, migration 0007; its current body in 0011):
 their request ids looked up, their slots fenced, their accounts locked in order, the rules
 applied in order (each transfer sees the balances the earlier ones left), and every row the
 accepted ones write (transfers, postings, outbox rows, balances, request results) written, in

@@ -125,7 +125,8 @@ def test_answers_written_before_0010_are_given_back_as_written_and_later_ones_wh
         open_slot(conn, 4, {source: 100, target: 0})
         assert book(conn, "old", "T0004old") == []
         [(_, _, _, old_answer)] = book(conn, "old", "T0004old")
-    assert apply_migrations(conninfo, 0) == ["0010_transfer_answer.sql"]
+    later = [name for name, _ in migration_files() if name >= "0010_transfer_answer.sql"]
+    assert apply_migrations(conninfo, 0) == later
     with psycopg.connect(conninfo, autocommit=True) as conn:
         assert book(conn, "old", "T0004old") == [["old", "Transfer", "f", old_answer]]
         assert book(conn, "new", "T0004new") == []
