@@ -27,6 +27,7 @@ from pathlib import Path
 
 import psycopg
 
+from services.common.identifiers import new_transfer_id
 from services.host.postgres import PostgresInstance
 from services.host.processes import free_port
 from services.host.service_user import data_root, remove_data_root
@@ -45,12 +46,11 @@ def orders(rng: random.Random, accounts: list[str], size: int) -> str:
     rows = []
     for _ in range(size):
         source, target = rng.sample(accounts, 2)
-        tid = f"T{source[:4]}-{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
         rows.append(
             [
                 f"bench-{secrets.token_hex(16)}",
                 "d" * 64,
-                tid,
+                new_transfer_id(int(source[:4])),
                 source,
                 target,
                 rng.randint(1, 100),
@@ -105,7 +105,11 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=1000)
     parser.add_argument("--accounts", type=int, default=10_000)
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="bank-set-statements-"))
+    with tempfile.TemporaryDirectory(prefix="bank-set-statements-") as home:
+        return measure(args, Path(home))
+
+
+def measure(args: argparse.Namespace, home: Path) -> int:
     pg = PostgresInstance(
         "sets", data_root(home, "pg") / "sets", HOST, free_port(HOST), secrets.token_hex(16),
         settings={"shared_preload_libraries": "'auto_explain'"},
