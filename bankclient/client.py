@@ -12,6 +12,7 @@ first result.
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 import time
 import uuid
@@ -86,8 +87,33 @@ class TransferRefused(grpc.RpcError):
         return (Metadatum(REASON_KEY, self._reason),) if self._reason else ()
 
 
+_UUID_VERSION_7 = 0x7 << 76
+_UUID_RFC_VARIANT = 0b10 << 62
+
+
 def new_request_id() -> str:
-    return str(uuid.uuid4())
+    """A UUID of version 7 (RFC 9562): the time in milliseconds, then 74 random bits.
+
+    A shard keeps every request id it answered in a unique index (its idempotency record). Ids
+    that grow with time are added at the end of that index, on pages already in memory; random
+    ones (version 4) land on any page of it, and as the index outgrows PostgreSQL's cache each
+    insert reads a page back and dirties another (bench/pg_split.py, two runs of each: 0.082,
+    0.090-0.098, 0.110-0.112 ms of PostgreSQL CPU a batch transfer in its three phases, against
+    0.086, 0.099, 0.120 with version 4 ids).
+
+    Written here rather than taken from the `uuid6` package, whose uuid7() moves its clock on by
+    a millisecond for every id asked for within one (100,000 ids made in a third of a second
+    ended 100 s ahead of the clock). Python 3.14's uuid.uuid7() is the same layout (3.11's UUID
+    knows versions 1 to 5 only: the version and variant bits are set here)."""
+    random_bits = secrets.randbits(74)
+    value = (
+        (time.time_ns() // 1_000_000) << 80  # 48 bits of time
+        | _UUID_VERSION_7
+        | (random_bits >> 62) << 64  # 12 random bits
+        | _UUID_RFC_VARIANT
+        | (random_bits & ((1 << 62) - 1))  # 62 random bits
+    )
+    return str(uuid.UUID(int=value))
 
 
 def read_ca(home: Path | str) -> bytes | None:

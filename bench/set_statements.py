@@ -27,6 +27,7 @@ from pathlib import Path
 
 import psycopg
 
+from bankclient import new_request_id
 from services.common.identifiers import new_transfer_id
 from services.host.postgres import PostgresInstance
 from services.host.processes import free_port
@@ -48,7 +49,7 @@ def orders(rng: random.Random, accounts: list[str], size: int) -> str:
         source, target = rng.sample(accounts, 2)
         rows.append(
             [
-                f"bench-{secrets.token_hex(16)}",
+                f"bench-{new_request_id()}",
                 "d" * 64,
                 new_transfer_id(int(source[:4])),
                 source,

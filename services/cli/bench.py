@@ -36,7 +36,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,7 +45,7 @@ import grpc
 import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bankclient import BankClient, GatewayUnavailable
+from bankclient import BankClient, GatewayUnavailable, new_request_id
 from services.cli.bench_report import BATCH_SIZE, render, sample_count, summary, top_frames
 from services.cluster import launcher
 from services.cluster.bulk_load import bulk_load
@@ -190,7 +189,9 @@ def single_step(client: BankClient, accounts: list[str]) -> Callable[[random.Ran
         source, target = rng.sample(accounts, 2)
         started = time.perf_counter()
         try:
-            client.transfer(source, target, rng.randint(1, 100), "CNY", request_id=f"bench-{uuid.uuid4()}")
+            client.transfer(
+                source, target, rng.randint(1, 100), "CNY", request_id=f"bench-{new_request_id()}"
+            )
             ok = 1
         except (grpc.RpcError, GatewayUnavailable):
             ok = 0
@@ -204,7 +205,7 @@ def batch_step(client: BankClient, accounts: list[str]) -> Callable[[random.Rand
         items = []
         for _ in range(BATCH_SIZE):
             source, target = rng.sample(accounts, 2)
-            items.append((source, target, rng.randint(1, 100), "CNY", f"bench-{uuid.uuid4()}"))
+            items.append((source, target, rng.randint(1, 100), "CNY", f"bench-{new_request_id()}"))
         started = time.perf_counter()
         try:
             results = client.create_transfers(items, deadline_s=60)

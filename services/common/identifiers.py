@@ -6,7 +6,6 @@ import functools
 import re
 import secrets
 import time
-import uuid
 import zlib
 
 from services.common.errors import InvalidArgument
@@ -89,7 +88,8 @@ def new_transfer_id(slot: int) -> str:
 
 
 def new_hold_id(slot: int) -> str:
-    return f"H{slot:04d}-{uuid.uuid4().hex}"
+    """H<slot>-<32 hex digits>, growing with time as a transfer id does (see new_transfer_id)."""
+    return f"H{slot:04d}-{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
 
 
 def parse_transfer_id(text: str, field: str = "transfer_id") -> int:
