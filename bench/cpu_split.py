@@ -10,6 +10,7 @@ process (children included: PostgreSQL's backends count as postgres) and of this
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -52,6 +53,7 @@ def main() -> int:
             )
     finally:
         launcher.down(home, lambda m: None)
+        shutil.rmtree(home)  # its credentials and logs: nothing of the run is kept but what it printed
     return 0
 
 

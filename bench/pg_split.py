@@ -13,6 +13,7 @@ each record type.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -125,6 +126,7 @@ def main() -> int:
             print("\n".join(wal_by_type(primary, start, end, count)))
     finally:
         launcher.down(home, lambda m: None)
+        shutil.rmtree(home)  # its credentials and logs: nothing of the run is kept but what it printed
     return 0
 
 
