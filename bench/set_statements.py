@@ -3,12 +3,20 @@ migrations) on a lone PostgreSQL started here, sets of random transfers between 
 and the time of each statement of the function (auto_explain's nested statements).
 
     .venv/bin/python bench/set_statements.py [--sets 20] [--size 1000] [--accounts 10000]
+    .venv/bin/python bench/set_statements.py --against variant.sql [...] [--sets 30]
 
 A node books a batch's part (or a group commit's singles) in one call of the function, and a
 shard's sets are booked one after another: this call's time bounds a shard's batch rate. Prints
 the call's wall time per set (median, without auto_explain), then, with auto_explain on, each
 statement's median milliseconds per set, by the line of the function it is at. No replication:
 a cluster's standbys and its other processes share the cores with this on a real shard.
+
+`--against FILE`: each file defines a variant of the function (`CREATE OR REPLACE FUNCTION
+book_transfer_set(...)`, say the current one with a statement changed or taken out, after any
+DDL it needs); it is installed under a name of its own, and sets are booked by the current
+function and each variant in turn, five at a time, on the same tables: prints each one's median
+per set and its ratio to the current function's. A variant that leaves something out is not a
+ledger; it tells how much that part costs.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from bankclient import new_request_id
 from services.common.identifiers import new_transfer_id
@@ -77,15 +86,21 @@ def open_accounts(conn: psycopg.Connection, count: int) -> list[str]:
     return [str(row[0]) for row in conn.execute("SELECT account_number FROM accounts")]
 
 
+FUNCTION = "book_transfer_set"
+ROUND = 5  # sets booked by one function before the next one's turn (--against)
+
+
 def book(
-    conn: psycopg.Connection, sets: int, size: int, rng: random.Random, accounts: list[str]
-) -> list[float]:
+    conn: psycopg.Connection, sets: int, size: int, rng: random.Random, accounts: list[str],
+    function: str = FUNCTION,
+) -> list[float]:  # fmt: skip
     times = []
+    call = sql.SQL("SELECT * FROM {}(%s::jsonb)").format(sql.Identifier(function))
     for _ in range(sets):
         payload = orders(rng, accounts, size)
         started = time.perf_counter()
         with conn.transaction():
-            conn.execute("SELECT * FROM book_transfer_set(%s::jsonb)", (payload,)).fetchone()
+            conn.execute(call, (payload,)).fetchone()
         times.append(1000 * (time.perf_counter() - started))
     return times
 
@@ -100,11 +115,45 @@ def statements(log_text: str, sets: int) -> dict[int, float]:
     return {line: statistics.median(found) * len(found) / sets for line, found in sorted(per_line.items())}
 
 
+def variants(paths: list[Path]) -> dict[str, str]:
+    """Function name -> the SQL that installs it under that name, per file."""
+    found: dict[str, str] = {}
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        if f"FUNCTION {FUNCTION}(" not in text:
+            raise SystemExit(f"{path}: no `FUNCTION {FUNCTION}(` to install as a variant")
+        name = f"{FUNCTION}_" + re.sub(r"[^a-z0-9_]", "_", path.stem.lower())
+        found[name] = text.replace(f"FUNCTION {FUNCTION}(", f"FUNCTION {name}(")
+    return found
+
+
+def compare(
+    conn: psycopg.Connection, others: dict[str, str], args: argparse.Namespace, rng: random.Random,
+    accounts: list[str],
+) -> None:  # fmt: skip
+    """The current function and each variant, ROUND sets each in turn, about `args.sets` each."""
+    for text in others.values():
+        conn.execute(text.encode())
+    names = [FUNCTION, *others]
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for name in names:
+        book(conn, 2, args.size, rng, accounts, name)  # warm: each one's plans cached
+    for _ in range(max(1, args.sets // ROUND)):
+        for name in names:
+            times[name] += book(conn, ROUND, args.size, rng, accounts, name)
+    base = statistics.median(times[FUNCTION])
+    print(f"{args.size} transfers a set, {len(times[FUNCTION])} sets each, alternated {ROUND} at a time:")
+    for name in names:
+        median = statistics.median(times[name])
+        print(f"  {name:<40} median {median:6.1f} ms a set  {median / base:.3f}x")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", type=int, default=20)
     parser.add_argument("--size", type=int, default=1000)
     parser.add_argument("--accounts", type=int, default=10_000)
+    parser.add_argument("--against", type=Path, nargs="+", default=[], metavar="FILE")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bank-set-statements-") as home:
         return measure(args, Path(home))
@@ -121,6 +170,9 @@ def measure(args: argparse.Namespace, home: Path) -> int:
         rng = random.Random(1)
         with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
             accounts = open_accounts(conn, args.accounts)
+            if args.against:
+                compare(conn, variants(args.against), args, rng, accounts)
+                return 0
             book(conn, 3, args.size, rng, accounts)  # warm: plans cached, pages read
             wall = book(conn, args.sets, args.size, rng, accounts)
             print(f"book_transfer_set, {args.size} transfers a set: median {statistics.median(wall):.1f} ms"
