@@ -81,15 +81,20 @@ def _check_account_number(text: str, field: str) -> int:
 
 
 def new_transfer_id(slot: int) -> str:
-    """T<slot>-<32 hex digits>: the time in ms (12 digits), then 80 random bits. Ids that grow
-    with time land at the end of the transfers' index instead of on a random page of it, which
-    kept PostgreSQL's small cache busy writing pages back."""
-    return f"T{slot:04d}-{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
+    """T<slot>-<32 hex digits> (see _growing_with_time)."""
+    return f"T{slot:04d}-{_growing_with_time()}"
 
 
 def new_hold_id(slot: int) -> str:
-    """H<slot>-<32 hex digits>, growing with time as a transfer id does (see new_transfer_id)."""
-    return f"H{slot:04d}-{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
+    """H<slot>-<32 hex digits> (see _growing_with_time)."""
+    return f"H{slot:04d}-{_growing_with_time()}"
+
+
+def _growing_with_time() -> str:
+    """32 hex digits: the time in ms (12 digits), then 80 random bits. Ids that grow with time
+    land at the end of their table's index instead of on a random page of it, which kept
+    PostgreSQL's small cache busy writing pages back."""
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
 
 
 def parse_transfer_id(text: str, field: str = "transfer_id") -> int:
