@@ -155,6 +155,7 @@ def main() -> int:
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument("--against", type=Path, nargs="+", default=[], metavar="FILE")
     args = parser.parse_args()
+    args.variants = variants(args.against)  # checked before PostgreSQL starts
     with tempfile.TemporaryDirectory(prefix="bank-set-statements-") as home:
         return measure(args, Path(home))
 
@@ -170,8 +171,8 @@ def measure(args: argparse.Namespace, home: Path) -> int:
         rng = random.Random(1)
         with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
             accounts = open_accounts(conn, args.accounts)
-            if args.against:
-                compare(conn, variants(args.against), args, rng, accounts)
+            if args.variants:
+                compare(conn, args.variants, args, rng, accounts)
                 return 0
             book(conn, 3, args.size, rng, accounts)  # warm: plans cached, pages read
             wall = book(conn, args.sets, args.size, rng, accounts)
