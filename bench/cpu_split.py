@@ -10,18 +10,12 @@ process (children included: PostgreSQL's backends count as postgres) and of this
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 from bankclient import BankClient
-from services.cli.bench import Phase, accounts_by_shard, batch_step, cpu_s_by_kind, single_step
-from services.cluster import launcher
-from services.cluster.bulk_load import bulk_load
-from services.cluster.netns import choose_net
-from services.cluster.topology import ClusterSpec
+from services.cli.bench import Phase, batch_step, cpu_s_by_kind, single_step
+from services.cli.bench_cluster import fresh_cluster
 
 PHASES = (("gateway", "single"), ("direct", "single"), ("direct", "batch"))
 
@@ -32,14 +26,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=128, help="callers of single transfers")
     parser.add_argument("--accounts", type=int, default=60_000)
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="bank-cpu-split-"))
-    state = launcher.up(home, ClusterSpec(net=choose_net("auto"), name="split", octet=87), lambda m: None)
-    try:
-        shard0 = accounts_by_shard(state, bulk_load(state, args.accounts, 10_000_000, "CNY", lambda m: None))[
-            0
-        ]
+    with fresh_cluster("split", 87, args.accounts) as (state, shard0):
         for route, kind in PHASES:
-            with BankClient.from_home(home, deadline_s=10, route=route) as client:
+            with BankClient.from_home(state.home, deadline_s=10, route=route) as client:
                 step = single_step(client, shard0) if kind == "single" else batch_step(client, shard0)
                 threads = args.threads if kind == "single" else 4
                 before, client_before = cpu_s_by_kind(state), time.process_time()
@@ -51,9 +40,6 @@ def main() -> int:
             print(
                 f"{route:<8}{kind:<7}{phase['tps']:>8,.0f}/s  CPU ms a transfer: {split}, client {client_ms}"
             )
-    finally:
-        launcher.down(home, lambda m: None)
-        shutil.rmtree(home)  # its credentials and logs: nothing of the run is kept but what it printed
     return 0
 
 

@@ -21,12 +21,9 @@ import tempfile
 from pathlib import Path
 
 from bankclient import BankClient
-from services.cli.bench import Phase, accounts_by_shard, single_step
-from services.cluster import launcher
-from services.cluster.bulk_load import bulk_load
+from services.cli.bench import Phase, single_step
+from services.cli.bench_cluster import fresh_cluster
 from services.cluster.check import current_primaries
-from services.cluster.netns import choose_net
-from services.cluster.topology import ClusterSpec
 
 SAMPLES_PER_S = 499  # perf's default rate is ~4,000 a second: less disturbs the node less
 TOP_SYMBOLS = 15
@@ -52,15 +49,11 @@ def main() -> int:
     if shutil.which("perf") is None:
         print("perf is not installed (Debian: apt-get install linux-perf)", file=sys.stderr)
         return 2
-    home = Path(tempfile.mkdtemp(prefix="bank-node-perf-"))
-    state = launcher.up(home, ClusterSpec(net=choose_net("auto"), name="nperf", octet=85), lambda m: None)
-    try:
-        loaded = bulk_load(state, args.accounts, 10_000_000, "CNY", lambda m: None)
-        shard0 = accounts_by_shard(state, loaded)[0]
+    with fresh_cluster("nperf", 85, args.accounts) as (state, shard0), tempfile.TemporaryDirectory() as out:
         leader_dc = current_primaries(state)[0]
         node = next(c for c in state.components if c.kind == "node" and c.dc == leader_dc)
-        data = home / "perf.data"
-        with BankClient.from_home(home, deadline_s=10, route="direct") as client:
+        data = Path(out) / "perf.data"
+        with BankClient.from_home(state.home, deadline_s=10, route="direct") as client:
             step = single_step(client, shard0)
             Phase(state, args.threads, 5).run(step)  # warm: channels, plans, pages
             record = subprocess.Popen(
@@ -79,9 +72,6 @@ def main() -> int:
         print("\n".join(f"  {line}" for line in report(data, "dso")[:10]))
         print(f"its {TOP_SYMBOLS} hottest symbols:")
         print("\n".join(f"  {line}" for line in report(data, "dso,sym")[:TOP_SYMBOLS]))
-    finally:
-        launcher.down(home, lambda m: None)
-        shutil.rmtree(home)  # perf.data, credentials and logs: the run keeps what it printed
     return 0
 
 

@@ -13,22 +13,16 @@ each record type.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
-from pathlib import Path
 
 import psutil
 
 from bankclient import BankClient
-from services.cli.bench import Phase, accounts_by_shard, batch_step
-from services.cluster import launcher
-from services.cluster.bulk_load import bulk_load
+from services.cli.bench import Phase, batch_step
+from services.cli.bench_cluster import fresh_cluster
 from services.cluster.check import current_primaries
-from services.cluster.netns import choose_net
 from services.cluster.pg_group import member_instance
 from services.cluster.state import ClusterState
-from services.cluster.topology import ClusterSpec
 from services.host.postgres import PostgresInstance
 
 AUXILIARY = (
@@ -91,15 +85,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--accounts", type=int, default=60_000)
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="bank-pg-split-"))
-    state = launcher.up(home, ClusterSpec(net=choose_net("auto"), name="pgsplt", octet=86), lambda m: None)
-    try:
+    with fresh_cluster("pgsplt", 86, args.accounts) as (state, accounts):
         primary_dc = current_primaries(state)[0]
         primary = member_instance(state, 0, primary_dc)
         primary.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect", dbname="bank")
-        loaded = bulk_load(state, args.accounts, 10_000_000, "CNY", lambda m: None)
-        accounts = accounts_by_shard(state, loaded)[0]
-        with BankClient.from_home(home, deadline_s=60, route="direct") as client:
+        with BankClient.from_home(state.home, deadline_s=60, route="direct") as client:
             step = batch_step(client, accounts)
             for number in range(args.phases):
                 start, wal_before = wal_position(primary)
@@ -124,9 +114,6 @@ def main() -> int:
                 )
             print(f"WAL a transfer by record type, phase {args.phases - 1}:")
             print("\n".join(wal_by_type(primary, start, end, count)))
-    finally:
-        launcher.down(home, lambda m: None)
-        shutil.rmtree(home)  # its credentials and logs: nothing of the run is kept but what it printed
     return 0
 
 
