@@ -60,7 +60,7 @@ bench: setup
 ## Renders the compose file, Prometheus config, Kubernetes manifests and the picture from the topology.
 deploy-files: setup
 	@echo "[deploy-files] rendering deploy/ from services/cluster/topology.py"
-	@$(PY) -m services.cluster.deploy_render
+	@$(PY) -m services.render.deploy_files
 
 ## Regenerates the committed gRPC stubs under gen/ from proto/.
 proto: setup

@@ -10,13 +10,14 @@ from collections.abc import Callable
 from typing import TextIO
 
 from services.chaos import faults
-from services.cluster import check, launcher, slot_moves, status, topology_svg
+from services.cluster import check, launcher, slot_moves, status
 from services.cluster.bulk_load import bulk_load
 from services.cluster.netns import choose_net
 from services.cluster.shard_changes import add_shard, remove_shard
 from services.cluster.state import ClusterState
 from services.cluster.switchover import switchover
 from services.cluster.topology import ClusterSpec
+from services.render import topology_svg
 
 
 def say(message: str) -> None:

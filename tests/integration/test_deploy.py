@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from services.cluster import deploy_render, zookeeper
+from services.cluster import zookeeper
 from services.cluster.redis_group import SENTINEL_QUORUM
 from services.cluster.topology import (
     GATEWAY_METRICS_PORT,
@@ -24,10 +24,11 @@ from services.cluster.topology import (
     NODE_METRICS_PORT,
     ClusterSpec,
 )
+from services.render import deploy_files
 
-DEPLOY = deploy_render.DEPLOY
+DEPLOY = deploy_files.DEPLOY
 SPEC = ClusterSpec()
-SECRETS = {name: "x" for name in deploy_render.SECRETS} | {"BANK_ZK_AUTH": "bank:x"}
+SECRETS = {name: "x" for name in deploy_files.SECRETS} | {"BANK_ZK_AUTH": "bank:x"}
 
 
 def compose_file() -> dict[str, Any]:
@@ -35,7 +36,7 @@ def compose_file() -> dict[str, Any]:
 
 
 def test_committed_deploy_files_are_what_the_topology_renders() -> None:
-    assert deploy_render.main(["--check"]) == 0, "run: python -m services.cluster.deploy_render"
+    assert deploy_files.main(["--check"]) == 0, "run: python -m services.render.deploy_files"
 
 
 def docker_compose(*args: str, secrets: bool = True) -> subprocess.CompletedProcess[str]:
@@ -83,7 +84,7 @@ def test_compose_matches_the_launchers_defaults() -> None:
     assert targets == {f"{k}-{dc}:{p}" for dc in SPEC.dc_names for k, p in
                        (("node", NODE_METRICS_PORT), ("gateway", GATEWAY_METRICS_PORT))}  # fmt: skip
     dockerfile = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
-    assert 'ENTRYPOINT ["python", "-m", "services.cluster.container"]' in dockerfile
+    assert 'ENTRYPOINT ["python", "-m", "services.container.roles"]' in dockerfile
 
 
 def test_kubernetes_manifests_are_valid_and_spread_each_dc_over_a_zone() -> None:

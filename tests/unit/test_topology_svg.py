@@ -6,11 +6,11 @@ import re
 from pathlib import Path
 from xml.etree import ElementTree
 
-from services.cluster import deploy_render
 from services.cluster.topology import ClusterSpec
-from services.cluster.topology_svg import picture_of_spec, picture_of_status, render
+from services.render import deploy_files
+from services.render.topology_svg import picture_of_spec, picture_of_status, render
 
-COMMITTED = Path(deploy_render.DEPLOY) / "architecture.svg"
+COMMITTED = Path(deploy_files.DEPLOY) / "architecture.svg"
 
 
 def labels(svg: str) -> list[str]:

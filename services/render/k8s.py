@@ -1,4 +1,4 @@
-"""Kubernetes manifests of the bank (rendered into deploy/k8s/ by deploy_render): every role is a
+"""Kubernetes manifests of the bank (rendered into deploy/k8s/ by deploy_files): every role is a
 StatefulSet with one replica per DC, spread one per zone; the pod's ordinal is its DC (0 -> dc1),
 so a zone outage is a DC outage, as in `bankctl chaos kill-dc`."""
 

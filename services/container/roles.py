@@ -1,10 +1,10 @@
 """The bank's processes in a container (docker-compose, Kubernetes): the same node and gateway
 as `bankctl up` starts, configured from the environment instead of the launcher's record.
 
-    python -m services.cluster.container init              # slot map and routes into ZooKeeper
-    python -m services.cluster.container tokens            # only the credentials' digests
-    python -m services.cluster.container node --dc dc1     # or BANK_DC, or the pod's ordinal
-    python -m services.cluster.container gateway --dc dc1
+    python -m services.container.roles init              # slot map and routes into ZooKeeper
+    python -m services.container.roles tokens            # only the credentials' digests
+    python -m services.container.roles node --dc dc1     # or BANK_DC, or the pod's ordinal
+    python -m services.container.roles gateway --dc dc1
 
 Environment: BANK_DCS, BANK_SHARDS (defaults as `bankctl up`: 3 and 3); secrets
 BANK_PG_PASSWORD, BANK_REDIS_PASSWORD, BANK_ZK_AUTH (user:password), BANK_PEER_TOKEN,

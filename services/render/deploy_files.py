@@ -1,8 +1,8 @@
 """The deployment files under `deploy/`, rendered from the same topology `bankctl up` uses, so
 that ports, DC names, shard placement and settings cannot drift apart:
 
-    python -m services.cluster.deploy_render          # rewrites deploy/docker-compose.yml, ...
-    python -m services.cluster.deploy_render --check  # exit 1 if a committed file differs
+    python -m services.render.deploy_files          # rewrites deploy/docker-compose.yml, ...
+    python -m services.render.deploy_files --check  # exit 1 if a committed file differs
 
 docker-compose: one network per DC plus a backbone joining them; the official zookeeper, redis
 and postgres images (streaming replication set up by deploy/postgres/*.sh), the bank's own image
@@ -43,9 +43,7 @@ IMAGES = {"zookeeper": "zookeeper:3.8", "redis": "redis:7.0", "postgres": "postg
 BANK_IMAGE = "bank-sim:latest"
 SECRETS = ["BANK_PG_PASSWORD", "BANK_REDIS_PASSWORD", "BANK_ZK_AUTH", "BANK_PEER_TOKEN",
            "BANK_CLIENT_TOKEN", "BANK_ADMIN_TOKEN"]  # fmt: skip
-HEADER = (
-    "# Rendered by `python -m services.cluster.deploy_render` from the launcher's topology; do not edit.\n"
-)
+HEADER = "# Rendered by `python -m services.render.deploy_files` from the launcher's topology; do not edit.\n"
 
 
 def _secret_env() -> dict[str, str]:
@@ -199,14 +197,14 @@ def _dump(*documents: Any) -> str:
 
 
 def rendered(spec: ClusterSpec) -> dict[Path, str]:
-    from services.cluster import deploy_k8s, topology_svg
+    from services.render import k8s, topology_svg
 
     return {
         DEPLOY / "architecture.svg": topology_svg.render(topology_svg.picture_of_spec(spec)),
         DEPLOY / "docker-compose.yml": _dump(compose(spec)),
         DEPLOY / "prometheus.yml": _dump(prometheus_config(spec)),
         DEPLOY / "k8s" / "bank-sim.yaml": _dump(
-            *deploy_k8s.manifests(spec, pg_settings(), postgres_scripts())
+            *k8s.manifests(spec, pg_settings(), postgres_scripts())
         ),
     }  # fmt: skip
 
@@ -228,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path.relative_to(REPO)}")
     for path in stale:
         print(
-            f"stale: {path.relative_to(REPO)} (run python -m services.cluster.deploy_render)", file=sys.stderr
+            f"stale: {path.relative_to(REPO)} (run python -m services.render.deploy_files)", file=sys.stderr
         )
     return 1 if stale else 0
 
