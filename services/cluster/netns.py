@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 
+from services.cluster.forwarding import allow_bridge, remove_bridge_rules
 from services.cluster.topology import LOOPBACK, NETNS, ClusterSpec
 from services.host.processes import LaunchError, run_checked
 from services.host.service_user import running_as_root
@@ -36,7 +37,8 @@ def in_dc(spec: ClusterSpec, dc: str, cmd: Sequence[str]) -> list[str]:
 
 
 def create_network(spec: ClusterSpec) -> None:
-    """Namespaces, veth pairs and the bridge; the host gets the bridge's address."""
+    """Namespaces, veth pairs and the bridge; the host gets the bridge's address, and the bridge's
+    traffic an ACCEPT rule in the host's firewall (see forwarding.py: Docker's `DROP` policy)."""
     if spec.net != NETNS:
         return
     ip = ["ip"]
@@ -47,6 +49,7 @@ def create_network(spec: ClusterSpec) -> None:
             [*ip, "addr", "add", f"{spec.bridge_address}/24", "dev", spec.bridge], f"address of {spec.bridge}"
         )
         run_checked([*ip, "link", "set", spec.bridge, "up"], f"bridge {spec.bridge} up")
+    allow_bridge(spec)
     for dc in spec.dc_names:
         ns, veth = spec.namespace(dc), spec.host_veth(dc)
         if ns in list_namespaces():
@@ -73,6 +76,7 @@ def delete_network(spec: ClusterSpec) -> None:
             subprocess.run(["ip", "netns", "delete", spec.namespace(dc)], capture_output=True, check=False)
         subprocess.run(["ip", "link", "delete", spec.host_veth(dc)], capture_output=True, check=False)
     subprocess.run(["ip", "link", "delete", spec.bridge], capture_output=True, check=False)
+    remove_bridge_rules(spec)
 
 
 def list_namespaces() -> list[str]:

@@ -20,7 +20,9 @@ import pytest
 import redis
 
 from bank.v1 import account_pb2, account_pb2_grpc
+from services.cluster import forwarding
 from services.cluster.netns import list_namespaces
+from services.cluster.topology import ClusterSpec
 from services.cluster.zookeeper import zk_mode
 from services.common.identifiers import slot_of_customer
 from tests.integration.cluster_helpers import peer_metadata, secrets
@@ -49,19 +51,47 @@ def cluster_pids(status: dict[str, Any]) -> set[int]:
 def cluster(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
 ) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """The netns cluster runs with the host's `FORWARD` policy at `DROP`, as a Docker daemon
+    leaves it: the DC bridge's own rule must carry the traffic between the DCs."""
     net = request.param
     home = tmp_path_factory.mktemp(f"cluster-{net}")
     started = time.monotonic()
-    up = bankctl(home, "up", "--net", net, "--name", "bkt", "--octet", "77")
+    policy = forward_policy()
+    if net == "netns":
+        set_forward_policy("DROP")
     try:
+        up = bankctl(home, "up", "--net", net, "--name", "bkt", "--octet", "77")
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
         report(pytestconfig, f"\n[cluster] bankctl up --net {net}: {time.monotonic() - started:.1f} s")
         status = bankctl(home, "status", "--json")
         assert status.returncode == 0, status.stdout[-3000:] + status.stderr[-2000:]
         yield home, json.loads(status.stdout)
-    finally:
         down = bankctl(home, "down")
         assert down.returncode == 0, down.stderr
+        # The bridge's rule goes with the cluster; the policy is the host's, left as it was.
+        assert forwarding.bridge_rules(ClusterSpec(name="bkt", octet=77, net="netns")) == []
+        assert forward_policy() == ("DROP" if net == "netns" else policy)
+    finally:
+        bankctl(home, "down")
+        set_forward_policy(policy)
+
+
+def forward_policy() -> str:
+    listed = subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True, check=True)
+    return listed.stdout.splitlines()[0].split()[-1]  # "-P FORWARD ACCEPT"
+
+
+def set_forward_policy(policy: str) -> None:
+    subprocess.run(["iptables", "-P", "FORWARD", policy], check=True)
+
+
+def test_dc_bridge_passes_a_forward_policy_of_drop(cluster: tuple[Path, dict[str, Any]]) -> None:
+    _, status = cluster
+    if status["net"] != "netns":
+        assert forwarding.bridge_rules(ClusterSpec(name="bkt", octet=77, net="loopback")) == []
+        return
+    assert forward_policy() == "DROP"
+    assert forwarding.bridge_rules(ClusterSpec(name="bkt", octet=77, net="netns")) == ["FORWARD"]
 
 
 def by_kind(status: dict[str, Any], kind: str) -> list[dict[str, Any]]:
