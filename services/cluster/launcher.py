@@ -14,7 +14,7 @@ from pathlib import Path
 import redis
 
 from services.cluster.bulk_load import ACCOUNTS_FILE
-from services.cluster.credentials import DEFAULT_CLIENT_RATE_PER_S, tokens_file, write_credentials
+from services.cluster.credentials import DEFAULT_CLIENT_RATE_PER_S, write_credentials
 from services.cluster.netns import create_network, delete_network, in_dc, probe_netem
 from services.cluster.pg_group import member_instance, start_shard_group
 from services.cluster.prometheus import start_prometheus
@@ -25,28 +25,24 @@ from services.cluster.redis_group import (
     start_redis,
     start_sentinel,
 )
+from services.cluster.service_config import gateway_config, node_config
 from services.cluster.service_process import start_service
 from services.cluster.state import ClusterState, Component
-from services.cluster.tls import ca_file, dc_files, make_certificates
+from services.cluster.tls import make_certificates
 from services.cluster.topology import (
     GATEWAY_METRICS_PORT,
     NODE_METRICS_PORT,
     REDIS_PORT,
-    SENTINEL_MASTER,
-    SENTINEL_PORT,
     ClusterSpec,
 )
-from services.cluster.zookeeper import start_zookeeper, zk_client, zk_hosts, zk_mode
+from services.cluster.zookeeper import start_zookeeper, zk_client, zk_mode
 from services.common.routes import ShardRoute
-from services.coordinator.view import ClusterView, Member
 from services.host.processes import LaunchError, pid_alive, terminate, wait_until
 from services.host.service_user import remove_data_root
-from services.node.server import NodeConfig
 from services.routing import redis_mirror
 
 Say = Callable[[str], None]
 STOP_ORDER = ["prometheus", "gateway", "node", "postgres", "sentinel", "redis", "zookeeper"]
-SESSION_TIMEOUT_S = 2.0  # ZooKeeper sessions of the nodes: 2-4 s suits these two cores
 
 
 def up(
@@ -75,7 +71,7 @@ def up(
         _start_zookeeper(state, say)
         _start_redis(state, say)
         _start_postgres(state, say)
-        _write_topology(state, say)
+        write_topology(state, say)
         _start_nodes(state, say)
         _start_gateways(state, say)
         if with_prometheus:
@@ -174,7 +170,7 @@ def _start_postgres(state: ClusterState, say: Say) -> None:
             future.result()
 
 
-def _write_topology(state: ClusterState, say: Say) -> None:
+def write_topology(state: ClusterState, say: Say) -> None:
     """The truth into ZooKeeper, then its mirror into Redis (through the primary Sentinel names)."""
     spec = state.spec
     routes = [
@@ -198,57 +194,10 @@ def _write_topology(state: ClusterState, say: Say) -> None:
     say(f"routing table v{table.version} in ZooKeeper and Redis: {listed}")
 
 
-def server_tls(state: ClusterState, dc: str) -> dict[str, str] | None:
-    """The files a DC's gateway and bank-node serve TLS with (and verify peers against)."""
-    if not state.spec.tls:
-        return None
-    cert, key = dc_files(state.home, dc)
-    return {"cert": str(cert), "key": str(key), "ca": str(ca_file(state.home))}
-
-
-def cluster_view(state: ClusterState, dc: str) -> ClusterView:
-    """What the bank-node of `dc` is told about the cluster."""
-    spec = state.spec
-    members: dict[int, dict[str, Member]] = {}
-    for shard in range(spec.shards):
-        members[shard] = {}
-        for member_dc in spec.dc_names:
-            pg = member_instance(state, shard, member_dc)
-            members[shard][member_dc] = Member(pg.name, member_dc, pg.host, pg.port, str(pg.data_dir))
-    sample = member_instance(state, 0, dc)
-    return ClusterView(
-        dc=dc,
-        dcs=spec.dc_names,
-        shards=spec.shards,
-        members=members,
-        node_endpoints={d: spec.node_endpoint(d) for d in spec.dc_names},
-        zk_hosts=zk_hosts(spec),
-        sentinels=[f"{spec.address(d)}:{SENTINEL_PORT}" for d in spec.dc_names],
-        pg_password=state.secrets["pg_password"],
-        redis_password=state.secrets["redis_password"],
-        zk_auth=state.secrets["zk_auth"],
-        session_timeout_s=SESSION_TIMEOUT_S,
-        pg_settings={k: v for k, v in sample.settings.items() if k != "synchronous_standby_names"},
-        pg_hba_lines=sample.hba_lines,
-    )
-
-
 def _start_nodes(state: ClusterState, say: Say) -> None:
     spec = state.spec
     for dc in spec.dc_names:
-        config = NodeConfig(
-            shards={},
-            slot_ranges=spec.slot_ranges(),
-            listen=spec.node_endpoint(dc),
-            redis_address=f"{spec.address(dc)}:{REDIS_PORT}",
-            zk_hosts=zk_hosts(spec),
-            cluster=cluster_view(state, dc).to_json(),
-            peer_token=state.secrets["peer_token"],
-            tokens_file=str(tokens_file(state.home)),
-            tls=server_tls(state, dc),
-            metrics_listen=f"{spec.address(dc)}:{NODE_METRICS_PORT}",
-            group_commit=spec.group_commit,
-        )
+        config = node_config(state, dc)
         name = f"node-{dc}"
         log_file = state.home / "logs" / f"{name}.log"
         node = start_service(
@@ -300,20 +249,7 @@ def restart_node(home: Path, dc: str, say: Say, state: ClusterState | None = Non
 def _start_gateways(state: ClusterState, say: Say) -> None:
     spec = state.spec
     for dc in spec.dc_names:
-        config = {
-            "dc": dc,
-            "listen": spec.gateway_endpoint(dc),
-            "redis_address": f"{spec.address(dc)}:{REDIS_PORT}",
-            "zk_hosts": zk_hosts(spec),
-            "zk_auth": state.secrets["zk_auth"],
-            "redis_password": state.secrets["redis_password"],
-            "sentinels": [f"{spec.address(d)}:{SENTINEL_PORT}" for d in spec.dc_names],
-            "sentinel_master": SENTINEL_MASTER,
-            "peer_token": state.secrets["peer_token"],
-            "tokens_file": str(tokens_file(state.home)),
-            "tls": server_tls(state, dc),
-            "metrics_listen": f"{spec.address(dc)}:{GATEWAY_METRICS_PORT}",
-        }
+        config = gateway_config(state, dc)
         name = f"gateway-{dc}"
         log_file = state.home / "logs" / f"{name}.log"
         gateway = start_service(

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from services.cluster.netns import in_dc
 from services.cluster.state import ClusterState, Component
-from services.cluster.topology import NETNS, NETNS_PREFIX, ClusterSpec
+from services.cluster.topology import ClusterSpec
 from services.host.postgres import PostgresInstance
 from services.host.processes import wait_until
 from services.host.service_user import data_root
@@ -22,7 +22,7 @@ def sync_standby_names(spec: ClusterSpec, shard: int) -> str:
 def member_instance(state: ClusterState, shard: int, dc: str) -> PostgresInstance:
     spec = state.spec
     name = spec.pg_member(shard, dc)
-    subnet = f"{NETNS_PREFIX}.{spec.octet}.0/24" if spec.net == NETNS else "127.0.0.0/8"
+    subnet = spec.dc_subnet
     return PostgresInstance(
         name=name,
         data_dir=data_root(state.home, "pg") / name,
@@ -83,9 +83,17 @@ def start_shard_group(
         _record(state, shard, dc, standby)
         members.append(standby)
     names = [spec.pg_member(shard, dc) for dc in standby_dcs]
-    wait_until(lambda: _streaming(primary) >= set(names), 60, f"shard {shard}'s standbys to stream")
+    enable_synchronous_commit(primary, spec, shard, wait_for=len(names))
+    say(f"shard {shard}: standbys {', '.join(names)} streaming, synchronous commit on ANY 1")
+    return members
 
-    # Only now may commits wait for a standby: before, nothing could acknowledge them.
+
+def enable_synchronous_commit(
+    primary: PostgresInstance, spec: ClusterSpec, shard: int, wait_for: int, timeout_s: float = 60
+) -> None:
+    """Once `wait_for` standbys stream, commits on the primary wait for one of them (`ANY 1`):
+    before, nothing could acknowledge them."""
+    wait_until(lambda: len(_streaming(primary)) >= wait_for, timeout_s, f"shard {shard}'s standbys to stream")
     primary.settings["synchronous_standby_names"] = sync_standby_names(spec, shard)
     primary.write_settings()
     primary.reload()
@@ -94,8 +102,6 @@ def start_shard_group(
         30,
         f"shard {shard}'s primary to see a synchronous standby",
     )
-    say(f"shard {shard}: standbys {', '.join(names)} streaming, synchronous commit on ANY 1")
-    return members
 
 
 def _replication(primary: PostgresInstance) -> list[tuple[object, ...]]:

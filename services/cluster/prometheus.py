@@ -44,20 +44,25 @@ def scrape_config(state: ClusterState) -> dict[str, Any]:
     }
 
 
-def start_prometheus(state: ClusterState) -> Component:
+def prometheus_command(state: ClusterState, listen: str) -> list[str]:
+    """Writes the scrape configuration of the recorded targets and returns Prometheus's command."""
     data_dir = state.home / "prometheus"
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "prometheus.yml"
     config.write_text(json.dumps(scrape_config(state), indent=2), encoding="utf-8")  # JSON is YAML
-    port = free_port(HOST)
-    log_file = state.home / "logs" / "prometheus.log"
-    cmd = [
+    return [
         _binary(), f"--config.file={config}", f"--storage.tsdb.path={data_dir / 'data'}",
-        f"--web.listen-address={HOST}:{port}", "--storage.tsdb.retention.time=1d", "--log.level=warn",
+        f"--web.listen-address={listen}", "--storage.tsdb.retention.time=1d", "--log.level=warn",
     ]  # fmt: skip
+
+
+def start_prometheus(state: ClusterState) -> Component:
+    port = free_port(HOST)
+    cmd = prometheus_command(state, f"{HOST}:{port}")
+    log_file = state.home / "logs" / "prometheus.log"
     pid = spawn(cmd, log_file)
     component = state.add(Component("host", "prometheus", "prometheus", HOST, port, pid, str(log_file),
-                                    data_dir=str(data_dir)))  # fmt: skip
+                                    data_dir=str(state.home / "prometheus")))  # fmt: skip
     wait_until(lambda: ready(HOST, port), 30, f"Prometheus to be ready (log: {log_file})", interval_s=0.2)
     return component
 

@@ -54,33 +54,30 @@ def write_redis_config(
     return config
 
 
+def redis_command(
+    spec: ClusterSpec, dc: str, data_dir: Path, primary: str | None, password: str
+) -> list[str]:
+    """Writes the DC's Redis configuration and returns the command that runs it."""
+    return [_redis_server(), str(write_redis_config(spec, dc, data_dir, primary, password))]
+
+
 def start_redis(state: ClusterState, dc: str, primary: str | None) -> Component:
     spec = state.spec
     data_dir = state.home / "redis" / dc
-    config = write_redis_config(spec, dc, data_dir, primary, state.secrets["redis_password"])
+    cmd = redis_command(spec, dc, data_dir, primary, state.secrets["redis_password"])
     log_file = state.home / "logs" / f"redis-{dc}.log"
-    pid = spawn(in_dc(spec, dc, [_redis_server(), str(config)]), log_file)
+    pid = spawn(in_dc(spec, dc, cmd), log_file)
     return state.add(
-        Component(
-            dc,
-            "redis",
-            f"redis-{dc}",
-            spec.address(dc),
-            REDIS_PORT,
-            pid,
-            str(log_file),
-            data_dir=str(data_dir),
-        )
-    )
+        Component(dc, "redis", f"redis-{dc}", spec.address(dc), REDIS_PORT, pid, str(log_file),
+                  data_dir=str(data_dir))
+    )  # fmt: skip
 
 
-def start_sentinel(state: ClusterState, dc: str, primary: str) -> Component:
-    """A Sentinel watching `primary`; its config file must stay writable (Sentinel rewrites it)."""
-    spec = state.spec
-    data_dir = state.home / "sentinel" / dc
+def sentinel_command(spec: ClusterSpec, dc: str, data_dir: Path, primary: str, password: str) -> list[str]:
+    """Writes a Sentinel's configuration (watching `primary`; the file must stay writable:
+    Sentinel rewrites it) and returns the command that runs it."""
     data_dir.mkdir(parents=True, exist_ok=True)
     address = spec.address(dc)
-    password = state.secrets["redis_password"]
     config = data_dir / "sentinel.conf"
     config.write_text(
         "\n".join(
@@ -105,20 +102,20 @@ def start_sentinel(state: ClusterState, dc: str, primary: str) -> Component:
         + "\n",
         encoding="utf-8",
     )
+    return [_redis_server(), str(config), "--sentinel"]
+
+
+def start_sentinel(state: ClusterState, dc: str, primary: str) -> Component:
+    """A Sentinel watching `primary`."""
+    spec = state.spec
+    data_dir = state.home / "sentinel" / dc
+    cmd = sentinel_command(spec, dc, data_dir, primary, state.secrets["redis_password"])
     log_file = state.home / "logs" / f"sentinel-{dc}.log"
-    pid = spawn(in_dc(spec, dc, [_redis_server(), str(config), "--sentinel"]), log_file)
+    pid = spawn(in_dc(spec, dc, cmd), log_file)
     return state.add(
-        Component(
-            dc,
-            "sentinel",
-            f"sentinel-{dc}",
-            address,
-            SENTINEL_PORT,
-            pid,
-            str(log_file),
-            data_dir=str(data_dir),
-        )
-    )
+        Component(dc, "sentinel", f"sentinel-{dc}", spec.address(dc), SENTINEL_PORT, pid, str(log_file),
+                  data_dir=str(data_dir))
+    )  # fmt: skip
 
 
 def redis_role(host: str, port: int = REDIS_PORT, password: str | None = None) -> tuple[str, int] | None:

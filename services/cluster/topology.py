@@ -8,6 +8,9 @@ from typing import Any
 from services.common.identifiers import NUM_SLOTS
 
 NETNS, LOOPBACK = "netns", "loopback"
+# In containers (docker-compose) each DC is one network namespace that the DC's containers share,
+# with one address on a backbone network of the project's own range: the same shape as NETNS.
+COMPOSE = "compose"
 
 # Every DC has its own address, so the same port serves the same role in every DC.
 ZK_CLIENT_PORT = 2181
@@ -22,6 +25,8 @@ NODE_METRICS_PORT = 9400  # Prometheus /metrics of the DC's bank-node and gatewa
 GATEWAY_METRICS_PORT = 9401
 SENTINEL_MASTER = "bank"
 NETNS_PREFIX = "10.213"  # 10.213.<octet>.0/24: only inside the project's own namespaces
+COMPOSE_PREFIX = "10.215"  # 10.215.<octet>.0/24: the compose backbone, a network Docker makes for us
+COMPOSE_FIRST_HOST = 10  # dc1 is .11, dc2 .12, ...: Docker's gateway on the network takes .1
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,7 @@ class ClusterSpec:
             raise ValueError(f"--dcs must be 3..9 (a majority must survive the loss of a DC), not {self.dcs}")
         if not 1 <= self.shards <= 64:
             raise ValueError(f"--shards must be 1..64, not {self.shards}")
-        if self.net not in (NETNS, LOOPBACK):
+        if self.net not in (NETNS, LOOPBACK, COMPOSE):
             raise ValueError(f"--net must be {NETNS} or {LOOPBACK}, not {self.net}")
         if not 0 <= self.octet <= 250:
             raise ValueError(f"octet must be 0..250, not {self.octet}")
@@ -60,7 +65,18 @@ class ClusterSpec:
         index = self.dc_index(dc)
         if self.net == NETNS:
             return f"{NETNS_PREFIX}.{self.octet}.{index}"
+        if self.net == COMPOSE:
+            return f"{COMPOSE_PREFIX}.{self.octet}.{COMPOSE_FIRST_HOST + index}"
         return f"127.{self.octet}.{index}.1"
+
+    @property
+    def dc_subnet(self) -> str:
+        """The network every DC's address is in (PostgreSQL lets its members and nodes in from it)."""
+        if self.net == NETNS:
+            return f"{NETNS_PREFIX}.{self.octet}.0/24"
+        if self.net == COMPOSE:
+            return f"{COMPOSE_PREFIX}.{self.octet}.0/24"
+        return "127.0.0.0/8"
 
     @property
     def bridge(self) -> str:

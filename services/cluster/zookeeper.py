@@ -59,23 +59,29 @@ def write_config(spec: ClusterSpec, dc: str, data_dir: Path) -> Path:
     return config
 
 
-def start_zookeeper(state: ClusterState, dc: str) -> Component:
+def zookeeper_command(spec: ClusterSpec, dc: str, data_dir: Path) -> list[str]:
+    """Writes the DC's server configuration and returns the command that runs the server (the
+    launcher spawns it; a container runs it in the foreground)."""
     java = shutil.which("java")
     missing = [jar for jar in ZK_JARS if not Path(jar).exists()]
     if java is None or missing:
         raise LaunchError(
             f"ZooKeeper needs java and {', '.join(missing) or 'its jars'}; run `make setup` as root"
         )
-    spec = state.spec
-    data_dir = state.home / "zookeeper" / dc
     config = write_config(spec, dc, data_dir)
-    log_file = state.home / "logs" / f"zookeeper-{dc}.log"
-    cmd = [
+    return [
         java, "-Xmx128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xss512k",
         "-Dzookeeper.admin.enableServer=false", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
         "-Dorg.slf4j.simpleLogger.showDateTime=true", "-cp", ":".join(ZK_JARS),
         "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(config),
     ]  # fmt: skip
+
+
+def start_zookeeper(state: ClusterState, dc: str) -> Component:
+    spec = state.spec
+    data_dir = state.home / "zookeeper" / dc
+    cmd = zookeeper_command(spec, dc, data_dir)
+    log_file = state.home / "logs" / f"zookeeper-{dc}.log"
     pid = spawn(in_dc(spec, dc, cmd), log_file)
     return state.add(
         Component(dc, "zookeeper", f"zookeeper-{dc}", spec.address(dc), ZK_CLIENT_PORT, pid, str(log_file),

@@ -1,61 +1,56 @@
-"""The bank's processes in a container (docker-compose, Kubernetes): the same node and gateway
-as `bankctl up` starts, configured from the environment instead of the launcher's record.
+"""Each role of the compose cluster, started in its container through the launcher's own code
+(the same configuration files, commands and settings as `bankctl up` writes), configured from
+the environment instead of the launcher's record:
 
-    python -m services.container.roles init              # slot map and routes into ZooKeeper
-    python -m services.container.roles tokens            # only the credentials' digests
-    python -m services.container.roles node --dc dc1     # or BANK_DC, or the pod's ordinal
+    python -m services.container.roles dc --dc dc1             # holds the DC's network namespace
+    python -m services.container.roles zookeeper --dc dc1
+    python -m services.container.roles redis --dc dc1          # a replica of whoever Sentinel names
+    python -m services.container.roles sentinel --dc dc1
+    python -m services.container.roles postgres --dc dc1 --shard 0   # the member and its keeper
+    python -m services.container.roles init                    # slot map and routes, once
+    python -m services.container.roles node --dc dc1
     python -m services.container.roles gateway --dc dc1
+    python -m services.container.roles prometheus
 
-Environment: BANK_DCS, BANK_SHARDS (defaults as `bankctl up`: 3 and 3); secrets
-BANK_PG_PASSWORD, BANK_REDIS_PASSWORD, BANK_ZK_AUTH (user:password), BANK_PEER_TOKEN,
-BANK_CLIENT_TOKEN, BANK_ADMIN_TOKEN; host names as patterns with {dc}, {index} (0-based DC)
-and {shard}: BANK_ZK_HOST, BANK_REDIS_HOST, BANK_SENTINEL_HOST, BANK_PG_HOST, BANK_NODE_HOST
-(defaults: the compose service names zk-{dc}, redis-{dc}, sentinel-{dc}, pg-s{shard}-{dc},
-node-{dc}); BANK_CREDENTIALS (a writable folder shared by init, nodes and gateways).
+A DC is one network namespace (the `dc` container's, which every container of the DC shares) with
+one address on the backbone, so every process binds where the launcher's netns mode binds it.
+Environment: BANK_DCS, BANK_SHARDS, BANK_NAME, BANK_OCTET (the topology, as `bankctl up` takes
+it) and the cluster's secrets BANK_PG_PASSWORD, BANK_REDIS_PASSWORD, BANK_ZK_AUTH,
+BANK_PEER_TOKEN, BANK_CLIENT_TOKEN, BANK_ADMIN_TOKEN.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
-import re
-import socket
+import signal
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
-import redis
-from kazoo.exceptions import KazooException
+from services.cluster import launcher
+from services.cluster.credentials import write_credentials
+from services.cluster.dc_lifecycle import current_redis_primary
+from services.cluster.prometheus import prometheus_command
+from services.cluster.redis_group import redis_command, sentinel_command
+from services.cluster.service_config import gateway_config, node_config
+from services.cluster.state import ClusterState, Component
+from services.cluster.topology import COMPOSE, GATEWAY_METRICS_PORT, NODE_METRICS_PORT, ClusterSpec
+from services.cluster.zookeeper import zk_hosts, zk_mode, zookeeper_command
+from services.container.member_keeper import run_keeper
+from services.host.processes import LaunchError, wait_until
 
-from services.cluster.topology import (
-    GATEWAY_METRICS_PORT,
-    GATEWAY_PORT,
-    NODE_METRICS_PORT,
-    NODE_PORT,
-    PG_BASE_PORT,
-    REDIS_PORT,
-    SENTINEL_MASTER,
-    SENTINEL_PORT,
-    ZK_CLIENT_PORT,
-    ClusterSpec,
-)
-from services.common.routes import ShardRoute
-from services.coordinator.view import ClusterView, Member
-from services.dcs.store import Dcs
-from services.routing import redis_mirror
-from services.rpc.auth import ADMIN, CLIENT, PEER, identity_entry
-
-DEFAULT_HOSTS = {
-    "BANK_ZK_HOST": "zk-{dc}",
-    "BANK_REDIS_HOST": "redis-{dc}",
-    "BANK_SENTINEL_HOST": "sentinel-{dc}",
-    "BANK_PG_HOST": "pg-s{shard}-{dc}",
-    "BANK_NODE_HOST": "node-{dc}",
+HOME = Path("/var/lib/bank")
+SECRETS = {
+    "pg_password": "BANK_PG_PASSWORD",
+    "redis_password": "BANK_REDIS_PASSWORD",
+    "zk_auth": "BANK_ZK_AUTH",
+    "peer_token": "BANK_PEER_TOKEN",
+    "client_token": "BANK_CLIENT_TOKEN",
+    "admin_token": "BANK_ADMIN_TOKEN",
 }
-PG_DATA = "/var/lib/postgresql/data"
-CONTAINER_PG_PORT = PG_BASE_PORT  # one member per container: every member on the standard port
+ROLES = ["dc", "zookeeper", "redis", "sentinel", "postgres", "init", "node", "gateway", "prometheus"]
 
 
 def env(name: str, default: str | None = None) -> str:
@@ -65,141 +60,125 @@ def env(name: str, default: str | None = None) -> str:
     return value
 
 
-def host(kind: str, spec: ClusterSpec, dc: str, shard: int = 0) -> str:
-    pattern = env(kind, DEFAULT_HOSTS[kind])
-    return pattern.format(dc=dc, index=spec.dc_index(dc) - 1, shard=shard)
-
-
-def spec_from_env() -> ClusterSpec:
-    return ClusterSpec(dcs=int(env("BANK_DCS", "3")), shards=int(env("BANK_SHARDS", "3")))
-
-
-def dc_from_env(spec: ClusterSpec, given: str | None) -> str:
-    """--dc, BANK_DC, or the ordinal of a StatefulSet pod (name-2 -> dc3)."""
-    dc = given or os.environ.get("BANK_DC")
-    if not dc:
-        match = re.search(r"-(\d+)$", socket.gethostname())
-        if match is None:
-            raise SystemExit("container: say which DC (--dc, BANK_DC, or a StatefulSet pod name)")
-        dc = spec.dc_names[int(match.group(1))]
-    if dc not in spec.dc_names:
-        raise SystemExit(f"container: no DC {dc!r} among {spec.dc_names}")
-    return dc
-
-
-def zk_hosts(spec: ClusterSpec) -> str:
-    return ",".join(f"{host('BANK_ZK_HOST', spec, dc)}:{ZK_CLIENT_PORT}" for dc in spec.dc_names)
-
-
-def credentials() -> Path:
-    return Path(env("BANK_CREDENTIALS", "/var/lib/bank/credentials"))
-
-
-def view(spec: ClusterSpec, dc: str) -> ClusterView:
-    members = {
-        shard: {
-            member_dc: Member(spec.pg_member(shard, member_dc), member_dc,
-                              host("BANK_PG_HOST", spec, member_dc, shard), CONTAINER_PG_PORT, PG_DATA)
-            for member_dc in spec.dc_names
-        }
-        for shard in range(spec.shards)
-    }  # fmt: skip
-    return ClusterView(
-        dc=dc, dcs=spec.dc_names, shards=spec.shards, members=members,
-        node_endpoints={d: f"{host('BANK_NODE_HOST', spec, d)}:{NODE_PORT}" for d in spec.dc_names},
-        zk_hosts=zk_hosts(spec),
-        sentinels=[f"{host('BANK_SENTINEL_HOST', spec, d)}:{SENTINEL_PORT}" for d in spec.dc_names],
-        pg_password=env("BANK_PG_PASSWORD"), redis_password=env("BANK_REDIS_PASSWORD"),
-        zk_auth=env("BANK_ZK_AUTH"), session_timeout_s=float(env("BANK_SESSION_TIMEOUT_S", "4")),
+def state_from_env() -> ClusterState:
+    """The cluster as the launcher would record it, from the environment."""
+    spec = ClusterSpec(
+        dcs=int(env("BANK_DCS", "3")), shards=int(env("BANK_SHARDS", "3")), net=COMPOSE,
+        name=env("BANK_NAME", "bank"), octet=int(env("BANK_OCTET", "0")),
     )  # fmt: skip
+    secrets = {key: env(name) for key, name in SECRETS.items()}
+    return ClusterState(spec=spec, home=Path(env("BANK_HOME", str(HOME))), secrets=secrets, status="up")
 
 
-def write_tokens() -> None:
-    """The digests the node and gateway check, from the tokens in the environment."""
-    folder = credentials()
-    folder.mkdir(parents=True, exist_ok=True)
-    identities = [
-        identity_entry(
-            "client", CLIENT, env("BANK_CLIENT_TOKEN"), float(env("BANK_CLIENT_RATE_PER_S", "5000"))
-        ),
-        identity_entry("admin", ADMIN, env("BANK_ADMIN_TOKEN")),
-        identity_entry("peer", PEER, env("BANK_PEER_TOKEN")),
-    ]
-    (folder / "tokens.json").write_text(json.dumps({"identities": identities}, indent=2), encoding="utf-8")
+def run(cmd: list[str]) -> int:
+    """The role's process in the foreground (the container's init reaps and signals it)."""
+    sys.stdout.flush()
+    os.execv(cmd[0], cmd)
+    return 0  # not reached
 
 
-def init(spec: ClusterSpec) -> None:
-    """Writes the credentials' digests, then the slot map and first routes (ZooKeeper, then the
-    Redis primary); harmless when done already."""
-    write_tokens()
-    routes = [
-        ShardRoute(
-            s, spec.primary_dc(s), 1, f"{host('BANK_NODE_HOST', spec, spec.primary_dc(s))}:{NODE_PORT}"
-        )
-        for s in range(spec.shards)
-    ]
-    for attempt in range(60):  # ZooKeeper may still be forming its quorum
-        try:
-            dcs = Dcs.connect(zk_hosts(spec), timeout_s=10, auth=env("BANK_ZK_AUTH"))
-            break
-        except (KazooException, TimeoutError) as err:
-            print(f"container init: ZooKeeper not ready ({err}); attempt {attempt + 1}", flush=True)
-            time.sleep(2)
-    else:
-        raise SystemExit("container init: ZooKeeper never answered")
-    with dcs:
-        dcs.write_initial(spec.slot_ranges(), routes)
-        table = dcs.read_table()
-    primary = redis.Redis(host=host("BANK_REDIS_HOST", spec, spec.dc_names[0]), port=REDIS_PORT,
-                          password=env("BANK_REDIS_PASSWORD"), socket_timeout=5)  # fmt: skip
+def redis_primary(state: ClusterState, dc: str) -> str:
+    """Whoever the other DCs' Sentinels name; on a new cluster (none answers) the first DC."""
     try:
-        redis_mirror.publish(primary, table)
-    finally:
-        primary.close()
-    print(f"container init: routing table v{table.version} written", flush=True)
+        return current_redis_primary(state, exclude_dc=dc)
+    except LaunchError:
+        return state.spec.address(state.spec.dc_names[0])
 
 
-def node_config(spec: ClusterSpec, dc: str) -> dict[str, Any]:
-    from services.node.server import NodeConfig
-
-    return NodeConfig(
-        shards={}, slot_ranges=spec.slot_ranges(), listen=f"0.0.0.0:{NODE_PORT}",
-        redis_address=f"{host('BANK_REDIS_HOST', spec, dc)}:{REDIS_PORT}", zk_hosts=zk_hosts(spec),
-        cluster=view(spec, dc).to_json(), peer_token=env("BANK_PEER_TOKEN"),
-        tokens_file=str(credentials() / "tokens.json"), metrics_listen=f"0.0.0.0:{NODE_METRICS_PORT}",
-    ).to_json()  # fmt: skip
+def role_redis(state: ClusterState, dc: str) -> int:
+    primary = redis_primary(state, dc)
+    replica_of = None if primary == state.spec.address(dc) else primary
+    print(f"redis {dc}: {'primary' if replica_of is None else f'replica of {replica_of}'}", flush=True)
+    return run(
+        redis_command(state.spec, dc, state.home / "redis", replica_of, state.secrets["redis_password"])
+    )
 
 
-def gateway_config(spec: ClusterSpec, dc: str) -> dict[str, Any]:
-    return {
-        "dc": dc, "listen": f"0.0.0.0:{GATEWAY_PORT}",
-        "redis_address": f"{host('BANK_REDIS_HOST', spec, dc)}:{REDIS_PORT}", "zk_hosts": zk_hosts(spec),
-        "zk_auth": env("BANK_ZK_AUTH"), "redis_password": env("BANK_REDIS_PASSWORD"),
-        "sentinels": [f"{host('BANK_SENTINEL_HOST', spec, d)}:{SENTINEL_PORT}" for d in spec.dc_names],
-        "sentinel_master": SENTINEL_MASTER, "peer_token": env("BANK_PEER_TOKEN"),
-        "tokens_file": str(credentials() / "tokens.json"), "tls": None,
-        "metrics_listen": f"0.0.0.0:{GATEWAY_METRICS_PORT}",
-    }  # fmt: skip
+def role_sentinel(state: ClusterState, dc: str) -> int:
+    primary = redis_primary(state, dc)
+    print(f"sentinel {dc}: watching {primary}", flush=True)
+    return run(
+        sentinel_command(state.spec, dc, state.home / "sentinel", primary, state.secrets["redis_password"])
+    )
+
+
+def role_init(state: ClusterState) -> int:
+    """The routing table into ZooKeeper and Redis once the ensemble and Sentinels serve
+    (harmless when it is there already: existing routes are left alone)."""
+    spec = state.spec
+    wait_until(
+        lambda: all(zk_mode(spec.address(dc)) in ("leader", "follower") for dc in spec.dc_names),
+        120, "the ZooKeeper ensemble to form", interval_s=0.5,
+    )  # fmt: skip
+    wait_until(lambda: _sentinel_named(state), 120, "the Sentinels to name a Redis primary", interval_s=0.5)
+    launcher.write_topology(state, lambda line: print(f"init: {line}", flush=True))
+    return 0
+
+
+def _sentinel_named(state: ClusterState) -> bool:
+    try:
+        current_redis_primary(state)
+    except LaunchError:
+        return False
+    return True
+
+
+def role_service(state: ClusterState, dc: str, role: str) -> int:
+    """A bank-node or gateway with the configuration the launcher writes for it."""
+    write_credentials(state)
+    config = node_config(state, dc).to_json() if role == "node" else gateway_config(state, dc)
+    path = state.home / "run" / f"{role}-{dc}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    module = "services.node" if role == "node" else "services.gateway"
+    extra = ["--dc", dc] if role == "node" else []
+    return run([sys.executable, "-m", module, "--config", str(path), *extra])
+
+
+def role_prometheus(state: ClusterState) -> int:
+    spec = state.spec
+    for dc in spec.dc_names:  # the scrape targets, as the launcher records them
+        for kind, port in (("node", NODE_METRICS_PORT), ("gateway", GATEWAY_METRICS_PORT)):
+            state.components.append(Component(dc, kind, f"{kind}-{dc}", spec.address(dc), 0, None, "",
+                                              metrics_port=port))  # fmt: skip
+    return run(prometheus_command(state, listen="0.0.0.0:9090"))
+
+
+def hold_network() -> int:
+    """The DC's namespace lives as long as this container: it only waits for its stop."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    while True:
+        signal.pause()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bank-container", description=__doc__)
-    parser.add_argument("role", choices=["init", "tokens", "node", "gateway"])
+    parser = argparse.ArgumentParser(prog="bank-container", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("role", choices=ROLES)
     parser.add_argument("--dc")
+    parser.add_argument("--shard", type=int)
     args = parser.parse_args(argv)
-    spec = spec_from_env()
-    if args.role in ("init", "tokens"):
-        init(spec) if args.role == "init" else write_tokens()
-        return 0
-    dc = dc_from_env(spec, args.dc)
-    config = node_config(spec, dc) if args.role == "node" else gateway_config(spec, dc)
-    path = Path(env("BANK_RUN_DIR", "/tmp")) / f"{args.role}-{dc}.json"
-    path.touch(mode=0o600)
-    path.write_text(json.dumps(config, indent=2), encoding="utf-8")
-    module = "services.node" if args.role == "node" else "services.gateway"
-    extra = ["--dc", dc] if args.role == "node" else []
-    os.execv(sys.executable, [sys.executable, "-m", module, "--config", str(path), *extra])
-    return 0  # not reached
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.role == "dc":
+        return hold_network()
+    state = state_from_env()
+    if args.role in ("init", "prometheus"):
+        return role_init(state) if args.role == "init" else role_prometheus(state)
+    dc = args.dc or env("BANK_DC")
+    if dc not in state.spec.dc_names:
+        raise SystemExit(f"container: no DC {dc!r} among {state.spec.dc_names}")
+    if args.role == "zookeeper":
+        return run(zookeeper_command(state.spec, dc, state.home / "zookeeper" / dc))
+    if args.role == "redis":
+        return role_redis(state, dc)
+    if args.role == "sentinel":
+        return role_sentinel(state, dc)
+    if args.role == "postgres":
+        if args.shard is None:
+            raise SystemExit("container: the postgres role needs --shard")
+        return run_keeper(state, args.shard, dc, zk_hosts(state.spec))
+    return role_service(state, dc, args.role)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from kazoo.exceptions import KazooException
 
 from services.coordinator import liveness, route_mirror
 from services.coordinator.agent import STANDBY_CHECK_S, Serve, ShardAgent, Unserve
+from services.coordinator.keeper_members import KeeperMembers
 from services.coordinator.members import Members
 from services.coordinator.pg_control import PostgresMembers
 from services.coordinator.view import ClusterView, Member
@@ -56,7 +57,9 @@ class NodeCoordinator:
             auth=view.zk_auth,
             lock_tries=3,
         )
-        self.members: Members = members or PostgresMembers(view)
+        self.members: Members = members or (
+            KeeperMembers(view, self.dcs) if view.member_keepers else PostgresMembers(view)
+        )
         self.worker = Worker()
         self.agents = {
             shard: ShardAgent(self, shard) for shard in view.members if view.dc in view.members[shard]

@@ -34,6 +34,9 @@ class ClusterView:
     session_timeout_s: float = 3.0
     pg_settings: dict[str, str] = field(default_factory=dict)
     pg_hba_lines: list[str] = field(default_factory=list)
+    # True where each member's data lives beside a keeper of its own (containers): this node
+    # asks that keeper to start, stop or rejoin its DC's member instead of doing it itself.
+    member_keepers: bool = False
 
     def conninfo(self, shard: int, dc: str, application_name: str = "bank-node") -> str:
         member = self.members[shard][dc]

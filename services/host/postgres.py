@@ -250,6 +250,27 @@ class PostgresInstance:
             return "recloned"
         return how
 
+    def follow_without_rewind(self, primary: PostgresInstance, slot: str) -> None:
+        """Starts a standby's data as a standby of `primary` (no rewind: it never led)."""
+        self.stop()
+        self._write_standby_config(primary, slot)
+        self.write_settings()
+        self._append_hba()
+        self.start()
+
+    def streams_from(self, primary: PostgresInstance) -> bool:
+        """Whether this instance runs as a standby whose WAL receiver streams from `primary`."""
+        query = (
+            "SELECT pg_is_in_recovery(), (SELECT status = 'streaming' AND sender_host = %s"
+            " FROM pg_stat_wal_receiver LIMIT 1)"
+        )
+        try:
+            with psycopg.connect(self.conninfo(dbname="postgres"), autocommit=True) as conn:
+                row = conn.execute(query, (primary.host,)).fetchone()
+        except psycopg.Error:
+            return False
+        return bool(row and row[0] and row[1])
+
     def _write_standby_config(self, primary: PostgresInstance, slot: str) -> None:
         conninfo = psycopg.conninfo.make_conninfo(
             host=primary.host, port=primary.port, user=SUPERUSER, password=primary.password,

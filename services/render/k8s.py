@@ -27,6 +27,8 @@ NAMESPACE = "bank-sim"
 ZONE_KEY = "topology.kubernetes.io/zone"
 SECRET = "bank-secrets"
 ORDINAL = 'ORDINAL="${HOSTNAME##*-}"'
+# The bank's roles in a pod, each configured from the environment with per-role host names.
+K8S_ROLES = ["/opt/bank-sim/.venv/bin/python", "-m", "services.container.k8s_roles"]
 HOSTS = {
     "BANK_ZK_HOST": "zk-{index}.zk",
     "BANK_REDIS_HOST": "redis-{index}.redis",
@@ -173,11 +175,11 @@ def _bank(spec: ClusterSpec, role: str, ports: list[int]) -> dict[str, Any]:
     mount = [{"name": "credentials", "mountPath": "/var/lib/bank/credentials"}]
     image = "bank-sim:latest"
     return _statefulset(role, spec, {
-        "image": image, "args": [role], "env": _bank_env(spec),
+        "image": image, "command": K8S_ROLES, "args": [role], "env": _bank_env(spec),
         "ports": [{"containerPort": p} for p in ports], "volumeMounts": mount,
         "readinessProbe": {"grpc": {"port": ports[0]}, "periodSeconds": 2},
-    }, initContainers=[{"name": "tokens", "image": image, "args": ["tokens"], "env": _bank_env(spec),
-                        "volumeMounts": mount}],
+    }, initContainers=[{"name": "tokens", "image": image, "command": K8S_ROLES, "args": ["tokens"],
+                        "env": _bank_env(spec), "volumeMounts": mount}],
        volumes=[{"name": "credentials", "emptyDir": {"medium": "Memory"}}])  # fmt: skip
 
 
@@ -197,7 +199,8 @@ def manifests(spec: ClusterSpec, pg_settings: list[str], scripts: dict[str, str]
     docs += [
         {"apiVersion": "batch/v1", "kind": "Job", "metadata": _meta("bank-init"),
          "spec": {"backoffLimit": 30, "template": {"spec": {"restartPolicy": "OnFailure", "containers": [
-             {"name": "init", "image": "bank-sim:latest", "args": ["init"], "env": _bank_env(spec),
+             {"name": "init", "image": "bank-sim:latest", "command": K8S_ROLES, "args": ["init"],
+              "env": _bank_env(spec),
               "volumeMounts": [{"name": "credentials", "mountPath": "/var/lib/bank/credentials"}]}],
              "volumes": [{"name": "credentials", "emptyDir": {}}]}}}},
     ]  # fmt: skip

@@ -1,8 +1,8 @@
 """docker-compose and Kubernetes files: rendered from the launcher's topology (so the committed
 ones must be current), valid against Compose's schema (docker-compose's own `config`, which
 needs no engine) and Kubernetes' (kubernetes-validate, strict), and consistent with what
-`bankctl up` runs: images, ports, shard primaries, settings. No Docker engine here: validated,
-not run."""
+`bankctl up` runs: images, ports, shard primaries, settings. The compose launch itself is run by
+tests/compose/."""
 
 from __future__ import annotations
 
@@ -16,19 +16,13 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from services.cluster import zookeeper
-from services.cluster.redis_group import SENTINEL_QUORUM
-from services.cluster.topology import (
-    GATEWAY_METRICS_PORT,
-    GATEWAY_PORT,
-    NODE_METRICS_PORT,
-    ClusterSpec,
-)
+from services.cluster.topology import COMPOSE, GATEWAY_PORT, ClusterSpec
+from services.render import compose_file as compose_render
 from services.render import deploy_files
 
 DEPLOY = deploy_files.DEPLOY
 SPEC = ClusterSpec()
-SECRETS = {name: "x" for name in deploy_files.SECRETS} | {"BANK_ZK_AUTH": "bank:x"}
+SECRETS = {name: "x" for name in compose_render.SECRETS} | {"BANK_ZK_AUTH": "bank:x"}
 
 
 def compose_file() -> dict[str, Any]:
@@ -53,38 +47,41 @@ def test_compose_file_is_valid_and_refuses_to_start_without_secrets() -> None:
     valid = docker_compose("config", "-q")
     assert valid.returncode == 0, valid.stderr
     missing = docker_compose("config", "-q", secrets=False)
-    assert missing.returncode != 0 and "set BANK_PG_PASSWORD in deploy/.env" in missing.stderr
+    assert missing.returncode != 0 and "set BANK_PG_PASSWORD" in missing.stderr
 
 
 def test_compose_matches_the_launchers_defaults() -> None:
-    services = compose_file()["services"]
+    """Every role runs the bank's image through the launcher's own code; a DC is one network
+    namespace (its `dcN` container's) at the launcher's address for it; members keep their data
+    on volumes of their own; only 127.0.0.1 is published."""
+    compose = compose_file()
+    services = compose["services"]
+    spec = ClusterSpec(net=COMPOSE)
+    assert compose["networks"]["backbone"]["ipam"]["config"] == [{"subnet": spec.dc_subnet}]
     for dc in SPEC.dc_names:
+        holder = services[dc]
+        assert holder["networks"]["backbone"]["ipv4_address"] == spec.address(dc)
+        assert holder["ports"] == [f"127.0.0.1:{GATEWAY_PORT + SPEC.dc_index(dc)}:{GATEWAY_PORT}"]
         for kind in ("zk", "redis", "sentinel", "node", "gateway"):
-            assert f"{kind}-{dc}" in services
-            assert services[f"{kind}-{dc}"]["labels"]["bank.dc"] == dc
-        assert set(services[f"node-{dc}"]["networks"]) == {dc, "backbone"}
-        assert services[f"zk-{dc}"]["image"].startswith("zookeeper:")
-        assert services[f"zk-{dc}"]["environment"]["ZOO_TICK_TIME"] == str(zookeeper.TICK_MS)
-        assert services[f"redis-{dc}"]["image"].startswith("redis:")
-        assert services[f"gateway-{dc}"]["ports"] == [f"{GATEWAY_PORT + SPEC.dc_index(dc)}:{GATEWAY_PORT}"]
-        assert f"bank {'redis-dc1'} 6379 {SENTINEL_QUORUM}" in " ".join(services[f"sentinel-{dc}"]["command"])
+            service = services[f"{kind}-{dc}"]
+            assert service["labels"]["bank.dc"] == dc and service["network_mode"] == f"service:{dc}"
+            assert service["command"][1:] == ["--dc", dc]
         for shard in range(SPEC.shards):
             member = services[f"pg-s{shard}-{dc}"]
-            assert member["image"].startswith("postgres:15")
-            is_primary = "entrypoint" not in member
-            assert is_primary == (dc == SPEC.primary_dc(shard))
-            group = ", ".join(SPEC.pg_member(shard, d) for d in SPEC.dc_names)
-            assert f"synchronous_standby_names=ANY 1 ({group})" in member["command"]
-            assert member["environment"]["BANK_MEMBER"] == SPEC.pg_member(shard, dc)
+            assert member["command"] == ["postgres", "--dc", dc, "--shard", str(shard)]
+            assert member["volumes"] == [f"pg-s{shard}-{dc}:/var/lib/bank/pg"]
+            assert f"pg-s{shard}-{dc}" in compose["volumes"]
+    for name, service in services.items():
+        if name != "grafana":
+            assert service["image"] == "bank-sim:latest" and service["init"] is True, name
+            assert service["environment"]["BANK_OCTET"] == str(SPEC.octet)
+        for published in service.get("ports", []):
+            assert published.startswith("127.0.0.1:"), (name, published)
+    assert services["grafana"]["profiles"] == ["grafana"]
     assert {"prometheus", "grafana", "bank-init"} <= set(services)
-    for script in ("primary-init.sh", "standby-entrypoint.sh"):
-        assert os.access(DEPLOY / "postgres" / script, os.X_OK)
-    scraped = yaml.safe_load((DEPLOY / "prometheus.yml").read_text(encoding="utf-8"))
-    targets = {t["targets"][0] for t in scraped["scrape_configs"][0]["static_configs"]}
-    assert targets == {f"{k}-{dc}:{p}" for dc in SPEC.dc_names for k, p in
-                       (("node", NODE_METRICS_PORT), ("gateway", GATEWAY_METRICS_PORT))}  # fmt: skip
-    dockerfile = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
-    assert 'ENTRYPOINT ["python", "-m", "services.container.roles"]' in dockerfile
+    dockerfile = (DEPLOY / "image" / "Dockerfile").read_text(encoding="utf-8")
+    assert dockerfile.startswith("#") and "FROM debian:bookworm-slim" in dockerfile
+    assert 'ENTRYPOINT ["/opt/bank-sim/.venv/bin/python", "-m", "services.container.roles"]' in dockerfile
 
 
 def test_kubernetes_manifests_are_valid_and_spread_each_dc_over_a_zone() -> None:

@@ -1,0 +1,190 @@
+"""A PostgreSQL member's keeper, in the member's own container, as a Patroni agent sits beside
+its PostgreSQL: it makes the member or brings it back in line when the container starts, keeps
+it running, and does for the DC's bank-node what needs the member's data directory.
+
+On start (the route of the shard, read from ZooKeeper, says who leads):
+1. No data yet, and no route: the cluster is new; the member of the shard's first primary DC is
+   made a primary (initdb), with a replication slot for every other member; synchronous commit
+   is turned on once a standby streams. Any other member waits for that primary and clones it.
+2. No data, a route: a standby cloned from the leader.
+3. Data, and the route names this DC (or there is none): started as it is.
+4. Data of a standby: pointed at the leader and started; if it cannot follow (a timeline it
+   never saw), the node's standby check asks for a rejoin (below).
+5. Data of a former primary while another DC leads: rewound from the leader by pg_rewind, or
+   cloned again when it cannot be rewound (the launcher's own `rejoin_as_standby`).
+
+Then it serves the node's requests (start, stop, rejoin: dcs/keepers.py), and starts the member
+again if it died while it was meant to run. SIGTERM stops the member cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+
+from kazoo.exceptions import KazooException
+
+from services.cluster.pg_group import enable_synchronous_commit, member_instance, sync_standby_names
+from services.cluster.state import ClusterState
+from services.common.routes import ShardRoute
+from services.dcs import keepers
+from services.dcs.store import Dcs
+from services.host.postgres import PostgresInstance
+from services.host.processes import LaunchError
+
+log = logging.getLogger("member_keeper")
+POLL_S = 0.5
+LEADER_WAIT_S = 600.0  # a standby waits this long for its leader to answer before it gives up
+
+
+class MemberKeeper:
+    def __init__(self, state: ClusterState, shard: int, dc: str, dcs: Dcs) -> None:
+        self.state, self.shard, self.dc, self.dcs = state, shard, dc, dcs
+        self.spec = state.spec
+        self.name = self.spec.pg_member(shard, dc)
+        self.wanted_running = True  # False after the node's stop, until its start or rejoin
+        self.stopping = threading.Event()
+        self.ready_file = state.home / f"{self.name}.ready"
+
+    def instance(self, dc: str | None = None) -> PostgresInstance:
+        """A member of the shard as this container sees it (its own, or another DC's)."""
+        pg = member_instance(self.state, self.shard, dc or self.dc)
+        pg.settings["synchronous_standby_names"] = sync_standby_names(self.spec, self.shard)
+        return pg
+
+    def route(self) -> ShardRoute | None:
+        try:
+            return self.dcs.read_route(self.shard)[0]
+        except KazooException:
+            return None
+
+    def run(self) -> None:
+        self.ready_file.unlink(missing_ok=True)
+        how = self.boot()
+        log.info("event=member_booted member=%s how=%s", self.name, how)
+        keepers.announce(self.dcs, self.shard, self.dc)
+        self.ready_file.write_text(how + "\n", encoding="ascii")
+        while not self.stopping.wait(POLL_S):
+            self.serve_once()
+
+    def boot(self) -> str:
+        own = self.instance()
+        route = self.route()
+        leader_dc = route.leader_dc if route is not None else self.spec.primary_dc(self.shard)
+        if not own.initialized():
+            if leader_dc == self.dc and route is None:
+                return self.make_primary(own)
+            if leader_dc == self.dc:
+                raise LaunchError(f"{self.name}: the route names this member, but its data is gone")
+            leader = self.wait_for_leader(leader_dc)
+            own.clone_from(leader, slot=self.name)
+            own.start()
+            return "cloned"
+        if leader_dc == self.dc:
+            own.write_settings()
+            own.start()
+            return "started"
+        leader = self.wait_for_leader(leader_dc)
+        if (own.data_dir / "standby.signal").exists():
+            own.follow_without_rewind(leader, slot=self.name)
+            return "started as standby"
+        return own.rejoin_as_standby(leader, slot=self.name)
+
+    def make_primary(self, own: PostgresInstance) -> str:
+        """The first primary of a new shard: commits wait for a standby only once one streams
+        (before, nothing could acknowledge them), as the launcher does it."""
+        own.settings.pop("synchronous_standby_names", None)
+        own.init()
+        for dc in self.spec.dc_names:
+            if dc != self.dc:
+                own.execute(
+                    f"SELECT pg_create_physical_replication_slot('{self.spec.pg_member(self.shard, dc)}')"
+                )
+        threading.Thread(target=self._sync_when_streaming, args=(own,), daemon=True).start()
+        return "initialized"
+
+    def _sync_when_streaming(self, own: PostgresInstance) -> None:
+        enable_synchronous_commit(own, self.spec, self.shard, wait_for=1, timeout_s=LEADER_WAIT_S)
+        log.info("event=synchronous_commit_on member=%s", self.name)
+
+    def wait_for_leader(self, leader_dc: str) -> PostgresInstance:
+        """The leader's member once it answers as a primary (it may be starting too)."""
+        leader = self.instance(leader_dc)
+        deadline = time.monotonic() + LEADER_WAIT_S
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            try:
+                if leader.execute("SELECT NOT pg_is_in_recovery()") == [(True,)]:
+                    return leader
+            except Exception as err:  # not up yet: psycopg's connection errors
+                log.info("event=waiting_for_leader member=%s leader=%s error=%s", self.name, leader_dc, err)
+            time.sleep(1.0)
+        raise LaunchError(f"{self.name}: {leader.name} never answered as a primary")
+
+    def serve_once(self) -> None:
+        """One turn: the node's pending request, else the member kept running. ZooKeeper may
+        be away for a while (this DC's server restarting, a cut): the member runs on meanwhile."""
+        try:
+            self._serve_once()
+        except KazooException as err:
+            log.warning("event=zookeeper_unavailable member=%s error=%s", self.name, err)
+
+    def _serve_once(self) -> None:
+        if not keepers.keeper_alive(self.dcs, self.shard, self.dc):
+            keepers.announce(self.dcs, self.shard, self.dc)  # a new session after an expiry
+        request = keepers.read_request(self.dcs, self.shard, self.dc)
+        done = keepers.read_answer(self.dcs, self.shard, self.dc)
+        if request is not None and (done is None or done.id != request.id):
+            keepers.answer(self.dcs, self.shard, self.dc, self.handle(request))
+            return
+        own = self.instance()
+        if self.wanted_running and own.pid() is None:
+            log.warning("event=member_not_running member=%s action=start", self.name)
+            try:
+                own.start()
+            except LaunchError as err:
+                log.error("event=member_start_failed member=%s error=%s", self.name, err)
+
+    def handle(self, request: keepers.KeeperRequest) -> keepers.KeeperAnswer:
+        log.info("event=keeper_request member=%s op=%s leader=%s", self.name, request.op, request.leader_dc)
+        own = self.instance()
+        try:
+            if request.op == "stop":
+                self.wanted_running = False
+                own.stop()
+                return keepers.KeeperAnswer(request.id, True, "stopped")
+            self.wanted_running = True
+            if request.op == "start":
+                own.start()
+                return keepers.KeeperAnswer(request.id, True, "started")
+            leader = self.instance(request.leader_dc)
+            if own.streams_from(leader):
+                return keepers.KeeperAnswer(request.id, True, "repointed")  # in line already
+            how = own.rejoin_as_standby(leader, slot=self.name)
+            return keepers.KeeperAnswer(request.id, True, how)
+        except Exception as err:  # the node is told, and decides what next
+            log.exception("event=keeper_request_failed member=%s op=%s", self.name, request.op)
+            return keepers.KeeperAnswer(request.id, False, error=str(err)[-500:])
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.instance().stop()
+
+
+def run_keeper(state: ClusterState, shard: int, dc: str, zk_hosts: str) -> int:
+    """The container's main loop; returns its exit code."""
+    dcs = Dcs.connect(zk_hosts, timeout_s=60, session_s=4.0, auth=state.secrets["zk_auth"])
+    keeper = MemberKeeper(state, shard, dc, dcs)
+
+    def on_term(_signum: int, _frame: object) -> None:
+        threading.Thread(target=keeper.stop, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        keeper.run()
+    finally:
+        Path(keeper.ready_file).unlink(missing_ok=True)
+        dcs.close()
+    return 0
