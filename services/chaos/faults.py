@@ -3,8 +3,6 @@ long each affected shard took to accept a write again; `heal` undoes every activ
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import threading
 import time
@@ -15,20 +13,13 @@ from typing import Any
 from bankclient import BankClient
 from services.chaos import rto
 from services.cluster import status
-from services.cluster.dc_lifecycle import (
-    current_redis_primary,
-    kill_component,
-    kill_dc,
-    restart_dc,
-    restart_redis,
-    restart_zookeeper,
-)
-from services.cluster.launcher import restart_node
+from services.cluster.dc_lifecycle import current_redis_primary
+from services.cluster.engine import PROCESSES, engine_of
 from services.cluster.netns import in_dc
-from services.cluster.state import ClusterState
+from services.cluster.state import ClusterState, Component
 from services.cluster.topology import NETNS
 from services.cluster.zookeeper import zk_mode
-from services.host.processes import LaunchError, pid_alive
+from services.host.processes import LaunchError
 
 Say = Callable[[str], None]
 # When a fault that takes a while to set up (finding a DC's every process) really struck,
@@ -120,33 +111,30 @@ def _strike(
         dc = args["dc"]
         _require_dc(state, dc)
         affected = [s for s, d in led.items() if d == dc] or every
+        engine = engine_of(state)
         if fault == "kill-dc":
-            killed, killed_at = kill_dc(state, dc)
-            say(f"kill-dc {dc}: SIGKILL to {len(killed)} processes")
+            killed, killed_at = engine.kill_dc(state, dc)
+            what = "processes" if engine.name == PROCESSES else "containers"
+            say(f"kill-dc {dc}: SIGKILL to {killed} {what}")
             return dc, affected, {"restart_dc": dc, STRUCK_AT: killed_at}
         if fault == "isolate-dc":
-            if spec.net != NETNS:
-                raise LaunchError(
-                    "isolate-dc needs --net netns (one namespace per DC); loopback DCs share one network"
-                )
-            subprocess.run(["ip", "link", "set", spec.host_veth(dc), "down"], check=True)
+            engine.isolate_dc(state, dc)
             say(f"isolate-dc {dc}: its link to the other DCs and to clients is down")
             return dc, affected, {"link_up": dc}
-        node = next(c for c in state.components if c.kind == "node" and c.dc == dc)
+        node = _component(state, "node", dc)
         if fault == "kill-node":
-            kill_component(state, node)
-            say(f"kill-node {dc}: SIGKILL to the bank-node (pid {node.pid})")
+            engine.kill(state, node)
+            say(f"kill-node {dc}: SIGKILL to the bank-node ({_where(node)})")
             return dc, affected, {"restart_node": dc}
-        assert node.pid is not None
-        os.kill(node.pid, signal.SIGSTOP)
-        say(f"pause-node {dc}: SIGSTOP to the bank-node (pid {node.pid}) for {args['seconds']} s")
-        return dc, affected, {"resume_node": node.pid}
+        engine.pause(state, node)
+        say(f"pause-node {dc}: SIGSTOP to the bank-node ({_where(node)}) for {args['seconds']} s")
+        return dc, affected, {"resume_node": dc}
     if fault == "partition":
         first, second = args["dc"], args["other"]
         for dc in (first, second):
             _require_dc(state, dc)
-        if spec.net != NETNS:
-            raise LaunchError("partition needs --net netns (one namespace per DC)")
+        if spec.net != NETNS or state.engine != PROCESSES:
+            raise LaunchError("partition needs the launcher's --net netns (one namespace per DC)")
         for here, there in ((first, second), (second, first)):
             for chain, flag in (("INPUT", "-s"), ("OUTPUT", "-d")):
                 subprocess.run(
@@ -157,16 +145,16 @@ def _strike(
         return f"{first},{second}", every, {"unpartition": [first, second]}
     if fault == "kill-zk-leader":
         dc = next(d for d in spec.dc_names if zk_mode(spec.address(d)) == "leader")
-        zk = next(c for c in state.components if c.kind == "zookeeper" and c.dc == dc)
-        kill_component(state, zk)
-        say(f"kill-zk-leader: SIGKILL to ZooKeeper of {dc} (pid {zk.pid})")
+        zk = _component(state, "zookeeper", dc)
+        engine_of(state).kill(state, zk)
+        say(f"kill-zk-leader: SIGKILL to ZooKeeper of {dc} ({_where(zk)})")
         return dc, every, {"restart_zookeeper": dc}
     if fault == "kill-redis-primary":
         host = current_redis_primary(state)
         dc = next(d for d in spec.dc_names if spec.address(d) == host)
-        primary = next(c for c in state.components if c.kind == "redis" and c.dc == dc)
-        kill_component(state, primary)
-        say(f"kill-redis-primary: SIGKILL to Redis of {dc} (pid {primary.pid})")
+        primary = _component(state, "redis", dc)
+        engine_of(state).kill(state, primary)
+        say(f"kill-redis-primary: SIGKILL to Redis of {dc} ({_where(primary)})")
         return dc, every, {"restart_redis": dc}
     if fault == "slow-link":
         first, second, delay_ms = args["dc"], args["other"], int(args["delay_ms"])
@@ -179,13 +167,20 @@ def _strike(
     raise LaunchError(f"unknown fault {fault!r}")
 
 
+def _component(state: ClusterState, kind: str, dc: str) -> Component:
+    return next(c for c in state.components if c.kind == kind and c.dc == dc)
+
+
+def _where(component: Component) -> str:
+    return f"container {component.container}" if component.container else f"pid {component.pid}"
+
+
 def _resume_after(state: ClusterState, dc: str, seconds: float, at: float, say: Say) -> threading.Thread:
-    node = next(c for c in state.components if c.kind == "node" and c.dc == dc)
+    node = _component(state, "node", dc)
 
     def resume() -> None:
         time.sleep(max(0.0, at + seconds - time.time()))
-        if node.pid and pid_alive(node.pid):
-            os.kill(node.pid, signal.SIGCONT)
+        engine_of(state).resume(state, node)
         say(f"pause-node {dc}: SIGCONT after {seconds} s")
 
     thread = threading.Thread(target=resume, daemon=False)
@@ -224,16 +219,16 @@ def heal(state: ClusterState, say: Say) -> list[dict[str, Any]]:
 
 
 def _undo(state: ClusterState, undo: dict[str, Any], say: Say) -> None:
+    engine = engine_of(state)
     if "restart_dc" in undo:
-        restart_dc(state, undo["restart_dc"], say)
+        engine.restart_dc(state, undo["restart_dc"], say)
     if "link_up" in undo:
-        subprocess.run(["ip", "link", "set", state.spec.host_veth(undo["link_up"]), "up"], check=True)
+        engine.reconnect_dc(state, undo["link_up"])
         say(f"heal: link of {undo['link_up']} up")
-    if "resume_node" in undo and pid_alive(undo["resume_node"]):
-        os.kill(undo["resume_node"], signal.SIGCONT)
-        say(f"heal: SIGCONT to pid {undo['resume_node']}")
+    if "resume_node" in undo:
+        _resume(state, undo["resume_node"], say)
     if "restart_node" in undo:
-        restart_node(state.home, undo["restart_node"], say, state=state)
+        engine.restart(state, _component(state, "node", undo["restart_node"]), say)
     if "unpartition" in undo:
         first, second = undo["unpartition"]
         for here, there in ((first, second), (second, first)):
@@ -242,20 +237,31 @@ def _undo(state: ClusterState, undo: dict[str, Any], say: Say) -> None:
                 subprocess.run(in_dc(state.spec, here, rule), check=False)
         say(f"heal: partition {first} <-> {second} removed")
     if "restart_zookeeper" in undo:
-        restart_zookeeper(state, undo["restart_zookeeper"])
+        engine.restart(state, _component(state, "zookeeper", undo["restart_zookeeper"]), say)
         say(f"heal: ZooKeeper of {undo['restart_zookeeper']} back")
     if "restart_redis" in undo:
-        restart_redis(state, undo["restart_redis"])
+        engine.restart(state, _component(state, "redis", undo["restart_redis"]), say)
         say(f"heal: Redis of {undo['restart_redis']} back as a replica")
     if "unslow" in undo:
         _set_link_delay(state, undo["unslow"][0], undo["unslow"][1], None)
         say("heal: link delay removed")
 
 
+def _resume(state: ClusterState, paused: str | int, say: Say) -> None:
+    """`paused` is the DC (records of now) or the PID (records written before engines)."""
+    if isinstance(paused, int):
+        node = next((c for c in state.components if c.kind == "node" and c.pid == paused), None)
+    else:
+        node = _component(state, "node", paused)
+    if node is not None:
+        engine_of(state).resume(state, node)
+        say(f"heal: SIGCONT to {node.name}")
+
+
 def restart(state: ClusterState, dc: str, say: Say) -> None:
     """`restart-dc`: brings a killed DC back and closes its kill-dc fault."""
     _require_dc(state, dc)
-    restart_dc(state, dc, say)
+    engine_of(state).restart_dc(state, dc, say)
     for entry in state.faults:
         if entry.get("active") and entry["undo"].get("restart_dc") == dc:
             entry["active"] = False

@@ -10,14 +10,25 @@ from collections.abc import Callable
 from typing import TextIO
 
 from services.chaos import faults
-from services.cluster import check, launcher, slot_moves, status
+from services.cluster import check, dc_lifecycle, launcher, slot_moves, status
 from services.cluster.bulk_load import bulk_load
+from services.cluster.compose import launch as compose_launch
 from services.cluster.netns import choose_net
 from services.cluster.shard_changes import add_shard, remove_shard
-from services.cluster.state import ClusterState
+from services.cluster.state import ClusterState, require_state
 from services.cluster.switchover import switchover
-from services.cluster.topology import ClusterSpec
+from services.cluster.topology import COMPOSE, ClusterSpec
 from services.render import topology_svg
+
+
+def compose_up(args: argparse.Namespace) -> int:
+    if args.tls or args.with_prometheus:
+        print("bankctl: --engine compose serves without TLS and always runs Prometheus", file=sys.stderr)
+        return 2
+    spec = ClusterSpec(dcs=args.dcs, shards=args.shards, net=COMPOSE, name=args.name, octet=args.octet)
+    state = compose_launch.up(args.home, spec, say, client_rate_per_s=args.client_rate)
+    print(status.render(status.collect(state)))
+    return 0
 
 
 def say(message: str) -> None:
@@ -25,6 +36,8 @@ def say(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.command == "up" and args.engine == "compose":
+        return compose_up(args)
     if args.command == "up":
         spec = ClusterSpec(
             dcs=args.dcs, shards=args.shards, net=choose_net(args.net), name=args.name, octet=args.octet,
@@ -36,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         print(status.render(status.collect(state)))
         return 0
     if args.command == "status":
-        report = status.collect(launcher.require_state(args.home))
+        report = status.collect(require_state(args.home))
         print(json.dumps(report, indent=2) if args.json else status.render(report))
         if args.svg:
             args.svg.write_text(topology_svg.render(topology_svg.picture_of_status(report)), encoding="utf-8")
@@ -44,25 +57,29 @@ def run(args: argparse.Namespace) -> int:
         healthy = all(c["healthy"] for c in report["components"])
         return 0 if healthy else 1
     if args.command == "down":
-        launcher.down(args.home, say)
+        recorded = ClusterState.load(args.home)
+        if recorded is not None and recorded.engine == "compose":
+            compose_launch.down(args.home, say)
+        else:
+            launcher.down(args.home, say)
         return 0
     if args.command == "check":
-        report = check.check(launcher.require_state(args.home), wait_s=args.wait)
+        report = check.check(require_state(args.home), wait_s=args.wait)
         print(json.dumps(report, indent=2) if args.json else check.render(report))
         return 0 if report["reconciled"] else 1
     if args.command == "restart-node":
-        launcher.restart_node(args.home, args.dc, say)
+        dc_lifecycle.restart_node(args.home, args.dc, say)
         return 0
     if args.command == "chaos":
         return chaos(args)
     if args.command == "load-accounts":
         path = bulk_load(
-            launcher.require_state(args.home), args.count, args.balance, args.currency, say, wait_s=args.wait
+            require_state(args.home), args.count, args.balance, args.currency, say, wait_s=args.wait
         )
         say(f"account numbers appended to {path}")
         return 0
     if args.command == "move-slots":
-        state = launcher.require_state(args.home)
+        state = require_state(args.home)
         if args.resume:
             records = slot_moves.resume(state, say)
             say(f"{len(records)} move(s) left half way, each finished or rolled back")
@@ -87,12 +104,12 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(removed, indent=2))
         return 0
     if args.command == "rebalance":
-        records = slot_moves.rebalance(launcher.require_state(args.home), args.batch, say)
+        records = slot_moves.rebalance(require_state(args.home), args.batch, say)
         if args.json:
             print(json.dumps(records, indent=2))
         return 0
     if args.command == "switchover":
-        switchover(launcher.require_state(args.home), args.shard, args.to_dc, say)
+        switchover(require_state(args.home), args.shard, args.to_dc, say)
         return 0
     if args.command == "drill":
         return drill(args)
@@ -116,7 +133,7 @@ def drill(args: argparse.Namespace) -> int:
         raise ValueError("--for must be above 0 seconds and --threads at least 1")
 
     progress = progress_to(sys.stderr if args.json else sys.stdout)
-    state = launcher.require_state(args.home)
+    state = require_state(args.home)
     result = cut_drill.drill(
         state, args.cut, args.dc, args.hold_s, args.switch_back, progress, args.threads, args.route
     )
@@ -125,7 +142,7 @@ def drill(args: argparse.Namespace) -> int:
 
 
 def chaos(args: argparse.Namespace) -> int:
-    state = launcher.require_state(args.home)
+    state = require_state(args.home)
     if args.fault == "heal":
         healed = faults.heal(state, say)
         if args.json:

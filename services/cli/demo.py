@@ -14,7 +14,7 @@ from services.cli.scenario import run_scenario
 from services.cluster import launcher
 from services.cluster.bulk_load import bulk_load
 from services.cluster.netns import choose_net
-from services.cluster.state import ClusterState
+from services.cluster.state import ClusterState, require_state
 from services.cluster.topology import ClusterSpec
 from services.cost.model import Assumptions
 from services.host.processes import LaunchError
@@ -43,10 +43,7 @@ def _scenario(state: ClusterState, args: argparse.Namespace, kind: str) -> dict[
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.command == "scenario":
-        data = _scenario(launcher.require_state(args.home), args, args.kind)
-    else:
-        data = demo(args)
+    data = _scenario(require_state(args.home), args, args.kind) if args.command == "scenario" else demo(args)
     width = max(len(k) for k, _ in summary_rows(data))
     print()
     for key, value in summary_rows(data):

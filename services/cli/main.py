@@ -60,6 +60,13 @@ def _build_commands() -> argparse.ArgumentParser:
         " auto (default): netns when possible",
     )
     up.add_argument(
+        "--engine",
+        choices=["processes", "compose"],
+        default="processes",
+        help="processes (default): the launcher's own processes; compose: Docker's containers of"
+        " deploy/docker-compose.yml (the engine started and the image built when missing)",
+    )
+    up.add_argument(
         "--with-prometheus", action="store_true", help="also start Prometheus scraping every service"
     )
     up.add_argument(
@@ -82,7 +89,9 @@ def _build_commands() -> argparse.ArgumentParser:
         "--svg", type=Path, metavar="FILE", help="also draw the cluster as it is now (leaders, faults) as SVG"
     )
 
-    commands.add_parser("down", help="stop every process the cluster started and remove its data")
+    commands.add_parser(
+        "down", help="stop every process (or container) the cluster started and remove its data"
+    )
 
     check = commands.add_parser("check", help="reconcile the whole bank (exit 1 when it does not)")
     check.add_argument("--json", action="store_true")

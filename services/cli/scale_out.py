@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.report import window
-from services.cluster.launcher import require_state
 from services.cluster.shard_changes import add_shard
 from services.cluster.slot_moves import rebalance
+from services.cluster.state import require_state
 
 Say = Callable[[str], None]
 WINDOW_S = 10  # the throughput during the moves is judged per window of this many seconds

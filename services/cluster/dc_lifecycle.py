@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 
@@ -15,9 +16,10 @@ from services.cluster.netns import in_dc
 from services.cluster.pg_group import member_instance
 from services.cluster.redis_group import redis_role, sentinel_primary, start_redis, start_sentinel
 from services.cluster.service_process import start_service
-from services.cluster.state import ClusterState, Component
+from services.cluster.state import ClusterState, Component, require_state
+from services.cluster.topology import NODE_METRICS_PORT
 from services.cluster.zookeeper import start_zookeeper, zk_mode
-from services.host.processes import LaunchError, pid_alive, wait_until
+from services.host.processes import LaunchError, pid_alive, terminate, wait_until
 
 Say = Callable[[str], None]
 
@@ -155,3 +157,30 @@ def restart_dc(state: ClusterState, dc: str, say: Say) -> None:
         )  # fmt: skip
         state.add(Component(**{**component.__dict__, "pid": process.pid, "port": process.port}))
         say(f"{dc}: {kind} back (pid {process.pid})")
+
+
+def restart_node(home: Path, dc: str, say: Say, state: ClusterState | None = None) -> None:
+    """Stops a DC's bank-node if it runs and starts it again with the same configuration.
+
+    A caller that holds the cluster's record passes it, so that the new PID lands in that very
+    record (a second copy saved later would forget it, and `down` would leave the node running).
+    """
+    state = state or require_state(home)
+    if dc not in state.spec.dc_names:
+        raise LaunchError(f"no DC {dc}; the cluster has {', '.join(state.spec.dc_names)}")
+    for component in state.find("node", dc=dc):
+        if component.pid and pid_alive(component.pid):
+            terminate(component.pid)
+            say(f"stopped {component.name} (pid {component.pid})")
+    name = f"node-{dc}"
+    config = json.loads((state.home / "run" / f"{name}.json").read_text(encoding="utf-8"))
+    log_file = state.home / "logs" / f"{name}.log"
+    node = start_service(
+        "services.node", name, config, state.home / "run", log_file, in_dc(state.spec, dc, []),
+        extra_args=["--dc", dc],
+    )  # fmt: skip
+    state.add(
+        Component(dc, "node", name, state.spec.address(dc), node.port, node.pid, str(log_file),
+                  metrics_port=NODE_METRICS_PORT)
+    )  # fmt: skip
+    say(f"started {name} (pid {node.pid}) on {state.spec.address(dc)}:{node.port}")

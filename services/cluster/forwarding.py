@@ -29,7 +29,7 @@ def _rule(spec: ClusterSpec) -> list[str]:
     return ["-i", spec.bridge, "-o", spec.bridge, "-m", "comment", "--comment", comment, "-j", "ACCEPT"]
 
 
-def _has_chain(chain: str) -> bool:
+def has_chain(chain: str) -> bool:
     return _iptables("-S", chain).returncode == 0
 
 
@@ -42,7 +42,7 @@ def allow_bridge(spec: ClusterSpec) -> str | None:
     without iptables, where there is no firewall of ours to pass)."""
     if spec.net != NETNS or shutil.which("iptables") is None:
         return None
-    chain = DOCKER_USER if _has_chain(DOCKER_USER) else FORWARD
+    chain = DOCKER_USER if has_chain(DOCKER_USER) else FORWARD
     if not _has_rule(chain, spec):
         done = _iptables("-I", chain, "1", *_rule(spec))
         if done.returncode != 0:
@@ -57,7 +57,7 @@ def remove_bridge_rules(spec: ClusterSpec) -> int:
         return 0
     removed = 0
     for chain in (DOCKER_USER, FORWARD):
-        while _has_chain(chain) and _has_rule(chain, spec):
+        while has_chain(chain) and _has_rule(chain, spec):
             if _iptables("-D", chain, *_rule(spec)).returncode != 0:
                 break
             removed += 1
@@ -66,4 +66,4 @@ def remove_bridge_rules(spec: ClusterSpec) -> int:
 
 def bridge_rules(spec: ClusterSpec) -> list[str]:
     """The chains holding the bridge's rule now (for status and tests)."""
-    return [chain for chain in (DOCKER_USER, FORWARD) if _has_chain(chain) and _has_rule(chain, spec)]
+    return [chain for chain in (DOCKER_USER, FORWARD) if has_chain(chain) and _has_rule(chain, spec)]

@@ -3,7 +3,6 @@ for, recorded by PID, and stopped by those PIDs."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import time
@@ -219,33 +218,6 @@ def _start_nodes(state: ClusterState, say: Say) -> None:
     say("bank-nodes: " + "; ".join(f"{dc} leads shards {shards or 'none'}" for dc, shards in led.items()))
 
 
-def restart_node(home: Path, dc: str, say: Say, state: ClusterState | None = None) -> None:
-    """Stops a DC's bank-node if it runs and starts it again with the same configuration.
-
-    A caller that holds the cluster's record passes it, so that the new PID lands in that very
-    record (a second copy saved later would forget it, and `down` would leave the node running).
-    """
-    state = state or require_state(home)
-    if dc not in state.spec.dc_names:
-        raise LaunchError(f"no DC {dc}; the cluster has {', '.join(state.spec.dc_names)}")
-    for component in state.find("node", dc=dc):
-        if component.pid and pid_alive(component.pid):
-            terminate(component.pid)
-            say(f"stopped {component.name} (pid {component.pid})")
-    name = f"node-{dc}"
-    config = json.loads((state.home / "run" / f"{name}.json").read_text(encoding="utf-8"))
-    log_file = state.home / "logs" / f"{name}.log"
-    node = start_service(
-        "services.node", name, config, state.home / "run", log_file, in_dc(state.spec, dc, []),
-        extra_args=["--dc", dc],
-    )  # fmt: skip
-    state.add(
-        Component(dc, "node", name, state.spec.address(dc), node.port, node.pid, str(log_file),
-                  metrics_port=NODE_METRICS_PORT)
-    )  # fmt: skip
-    say(f"started {name} (pid {node.pid}) on {state.spec.address(dc)}:{node.port}")
-
-
 def _start_gateways(state: ClusterState, say: Say) -> None:
     spec = state.spec
     for dc in spec.dc_names:
@@ -311,10 +283,3 @@ def forget_accounts(home: Path) -> None:
     cluster in the same home must not send its load to accounts that no longer exist."""
     (home / ACCOUNTS_FILE).unlink(missing_ok=True)
     shutil.rmtree(home / "acked", ignore_errors=True)
-
-
-def require_state(home: Path) -> ClusterState:
-    state = ClusterState.load(home)
-    if state is None:
-        raise LaunchError(f"no cluster in {home.resolve()}; start one with `bankctl up`")
-    return state

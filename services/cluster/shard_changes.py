@@ -19,9 +19,9 @@ from typing import Any
 
 import psycopg
 
-from services.cluster.launcher import require_state
 from services.cluster.pg_group import member_instance, start_shard_group
 from services.cluster.slot_moves import rebalance
+from services.cluster.state import require_state
 from services.cluster.zookeeper import zk_client
 from services.common.identifiers import new_transfer_id
 from services.common.routes import RoutingTable, ShardRoute

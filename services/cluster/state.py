@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from services.cluster.topology import ClusterSpec
+from services.host.processes import LaunchError
 
 STATE_FILE = "cluster.json"
 _children: list[subprocess.Popen[bytes]] = []  # kept so that Python does not warn they still run
@@ -30,6 +31,7 @@ class Component:
     shard: int | None = None
     data_dir: str = ""
     metrics_port: int | None = None  # where Prometheus scrapes it (nodes and gateways)
+    container: str = ""  # the compose engine's container (its name), where there is one
 
 
 @dataclass
@@ -45,6 +47,8 @@ class ClusterState:
     faults: list[dict[str, Any]] = field(default_factory=list)
     probes: dict[str, str] = field(default_factory=dict)  # shard -> account number
     retired: list[int] = field(default_factory=list)  # shards removed (remove-shard), numbers kept
+    engine: str = "processes"  # what runs it: the launcher's processes, or "compose" (engine.py)
+    compose: dict[str, Any] = field(default_factory=dict)  # the compose engine's project and files
     # Shards start in parallel threads, each recording its members.
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
@@ -91,6 +95,8 @@ class ClusterState:
             "faults": self.faults,
             "probes": self.probes,
             "retired": self.retired,
+            "engine": self.engine,
+            "compose": self.compose,
         }
         partial = self.path.with_suffix(".partial")
         partial.write_text(json.dumps(data, indent=2), encoding="utf-8")
@@ -114,10 +120,19 @@ class ClusterState:
             faults=data.get("faults", []),
             probes=data.get("probes", {}),
             retired=[int(s) for s in data.get("retired", [])],
+            engine=data.get("engine", "processes"),
+            compose=data.get("compose", {}),
         )
 
     def forget(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def require_state(home: Path) -> ClusterState:
+    state = ClusterState.load(home)
+    if state is None:
+        raise LaunchError(f"no cluster in {home.resolve()}; start one with `bankctl up`")
+    return state
 
 
 def new_secrets() -> dict[str, str]:

@@ -15,6 +15,7 @@ import grpc
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.cluster.engine import engine_of
 from services.cluster.pg_group import member_instance
 from services.cluster.prometheus import ready as prometheus_ready
 from services.cluster.redis_group import redis_role, sentinel_primary
@@ -24,7 +25,6 @@ from services.cluster.topology import NETNS
 from services.cluster.zookeeper import zk_client, zk_mode
 from services.common.routes import RoutingTable, ShardRoute
 from services.coordinator import phases
-from services.host.processes import pid_alive
 from services.moves.journal import Journal
 from services.rpc import tls
 
@@ -77,7 +77,7 @@ def collect(state: ClusterState) -> dict[str, Any]:
 
 
 def _probe(state: ClusterState, component: Component) -> dict[str, Any]:
-    alive = component.pid is not None and pid_alive(component.pid)
+    alive = engine_of(state).alive(state, component)
     role: str = "unknown"
     extra: dict[str, Any] = {}
     if component.kind == "zookeeper":
@@ -97,10 +97,9 @@ def _probe(state: ClusterState, component: Component) -> dict[str, Any]:
         role = _grpc_role(state, component)
     elif component.kind == "prometheus":
         role = "ready" if prometheus_ready(component.host, component.port) else "down"
-    if component.kind == "postgres" and component.shard is not None:
+    if component.kind == "postgres" and component.shard is not None and not component.container:
         # The postmaster's PID can change on restart; its own pid file is the truth.
         pid = member_instance(state, component.shard, component.dc).pid()
-        alive = pid is not None
         component = Component(**{**component.__dict__, "pid": pid})
     healthy = alive and role not in ("down", "unknown")
     return {
@@ -115,6 +114,7 @@ def _probe(state: ClusterState, component: Component) -> dict[str, Any]:
         "healthy": healthy,
         "log": component.log,
         "metrics_port": component.metrics_port,
+        "container": component.container,
         **extra,
     }
 
@@ -137,6 +137,11 @@ def _grpc_role(state: ClusterState, component: Component) -> str:
     except grpc.RpcError:
         return "down"
     return "serving" if answer.status == health_pb2.HealthCheckResponse.SERVING else "down"
+
+
+def grpc_serving(state: ClusterState, component: Component) -> bool:
+    """Whether a node or gateway answers its health check as serving."""
+    return _grpc_role(state, component) == "serving"
 
 
 def _routes(state: ClusterState) -> dict[int, ShardRoute]:

@@ -41,13 +41,15 @@ LEADER_WAIT_S = 600.0  # a standby waits this long for its leader to answer befo
 
 
 class MemberKeeper:
-    def __init__(self, state: ClusterState, shard: int, dc: str, dcs: Dcs) -> None:
+    def __init__(self, state: ClusterState, shard: int, dc: str, dcs: Dcs, ready_dir: Path) -> None:
         self.state, self.shard, self.dc, self.dcs = state, shard, dc, dcs
         self.spec = state.spec
         self.name = self.spec.pg_member(shard, dc)
         self.wanted_running = True  # False after the node's stop, until its start or rejoin
         self.stopping = threading.Event()
-        self.ready_file = state.home / f"{self.name}.ready"
+        # Where the container's health check looks: a tmpfs, so that a file of the container's
+        # life before a kill never answers for this one.
+        self.ready_file = ready_dir / f"{self.name}.ready"
 
     def instance(self, dc: str | None = None) -> PostgresInstance:
         """A member of the shard as this container sees it (its own, or another DC's)."""
@@ -173,10 +175,10 @@ class MemberKeeper:
         self.instance().stop()
 
 
-def run_keeper(state: ClusterState, shard: int, dc: str, zk_hosts: str) -> int:
+def run_keeper(state: ClusterState, shard: int, dc: str, zk_hosts: str, ready_dir: Path) -> int:
     """The container's main loop; returns its exit code."""
     dcs = Dcs.connect(zk_hosts, timeout_s=60, session_s=4.0, auth=state.secrets["zk_auth"])
-    keeper = MemberKeeper(state, shard, dc, dcs)
+    keeper = MemberKeeper(state, shard, dc, dcs, ready_dir)
 
     def on_term(_signum: int, _frame: object) -> None:
         threading.Thread(target=keeper.stop, daemon=True).start()

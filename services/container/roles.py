@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 from services.cluster import launcher
-from services.cluster.credentials import write_credentials
+from services.cluster.credentials import DEFAULT_CLIENT_RATE_PER_S, write_credentials
 from services.cluster.dc_lifecycle import current_redis_primary
 from services.cluster.prometheus import prometheus_command
 from services.cluster.redis_group import redis_command, sentinel_command
@@ -42,6 +42,7 @@ from services.container.member_keeper import run_keeper
 from services.host.processes import LaunchError, wait_until
 
 HOME = Path("/var/lib/bank")
+READY_DIR = Path("/run/bank")  # a tmpfs of the member's container (compose_file.py)
 SECRETS = {
     "pg_password": "BANK_PG_PASSWORD",
     "redis_password": "BANK_REDIS_PASSWORD",
@@ -125,7 +126,7 @@ def _sentinel_named(state: ClusterState) -> bool:
 
 def role_service(state: ClusterState, dc: str, role: str) -> int:
     """A bank-node or gateway with the configuration the launcher writes for it."""
-    write_credentials(state)
+    write_credentials(state, float(env("BANK_CLIENT_RATE_PER_S", str(DEFAULT_CLIENT_RATE_PER_S))))
     config = node_config(state, dc).to_json() if role == "node" else gateway_config(state, dc)
     path = state.home / "run" / f"{role}-{dc}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -177,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.role == "postgres":
         if args.shard is None:
             raise SystemExit("container: the postgres role needs --shard")
-        return run_keeper(state, args.shard, dc, zk_hosts(state.spec))
+        ready_dir = Path(env("BANK_READY_DIR", str(READY_DIR)))
+        ready_dir.mkdir(parents=True, exist_ok=True)
+        return run_keeper(state, args.shard, dc, zk_hosts(state.spec), ready_dir)
     return role_service(state, dc, args.role)
 
 

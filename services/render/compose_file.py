@@ -71,14 +71,16 @@ def _member(spec: ClusterSpec, shard: int, dc: str) -> dict[str, Any]:
     service = _role(spec, dc, "postgres", "--shard", str(shard))
     service["labels"]["bank.shard"] = str(shard)
     service["volumes"] = [f"{volume(shard, dc)}:/var/lib/bank/pg"]
-    ready = f"/var/lib/bank/{spec.pg_member(shard, dc)}.ready"
+    service["tmpfs"] = ["/run/bank"]
+    ready = f"/run/bank/{spec.pg_member(shard, dc)}.ready"
     service["healthcheck"] = {"test": ["CMD", "test", "-f", ready], "interval": "2s", "timeout": "2s",
                               "retries": 150, "start_period": "5s"}  # fmt: skip
     service["depends_on"] = [dc, *(f"zk-{d}" for d in spec.dc_names)]
     return service
 
 
-def compose(spec: ClusterSpec) -> dict[str, Any]:
+def compose(spec: ClusterSpec, deploy_dir: str = ".") -> dict[str, Any]:
+    """`deploy_dir`: where Grafana's provisioning and dashboards are, from the file's folder."""
     services: dict[str, Any] = {}
     members = [member_service(s, d) for s in range(spec.shards) for d in spec.dc_names]
     for dc in spec.dc_names:
@@ -103,8 +105,8 @@ def compose(spec: ClusterSpec) -> dict[str, Any]:
         "ports": ["127.0.0.1:3000:3000"],
         "environment": {"BANK_PROMETHEUS_URL": f"http://prometheus:{PROMETHEUS_PORT}",
                         "GF_AUTH_ANONYMOUS_ENABLED": "true"},
-        "volumes": ["./grafana/provisioning:/etc/grafana/provisioning:ro",
-                    "./grafana/dashboards:/var/lib/grafana/dashboards:ro"],
+        "volumes": [f"{deploy_dir}/grafana/provisioning:/etc/grafana/provisioning:ro",
+                    f"{deploy_dir}/grafana/dashboards:/var/lib/grafana/dashboards:ro"],
         "depends_on": ["prometheus"],
     }  # fmt: skip
     return {

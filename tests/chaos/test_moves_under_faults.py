@@ -16,7 +16,7 @@ import pytest
 
 from services.chaos import faults
 from services.cluster import slot_moves
-from services.cluster.launcher import require_state
+from services.cluster.state import require_state
 from services.moves import journal as j
 from services.moves.mover import SlotMover
 from services.storage import slot_copy, slots

@@ -88,7 +88,7 @@ def shard_owning(cluster: Cluster, slot: int) -> int:
 
 def move_records(cluster: Cluster) -> list[dict[str, Any]]:
     """Every slot move's journal record as ZooKeeper holds it now, oldest first."""
-    from services.cluster.launcher import require_state
+    from services.cluster.state import require_state
     from services.cluster.zookeeper import zk_client
     from services.moves.journal import read_all
 

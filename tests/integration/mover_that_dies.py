@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from services.cluster import slot_moves
-from services.cluster.launcher import require_state
+from services.cluster.state import require_state
 from services.moves.mover import SlotMover
 
 POINTS = ("copy", "catch_up", "freeze", "flip")  # of services.moves.mover.POINTS

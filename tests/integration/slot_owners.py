@@ -14,8 +14,8 @@ from pathlib import Path
 import psycopg
 
 from services.cluster.check import current_primaries
-from services.cluster.launcher import require_state
 from services.cluster.pg_group import member_instance
+from services.cluster.state import require_state
 from services.common.identifiers import NUM_SLOTS
 
 OWNED = "SELECT slot FROM slot_state WHERE state = 'OWNED'"

@@ -17,7 +17,7 @@ import pytest
 from bank.v1 import ledger_pb2
 from bankclient import BankClient
 from services.cluster import slot_moves
-from services.cluster.launcher import require_state
+from services.cluster.state import require_state
 from services.moves.mover import MoveFailed, SlotMover
 from services.storage import slots
 from services.storage.slot_copy import SlotRange

@@ -95,6 +95,22 @@ def ensure_daemon(home: Path, say: Say) -> DaemonRecord | None:
     return record
 
 
+def _tables(saved: str) -> set[str]:
+    return {line[1:].strip() for line in saved.splitlines() if line.startswith("*")}
+
+
+def _restore_iptables(before: str) -> None:
+    """The tables saved before the daemon started, as they were; the tables it made (nat, for
+    its port mappings) emptied of every rule and chain it put there."""
+    if shutil.which("iptables-restore") is None:
+        return
+    if before:
+        subprocess.run(["iptables-restore"], input=before, text=True, check=False)
+    for table in sorted(_tables(_iptables_save()) - _tables(before)):
+        subprocess.run(["iptables", "-t", table, "-F"], capture_output=True, check=False)
+        subprocess.run(["iptables", "-t", table, "-X"], capture_output=True, check=False)
+
+
 def load_record(home: Path) -> DaemonRecord | None:
     path = home / RECORD
     if not path.exists():
@@ -115,8 +131,7 @@ def stop_daemon(home: Path, say: Say) -> bool:
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(record.pid, signal.SIGKILL)
-    if record.iptables_before and shutil.which("iptables-restore"):
-        subprocess.run(["iptables-restore"], input=record.iptables_before, text=True, check=False)
+    _restore_iptables(record.iptables_before)
     with contextlib.suppress(OSError):
         Path("/proc/sys/net/ipv4/ip_forward").write_text(record.ip_forward_before + "\n", encoding="ascii")
     (home / RECORD).unlink(missing_ok=True)

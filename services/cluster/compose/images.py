@@ -63,7 +63,7 @@ def build_image(say: Say, tag: str = BANK_IMAGE, log_file: Path | None = None) -
     with tempfile.TemporaryDirectory(prefix="bank-sim-image-") as folder:
         context = Path(folder)
         _stage(context)
-        done = subprocess.run(["docker", "build", "-q", "-t", tag, str(context)], capture_output=True,
+        done = subprocess.run(["docker", "build", "-q", "--force-rm", "-t", tag, str(context)], capture_output=True,
                               text=True, check=False)  # fmt: skip
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
