@@ -63,8 +63,8 @@ def build_image(say: Say, tag: str = BANK_IMAGE, log_file: Path | None = None) -
     with tempfile.TemporaryDirectory(prefix="bank-sim-image-") as folder:
         context = Path(folder)
         _stage(context)
-        done = subprocess.run(["docker", "build", "-q", "--force-rm", "-t", tag, str(context)], capture_output=True,
-                              text=True, check=False)  # fmt: skip
+        cmd = ["docker", "build", "-q", "--force-rm", "-t", tag, str(context)]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         log_file.write_text(done.stdout + done.stderr, encoding="utf-8")
