@@ -24,10 +24,11 @@ run: setup
 tour: setup
 	@$(VENV)/bin/bankctl tour
 
-## Lint, then every test tier (the integration tiers start real PostgreSQL).
+## Lint, then every test tier (the integration tiers start real PostgreSQL; the compose tier
+## builds the image and runs the cluster on Docker's engine, started when none runs).
 test: setup lint
-	@echo "[test] pytest: unit, integration and chaos tiers"
-	@$(PY) -m pytest -ra --durations=10 $(PYTEST_ARGS) tests/unit tests/integration tests/chaos
+	@echo "[test] pytest: unit, integration, chaos and compose tiers"
+	@$(PY) -m pytest -ra --durations=10 $(PYTEST_ARGS) tests/unit tests/integration tests/chaos tests/compose
 
 ## The fast loop: no services, seconds.
 test-unit: setup
@@ -57,7 +58,7 @@ bench: setup
 	@echo "[bench] bankctl bench: fresh cluster, pgbench, single transfers, coalesced, batches (about 4 minutes)"
 	@$(VENV)/bin/bankctl --home .bank bench --profile
 
-## Renders the compose file, Prometheus config, Kubernetes manifests and the picture from the topology.
+## Renders the compose file, Kubernetes manifests and the picture from the topology.
 deploy-files: setup
 	@echo "[deploy-files] rendering deploy/ from services/cluster/topology.py"
 	@$(PY) -m services.render.deploy_files

@@ -21,7 +21,9 @@ command -v nft >/dev/null 2>&1 || missing_debs+=(nftables)
 command -v ip >/dev/null 2>&1 || missing_debs+=(iproute2)
 command -v runuser >/dev/null 2>&1 || missing_debs+=(util-linux)
 command -v prometheus >/dev/null 2>&1 || missing_debs+=(prometheus)  # bankctl up --with-prometheus
-command -v docker-compose >/dev/null 2>&1 || missing_debs+=(docker-compose)  # validates deploy/ (no engine needed)
+command -v docker-compose >/dev/null 2>&1 || missing_debs+=(docker-compose)  # bankctl up --engine compose
+command -v dockerd >/dev/null 2>&1 || missing_debs+=(docker.io)  # Docker's engine (started by bankctl up)
+command -v debootstrap >/dev/null 2>&1 || missing_debs+=(debootstrap)  # the base image, where no registry serves one
 
 if [ ${#missing_debs[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -73,3 +74,17 @@ def build_image(say: Say, tag: str = BANK_IMAGE, log_file: Path | None = None) -
     elapsed = time.monotonic() - started
     say(f"image: {tag} built in {elapsed:.0f} s")
     return elapsed
+
+
+def main() -> int:
+    """`python -m services.cluster.compose.images`: the image, for a compose launch by hand."""
+    try:
+        build_image(print)
+    except LaunchError as err:
+        print(f"images: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
