@@ -106,9 +106,14 @@ def _restore_iptables(before: str) -> None:
         return
     if before:
         subprocess.run(["iptables-restore"], input=before, text=True, check=False)
+    nft_backed = (
+        "nf_tables" in subprocess.run(["iptables", "--version"], capture_output=True, text=True).stdout
+    )
     for table in sorted(_tables(_iptables_save()) - _tables(before)):
         subprocess.run(["iptables", "-t", table, "-F"], capture_output=True, check=False)
         subprocess.run(["iptables", "-t", table, "-X"], capture_output=True, check=False)
+        if nft_backed and shutil.which("nft"):  # an empty table still lists; nftables can drop it
+            subprocess.run(["nft", "delete", "table", "ip", table], capture_output=True, check=False)
 
 
 def load_record(home: Path) -> DaemonRecord | None:
