@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from kazoo.exceptions import KazooException
+from kazoo.exceptions import KazooException, NoNodeError
 
 from services.cluster.pg_group import enable_synchronous_commit, member_instance, sync_standby_names
 from services.cluster.state import ClusterState
@@ -38,6 +38,26 @@ from services.host.processes import LaunchError
 log = logging.getLogger("member_keeper")
 POLL_S = 0.5
 LEADER_WAIT_S = 600.0  # a standby waits this long for its leader to answer before it gives up
+
+
+INIT_PRIMARY, CLONE, START, FOLLOW, REJOIN = "init-primary", "clone", "start", "follow", "rejoin"
+
+
+def boot_plan(
+    dc: str, first_primary_dc: str, leader_dc: str | None, has_data: bool, was_standby: bool
+) -> str:
+    """What a member does when its container starts (steps 1-5 above): `leader_dc` is the DC the
+    shard's route names (None: no route yet), `was_standby` whether its data is a standby's."""
+    leads = (leader_dc or first_primary_dc) == dc
+    if not has_data:
+        if leads and leader_dc is None:
+            return INIT_PRIMARY
+        if leads:
+            raise LaunchError(f"the route names {dc} as the leader, but its member has no data")
+        return CLONE
+    if leads:
+        return START
+    return FOLLOW if was_standby else REJOIN
 
 
 class MemberKeeper:
@@ -58,10 +78,19 @@ class MemberKeeper:
         return pg
 
     def route(self) -> ShardRoute | None:
-        try:
-            return self.dcs.read_route(self.shard)[0]
-        except KazooException:
-            return None
+        """The shard's route; None only when there is none yet (a new cluster). ZooKeeper not
+        answering is not "no route": a former primary must not start as one for want of it."""
+        deadline = time.monotonic() + LEADER_WAIT_S
+        while True:
+            try:
+                return self.dcs.read_route(self.shard)[0]
+            except NoNodeError:
+                return None
+            except KazooException as err:
+                if time.monotonic() > deadline:
+                    raise LaunchError(f"{self.name}: ZooKeeper never answered for the route") from err
+                log.warning("event=route_unreadable member=%s error=%s", self.name, err)
+                time.sleep(1.0)
 
     def run(self) -> None:
         self.ready_file.unlink(missing_ok=True)
@@ -75,22 +104,22 @@ class MemberKeeper:
     def boot(self) -> str:
         own = self.instance()
         route = self.route()
-        leader_dc = route.leader_dc if route is not None else self.spec.primary_dc(self.shard)
-        if not own.initialized():
-            if leader_dc == self.dc and route is None:
-                return self.make_primary(own)
-            if leader_dc == self.dc:
-                raise LaunchError(f"{self.name}: the route names this member, but its data is gone")
-            leader = self.wait_for_leader(leader_dc)
-            own.clone_from(leader, slot=self.name)
-            own.start()
-            return "cloned"
-        if leader_dc == self.dc:
+        plan = boot_plan(
+            self.dc, self.spec.primary_dc(self.shard), route.leader_dc if route else None,
+            own.initialized(), (own.data_dir / "standby.signal").exists(),
+        )  # fmt: skip
+        if plan == INIT_PRIMARY:
+            return self.make_primary(own)
+        if plan == START:
             own.write_settings()
             own.start()
             return "started"
-        leader = self.wait_for_leader(leader_dc)
-        if (own.data_dir / "standby.signal").exists():
+        leader = self.wait_for_leader(route.leader_dc if route else self.spec.primary_dc(self.shard))
+        if plan == CLONE:
+            own.clone_from(leader, slot=self.name)
+            own.start()
+            return "cloned"
+        if plan == FOLLOW:
             own.follow_without_rewind(leader, slot=self.name)
             return "started as standby"
         return own.rejoin_as_standby(leader, slot=self.name)
