@@ -26,7 +26,7 @@ from services.cluster.redis_group import (
 )
 from services.cluster.service_config import gateway_config, node_config
 from services.cluster.service_process import start_service
-from services.cluster.state import ClusterState, Component
+from services.cluster.state import ClusterState, Component, begin_stopping
 from services.cluster.tls import make_certificates
 from services.cluster.topology import (
     GATEWAY_METRICS_PORT,
@@ -236,12 +236,9 @@ def _start_gateways(state: ClusterState, say: Say) -> None:
 
 def down(home: Path, say: Say, keep_logs: bool = True) -> None:
     """Stops every process the record names, by PID, then removes the network and the data."""
-    state = ClusterState.load(home)
+    state = begin_stopping(home, say)
     if state is None:
-        say(f"no cluster recorded in {home.resolve()}; nothing to stop")
         return
-    state.status = "stopping"
-    state.save()
     for kind in STOP_ORDER:
         # A kind stops all at once: nodes stopping one by one would fail shards over to each other.
         with ThreadPoolExecutor(max_workers=16) as pool:

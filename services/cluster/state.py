@@ -8,6 +8,7 @@ import os
 import secrets
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,17 @@ def require_state(home: Path) -> ClusterState:
     state = ClusterState.load(home)
     if state is None:
         raise LaunchError(f"no cluster in {home.resolve()}; start one with `bankctl up`")
+    return state
+
+
+def begin_stopping(home: Path, say: Callable[[str], None]) -> ClusterState | None:
+    """The record of the cluster in `home`, marked as stopping (None, said, when there is none)."""
+    state = ClusterState.load(home)
+    if state is None:
+        say(f"no cluster recorded in {home.resolve()}; nothing to stop")
+        return None
+    state.status = "stopping"
+    state.save()
     return state
 
 

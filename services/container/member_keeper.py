@@ -38,6 +38,7 @@ from services.host.processes import LaunchError
 log = logging.getLogger("member_keeper")
 POLL_S = 0.5
 LEADER_WAIT_S = 600.0  # a standby waits this long for its leader to answer before it gives up
+BOOT_ATTEMPTS = 5
 
 
 INIT_PRIMARY, CLONE, START, FOLLOW, REJOIN = "init-primary", "clone", "start", "follow", "rejoin"
@@ -94,12 +95,25 @@ class MemberKeeper:
 
     def run(self) -> None:
         self.ready_file.unlink(missing_ok=True)
-        how = self.boot()
+        how = self.boot_with_retries()
         log.info("event=member_booted member=%s how=%s", self.name, how)
         keepers.announce(self.dcs, self.shard, self.dc)
         self.ready_file.write_text(how + "\n", encoding="ascii")
         while not self.stopping.wait(POLL_S):
             self.serve_once()
+
+    def boot_with_retries(self) -> str:
+        """A boot cut short (its leader failing over meanwhile, a copy broken off) is tried again
+        from the start, a bounded number of times; the container exits after the last."""
+        for attempt in range(1, BOOT_ATTEMPTS + 1):
+            try:
+                return self.boot()
+            except (LaunchError, OSError) as err:
+                if attempt == BOOT_ATTEMPTS or self.stopping.is_set():
+                    raise
+                log.warning("event=boot_failed member=%s attempt=%s error=%s", self.name, attempt, err)
+                time.sleep(min(2.0 * attempt, 10.0))
+        raise AssertionError("not reached")
 
     def boot(self) -> str:
         own = self.instance()
@@ -142,12 +156,17 @@ class MemberKeeper:
         log.info("event=synchronous_commit_on member=%s", self.name)
 
     def wait_for_leader(self, leader_dc: str) -> PostgresInstance:
-        """The leader's member once it answers as a primary (it may be starting too)."""
+        """The leader's member once it answers as a primary holding this member's replication
+        slot (a new primary makes the slots just after it starts)."""
         leader = self.instance(leader_dc)
         deadline = time.monotonic() + LEADER_WAIT_S
+        ready = (
+            "SELECT NOT pg_is_in_recovery()"
+            f" AND EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{self.name}')"
+        )
         while time.monotonic() < deadline and not self.stopping.is_set():
             try:
-                if leader.execute("SELECT NOT pg_is_in_recovery()") == [(True,)]:
+                if leader.execute(ready) == [(True,)]:
                     return leader
             except Exception as err:  # not up yet: psycopg's connection errors
                 log.info("event=waiting_for_leader member=%s leader=%s error=%s", self.name, leader_dc, err)

@@ -55,7 +55,7 @@ class ComposeEngine:
         stopped = [name for name, up in docker.running(names).items() if not up]
         docker.each("start", stopped)
         if role == "postgres":
-            wait_until(lambda: _healthy(names), MEMBERS_READY_S, f"{dc}'s members to be back in line")
+            wait_until(lambda: healthy(names), MEMBERS_READY_S, f"{dc}'s members to be back in line")
         if stopped:
             say(f"{dc}: {role} back ({len(stopped)} container{'s' if len(stopped) > 1 else ''})")
 
@@ -94,7 +94,7 @@ class ComposeEngine:
             docker.docker("unpause", component.container)
 
 
-def _healthy(names: list[str]) -> bool:
+def healthy(names: list[str]) -> bool:
     records = docker.inspect(names)
     return all(
         records.get(n, {}).get("State", {}).get("Health", {}).get("Status") == "healthy" for n in names

@@ -16,10 +16,11 @@ from typing import Any
 import yaml
 
 from services.cluster.compose import daemon, docker, images
+from services.cluster.compose.engine import healthy
 from services.cluster.credentials import DEFAULT_CLIENT_RATE_PER_S, write_credentials
 from services.cluster.engine import COMPOSE_ENGINE
 from services.cluster.launcher import forget_accounts
-from services.cluster.state import ClusterState, Component
+from services.cluster.state import ClusterState, Component, begin_stopping
 from services.cluster.status import grpc_serving
 from services.cluster.topology import (
     COMPOSE,
@@ -133,11 +134,24 @@ def _record(state: ClusterState) -> None:
 
 
 def _wait_serving(state: ClusterState) -> None:
+    """Every member healthy (its keeper brought it up), every shard led, every gateway serving."""
+    members = [c.container for c in state.find("postgres")]
+    wait_until(
+        lambda: healthy(members), SERVING_TIMEOUT_S, "every PostgreSQL member to be up (docker logs of pg-*)"
+    )
     with zk_client(state) as dcs:
         wait_until(lambda: all(dcs.leader_exists(s) for s in range(state.spec.shards)), SERVING_TIMEOUT_S,
                    "every shard to have a serving leader (docker logs of the node-* containers)")  # fmt: skip
     for gateway in state.find("gateway"):
         _wait_gateway(state, gateway)
+
+
+def _members_up(members: list[str]) -> bool:
+    """Healthy, all of them; a member whose keeper gave up fails the wait at once, naming it."""
+    exited = [name for name, up in docker.running(members).items() if not up]
+    if exited:
+        raise LaunchError(f"{', '.join(exited)} exited while starting; see docker logs {exited[0]}")
+    return healthy(members)
 
 
 def _wait_gateway(state: ClusterState, gateway: Component) -> None:
@@ -146,12 +160,9 @@ def _wait_gateway(state: ClusterState, gateway: Component) -> None:
 
 def down(home: Path, say: Say) -> None:
     """Removes the project's containers, networks and volumes, then the daemon if `up` started it."""
-    state = ClusterState.load(home)
+    state = begin_stopping(home, say)
     if state is None:
-        say(f"no cluster recorded in {home.resolve()}; nothing to stop")
         return
-    state.status = "stopping"
-    state.save()
     if state.compose.get("file") and Path(state.compose["file"]).exists() and daemon.docker_answers():
         docker.compose(state, "down", "--volumes", "--remove-orphans", "--timeout", "10")
         left = docker.containers(state.compose["project"])
