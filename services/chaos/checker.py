@@ -20,6 +20,7 @@ from services.chaos.workload import History, Op
 from services.cluster.check import check, current_primaries, current_shard_of_slot
 from services.cluster.pg_group import member_instance
 from services.cluster.state import ClusterState
+from services.common.identifiers import slot_of_account
 
 MAX_NAMED = 20  # transfer ids or accounts named per anomaly
 
@@ -50,7 +51,7 @@ def read_ledger(state: ClusterState, accounts: list[str]) -> Ledger:
     owner = current_shard_of_slot(state)
     for shard, dc in current_primaries(state).items():
         conninfo = member_instance(state, shard, dc).conninfo(application_name="bankctl-chaos-check")
-        accounts_here = [a for a in accounts if owner[int(a[:4])] == shard]
+        accounts_here = [a for a in accounts if owner[slot_of_account(a)] == shard]
         with psycopg.connect(conninfo, connect_timeout=5) as conn:
             transfers = set()
             for transfer_id, kind, account, amount in conn.execute(SQL_RUN_POSTINGS, (accounts_here,)):

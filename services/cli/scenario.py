@@ -20,6 +20,7 @@ from services.cluster.check import check, current_primaries, current_shard_of_sl
 from services.cluster.pg_group import member_instance
 from services.cluster.state import ClusterState
 from services.cluster.zookeeper import zk_client
+from services.common.identifiers import slot_of_routed_id
 from services.coordinator import phases
 from services.cost import sampler
 from services.cost.model import Assumptions, Measured, per_account_year
@@ -215,7 +216,7 @@ def audit(state: ClusterState, acked_dir: Path) -> tuple[int, int, int]:
     owner = current_shard_of_slot(state)
     for shard, dc in current_primaries(state).items():
         conninfo = member_instance(state, shard, dc).conninfo(application_name="bankctl-audit")
-        mine = [t for t in acked if owner[int(t[1:5])] == shard]
+        mine = [t for t in acked if owner[slot_of_routed_id(t)] == shard]
         booked, twice = find_transfers(conninfo, mine)
         found.update(booked)
         doubled += twice + sum(1 for n in booked.values() if n > 1)

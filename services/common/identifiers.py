@@ -20,6 +20,20 @@ _TRANSFER_ID = re.compile(r"T(?P<slot>[0-9]{4})-[0-9a-f]{32}")
 _HOLD_ID = re.compile(r"H(?P<slot>[0-9]{4})-[0-9a-f]{32}")
 
 
+SLOT_DIGITS = 4  # an account number starts with its slot; a transfer or hold id, after its letter
+
+
+def slot_of_account(number: str) -> int:
+    """The slot an account number the bank made carries (checked numbers only: a number from
+    outside goes through parse_account_number first)."""
+    return int(number[:SLOT_DIGITS])
+
+
+def slot_of_routed_id(routed_id: str) -> int:
+    """The slot a transfer id (T0123-...) or hold id (H0123-...) the bank made carries."""
+    return int(routed_id[1 : 1 + SLOT_DIGITS])
+
+
 def slot_of_customer(customer_id: str) -> int:
     """All the accounts of one customer live in one slot (and so on one shard)."""
     return zlib.crc32(customer_id.encode("utf-8")) % NUM_SLOTS
@@ -74,7 +88,7 @@ def _check_account_number(text: str, field: str) -> int:
         )
     if luhn_check_digit(text[:-1]) != int(text[-1]):
         raise InvalidArgument(field, f"{text} has a wrong check digit")
-    slot = int(text[:4])
+    slot = slot_of_account(text)
     if slot >= NUM_SLOTS:
         raise InvalidArgument(field, f"{text} names slot {slot}, beyond the bank's {NUM_SLOTS}")
     return slot

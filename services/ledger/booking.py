@@ -33,6 +33,7 @@ from services.common.account_rules import (
     require_funds,
 )
 from services.common.errors import Aborted, BankError
+from services.common.identifiers import slot_of_account
 from services.common.model import Account, MoneyMovement, Transfer, evolve
 from services.storage.idempotency import OnceWork, replay
 from services.storage.ledger_tx import LedgerTx, PriorRequest, account_slots, first_of_slot
@@ -156,7 +157,7 @@ def _account_as_seen(row: list[Any], now: datetime) -> Account:
     return Account(
         account_number=str(number), customer_id="", currency=str(currency), status=str(status),
         balance=int(balance), held=int(held), overdraft_limit=int(limit), version=0,
-        slot=int(str(number)[:4]), opened_at=now,
+        slot=slot_of_account(str(number)), opened_at=now,
     )  # fmt: skip
 
 

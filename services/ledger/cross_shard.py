@@ -22,6 +22,7 @@ from services.common.account_rules import (
     require_currency,
 )
 from services.common.errors import BankError
+from services.common.identifiers import slot_of_account
 from services.common.model import COMMITTED, FAILED, PENDING, TRANSFER, Account, Transfer, evolve
 from services.storage.ledger_store import LedgerStore
 from services.storage.ledger_tx import (
@@ -159,7 +160,7 @@ def book_credits(tx: LedgerTx, transfers: list[Transfer]) -> list[CreditOutcome]
     targets = sorted({t.to_account for t in fresh})
     refused = tx.unwritable(account_slots(targets), lambda slot: f"to_account {first_of_slot(targets, slot)}")
     for transfer in fresh:
-        moving = refused.get(int(transfer.to_account[:4]))
+        moving = refused.get(slot_of_account(transfer.to_account))
         if moving is not None:
             outcomes[transfer.transfer_id] = CreditOutcome(False, moving.reason, moving.message, later=True)
     fresh = [t for t in fresh if t.transfer_id not in outcomes]

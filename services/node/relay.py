@@ -17,6 +17,7 @@ import grpc
 
 from bank.v1 import shard_pb2
 from services.common.errors import BankError
+from services.common.identifiers import slot_of_account
 from services.ledger.cross_shard import CrossShardLedger
 from services.node.peers import ShardPeers
 from services.node.shards import ShardDirectory, ShardHandlers
@@ -88,7 +89,7 @@ class OutboxRelay:
             for delivery in due:
                 # By the target's slot as the routing table has it now (the slot may have moved
                 # since the debit), not by the shard the outbox row was written for.
-                target = self.routing.shard_of_slot(int(delivery.to_account[:4]))
+                target = self.routing.shard_of_slot(slot_of_account(delivery.to_account))
                 by_target.setdefault(target, []).append(delivery)
             for target, group in by_target.items():
                 if self._stopping.is_set():
@@ -149,7 +150,7 @@ class OutboxRelay:
             shard_pb2.ApplyCreditRequest(
                 transfer_id=d.transfer_id, request_id=f"credit:{d.transfer_id}",
                 from_account=d.from_account, to_account=d.to_account, amount=d.amount,
-                currency=d.currency, source_shard=self.shards.shard_of_slot(int(d.from_account[:4])),
+                currency=d.currency, source_shard=self.shards.shard_of_slot(slot_of_account(d.from_account)),
             )
             for d in deliveries
         ]  # fmt: skip

@@ -17,6 +17,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from services.common.errors import BankError
+from services.common.identifiers import slot_of_account, slot_of_routed_id
 from services.common.model import Account, Hold, Transfer
 from services.storage import slots as slot_fence
 from services.storage.sql import (
@@ -58,7 +59,7 @@ def to_json(value: Any) -> str:
 
 def account_slots(numbers: Iterable[str]) -> set[int]:
     """The slots of customer accounts (a system account belongs to no slot)."""
-    return {int(n[:4]) for n in numbers if not n.startswith("SYS:")}
+    return {slot_of_account(n) for n in numbers if not n.startswith("SYS:")}
 
 
 def first_of_slot(numbers: list[str], slot: int) -> str:
@@ -353,8 +354,10 @@ class DeliveryTx:
 
     def _writable(self, transfer_ids: list[str]) -> list[str]:
         """The transfers (by the slot in their ids, their debited account's) this shard may write."""
-        refused = slot_fence.unwritable(self.conn, {int(t[1:5]) for t in transfer_ids}, lambda slot: "outbox")
-        return [t for t in transfer_ids if int(t[1:5]) not in refused]
+        refused = slot_fence.unwritable(
+            self.conn, {slot_of_routed_id(t) for t in transfer_ids}, lambda slot: "outbox"
+        )
+        return [t for t in transfer_ids if slot_of_routed_id(t) not in refused]
 
 
 # What the node's metrics ask the primary at each scrape: the outbox's depth and age, and

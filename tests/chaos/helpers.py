@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from bankclient import GatewayUnavailable
-from services.common.identifiers import NUM_SLOTS
+from services.common.identifiers import NUM_SLOTS, slot_of_account
 from tests.integration.cluster_helpers import Cluster, bankctl
 from tests.integration.conftest import report
 
@@ -26,7 +26,7 @@ CLIENT_DEADLINE_S = 5.0
 
 
 def shard_of(account: str) -> int:
-    slot = int(account[:4])
+    slot = slot_of_account(account)
     return next(s for s in range(SHARDS) if slot < (s + 1) * NUM_SLOTS // SHARDS)
 
 

@@ -17,6 +17,7 @@ import pytest
 from services.chaos import faults
 from services.cluster import slot_moves
 from services.cluster.state import require_state
+from services.common.identifiers import slot_of_account, slot_of_routed_id
 from services.moves import journal as j
 from services.moves.mover import SlotMover
 from services.storage import slot_copy, slots
@@ -52,7 +53,7 @@ def booked_once_where_they_live(cluster: Cluster, load: Load) -> None:
     owner = slot_map(cluster)
     by_shard: dict[int, list[str]] = {}
     for transfer_id in load.acked.values():
-        by_shard.setdefault(owner[int(transfer_id[1:5])], []).append(transfer_id)
+        by_shard.setdefault(owner[slot_of_routed_id(transfer_id)], []).append(transfer_id)
     for shard, ids in by_shard.items():
         rows = dict(
             cluster.sql(
@@ -151,7 +152,7 @@ CUTS = [("source", "catch_up"), ("target", "hand_over"), ("source", "freeze"), (
 def test_a_move_cut_by_a_lost_dc_ends_with_one_owner_and_nothing_lost(
     cluster: Cluster, accounts: list[str], pytestconfig: pytest.Config, lost: str, point: str
 ) -> None:
-    slot = int(next(a for a in accounts if shard_of(a) == SOURCE)[:4])
+    slot = slot_of_account(next(a for a in accounts if shard_of(a) == SOURCE))
     target = 1  # led from another DC than the source (earlier faults may have moved leaders)
     if leader_of(cluster, target) == leader_of(cluster, SOURCE):
         to_dc = next(d for d in cluster.status()["dcs"] if d != leader_of(cluster, SOURCE))

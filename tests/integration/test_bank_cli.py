@@ -12,7 +12,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.common.identifiers import make_account_number
+from services.common.identifiers import make_account_number, slot_of_account
 from tests.integration.cluster_helpers import BANKCTL, Cluster, bankctl
 
 
@@ -76,7 +76,7 @@ def test_a_refusal_prints_its_code_reason_and_message_and_exits_1(bank_cluster: 
     assert "FAILED_PRECONDITION" in err and "INSUFFICIENT_FUNDS" in err and "available" in err, err
     refused = json.loads(cli(bank_cluster, "deposit", carol, "1.005", "--json")[1])["error"]
     assert refused["code"] == "INVALID_ARGUMENT" and "amount_decimal" in refused["message"], refused
-    missing = make_account_number(int(carol[:4]), 99_999_999_999)
+    missing = make_account_number(slot_of_account(carol), 99_999_999_999)
     code, _, err = cli(bank_cluster, "transfer", carol, missing, "1.00")
     assert code == 1 and "NOT_FOUND" in err and "to_account" in err, err
     shown = cli_json(bank_cluster, "account", "show", carol)["account"]

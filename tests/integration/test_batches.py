@@ -18,7 +18,12 @@ from bank.v1 import account_pb2, ledger_pb2
 from bankclient import BankClient
 from services.cluster.topology import ClusterSpec
 from services.common.errors import InsufficientFunds
-from services.common.identifiers import make_account_number, new_transfer_id, slot_of_customer
+from services.common.identifiers import (
+    make_account_number,
+    new_transfer_id,
+    slot_of_account,
+    slot_of_customer,
+)
 from services.common.model import PENDING, TRANSFER, Transfer
 from services.ledger.booking import book_transfers
 from services.storage.group_commit import Unit, run_units
@@ -292,7 +297,7 @@ def test_a_batch_is_split_by_shard(bank_cluster: Cluster, route: str) -> None:
 
 
 def bank_cluster_shard(account: str) -> int:
-    return ClusterSpec().shard_of_slot(int(account[:4]))
+    return ClusterSpec().shard_of_slot(slot_of_account(account))
 
 
 @pytest.mark.parametrize("route", ["gateway", "direct"])

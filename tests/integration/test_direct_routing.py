@@ -17,7 +17,7 @@ import grpc
 from bank.v1 import ledger_pb2
 from bankclient import BankClient
 from services.cluster.topology import ClusterSpec
-from services.common.identifiers import slot_of_customer
+from services.common.identifiers import slot_of_account, slot_of_customer
 from tests.eventually import eventually
 from tests.integration.cluster_helpers import Cluster
 from tests.integration.conftest import rid
@@ -29,7 +29,7 @@ OPENING = 100_000
 
 
 def shard_of(account: str) -> int:
-    return ClusterSpec().shard_of_slot(int(account[:4]))
+    return ClusterSpec().shard_of_slot(slot_of_account(account))
 
 
 def customers_on(shard: int, prefix: str, count: int) -> list[str]:

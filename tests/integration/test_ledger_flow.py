@@ -8,7 +8,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from bank.v1 import account_pb2, ledger_pb2
-from services.common.identifiers import slot_of_customer
+from services.common.identifiers import slot_of_account, slot_of_customer
 from tests.eventually import eventually
 from tests.integration.conftest import Bank, rid
 
@@ -267,9 +267,9 @@ def test_account_serials_count_per_slot_not_per_shard(bank: Bank) -> None:
     before = bank.sql("SELECT coalesce(max(last_serial), 0) FROM slot_serials WHERE slot = %s", (slot,))[0][0]
     numbers = [bank.open(customer) for customer in same_slot]
     assert [int(n[4:15]) for n in numbers] == [before + 1, before + 2, before + 3]
-    assert all(int(n[:4]) == slot for n in numbers)
+    assert all(slot_of_account(n) == slot for n in numbers)
     other = bank.open(elsewhere)
-    other_slot = int(other[:4])
+    other_slot = slot_of_account(other)
     assert bank.sql("SELECT last_serial FROM slot_serials WHERE slot = %s", (other_slot,)) == [
         (int(other[4:15]),)
     ]

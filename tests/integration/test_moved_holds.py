@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 from bank.v1 import ledger_pb2 as L
+from services.common.identifiers import slot_of_account
 from tests.integration.cluster_helpers import Cluster, bankctl, shard_owning
 from tests.integration.move_load import customers_in
 
@@ -30,7 +31,7 @@ def test_holds_move_with_their_accounts(bank_cluster: Cluster) -> None:
         by_slot: dict[int, list[str]] = {}
         for customer in customers_in(*SLOTS, 40, "held"):
             number = client.open_account(customer, CNY).account_number
-            by_slot.setdefault(int(number[:4]), []).append(number)
+            by_slot.setdefault(slot_of_account(number), []).append(number)
         payer, payee = next(numbers for numbers in by_slot.values() if len(numbers) >= 2)[:2]
         client.deposit(payer, 10_000, CNY)
 
@@ -46,7 +47,7 @@ def test_holds_move_with_their_accounts(bank_cluster: Cluster) -> None:
         assert (before.balance, before.held, before.available_balance) == (10_000, 5_000, 5_000)
 
         move(bank_cluster, target)
-        assert shard_owning(bank_cluster, int(payer[:4])) == target
+        assert shard_owning(bank_cluster, slot_of_account(payer)) == target
         moved = client.call("ledger", "GetHold", L.GetHoldRequest(hold_id=captured_later)).hold
         assert (moved.status, moved.amount, moved.account_number) == (L.HOLD_STATUS_ACTIVE, 3_000, payer)
         after = client.get_account(payer)

@@ -22,7 +22,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 
 from bank.v1 import ledger_pb2
-from services.common.identifiers import NUM_SLOTS, slot_of_customer
+from services.common.identifiers import NUM_SLOTS, slot_of_account, slot_of_customer, slot_of_routed_id
 from services.common.routes import RoutingTable
 from services.routing import redis_mirror
 from services.routing.client import RoutingClient
@@ -68,7 +68,7 @@ def test_accounts_land_on_the_shard_their_slot_names(cluster: Cluster, accounts:
     for shard in range(SHARDS):
         by_shard[shard] = {row[0] for row in cluster.sql(shard, "SELECT account_number FROM accounts")}
     for number in accounts:
-        assert number in by_shard[shard_of(int(number[:4]))], number
+        assert number in by_shard[shard_of(slot_of_account(number))], number
     assert all(by_shard[s] for s in range(SHARDS)), "every shard holds accounts"
     assert sum(len(v) for v in by_shard.values()) == len(set().union(*by_shard.values()))  # no account twice
 
@@ -103,7 +103,9 @@ def test_concurrent_transfers_through_all_gateways_reconcile_exactly_once(
     elapsed = time.monotonic() - started
     for client in clients:
         client.close()
-    cross = sum(1 for s, t, _ in acked.values() if shard_of(int(s[:4])) != shard_of(int(t[:4])))
+    cross = sum(
+        1 for s, t, _ in acked.values() if shard_of(slot_of_account(s)) != shard_of(slot_of_account(t))
+    )
     report(
         pytestconfig,
         f"\n[routing] {TRANSFERS} transfers via 3 gateways, 48 at a time: {elapsed:.1f} s "
@@ -144,7 +146,7 @@ def test_concurrent_transfers_through_all_gateways_reconcile_exactly_once(
             "SELECT transfer_id, status FROM transfers WHERE kind = 'TRANSFER' AND from_account = ANY(%s)",
             (accounts,),
         ):
-            if shard == shard_of(int(transfer_id[1:5])):
+            if shard == shard_of(slot_of_routed_id(transfer_id)):
                 statuses[transfer_id] = status
     assert set(statuses) == set(acked), "booked transfers are exactly the acknowledged ones"
     assert set(statuses.values()) == {"COMMITTED"}
@@ -154,7 +156,7 @@ def test_concurrent_transfers_through_all_gateways_reconcile_exactly_once(
 
 def test_get_transfer_through_any_gateway(cluster: Cluster, accounts: list[str]) -> None:
     source = accounts[0]
-    target = next(a for a in accounts if shard_of(int(a[:4])) != shard_of(int(source[:4])))
+    target = next(a for a in accounts if shard_of(slot_of_account(a)) != shard_of(slot_of_account(source)))
     with cluster.client("dc1") as first:
         moved = first.transfer(source, target, 1, "CNY")
     assert moved.status in (ledger_pb2.TRANSFER_STATUS_PENDING, ledger_pb2.TRANSFER_STATUS_COMMITTED)
@@ -171,8 +173,8 @@ def test_killed_target_node_loses_and_doubles_nothing(cluster: Cluster, accounts
     target_shard = 1
     leader_dc = next(s["primary_dc"] for s in cluster.status()["shards"] if s["shard"] == target_shard)
     node = next(c for c in cluster.components("node") if c["dc"] == leader_dc)
-    targets = [a for a in accounts if shard_of(int(a[:4])) == target_shard][:20]
-    sources = [a for a in accounts if shard_of(int(a[:4])) != target_shard][:20]
+    targets = [a for a in accounts if shard_of(slot_of_account(a)) == target_shard][:20]
+    sources = [a for a in accounts if shard_of(slot_of_account(a)) != target_shard][:20]
     before = {t: balance_of(cluster, t) for t in targets}
     acked: dict[str, tuple[str, int]] = {}
     source_dc = next(dc for dc in ("dc1", "dc2", "dc3") if dc != leader_dc)
@@ -207,7 +209,9 @@ def test_killed_target_node_loses_and_doubles_nothing(cluster: Cluster, accounts
 
 def balance_of(cluster: Cluster, account: str) -> int:
     rows = cluster.sql(
-        shard_of(int(account[:4])), "SELECT balance FROM accounts WHERE account_number = %s", (account,)
+        shard_of(slot_of_account(account)),
+        "SELECT balance FROM accounts WHERE account_number = %s",
+        (account,),
     )
     return int(rows[0][0])
 
@@ -298,7 +302,7 @@ def test_locust_banking_mix_headless_and_audit(
     assert len(acked) > 100
     found: Counter[str] = Counter()
     for shard in range(SHARDS):
-        mine = [t for t in acked if shard_of(int(t[1:5])) == shard]
+        mine = [t for t in acked if shard_of(slot_of_routed_id(t)) == shard]
         for (transfer_id,) in cluster.sql(
             shard, "SELECT transfer_id FROM transfers WHERE transfer_id = ANY(%s)", (mine,)
         ):

@@ -10,7 +10,7 @@ import grpc
 
 from bank.v1 import account_pb2, ledger_pb2
 from bankclient.direct import REASON_KEY
-from services.common.identifiers import make_account_number
+from services.common.identifiers import make_account_number, slot_of_account
 from services.common.money import format_minor
 from tests.integration.conftest import Bank, rid
 
@@ -34,7 +34,7 @@ def single_refusal(bank: Bank, item: Any) -> tuple[str, str]:
 def test_a_set_sees_its_earlier_transfers_and_words_refusals_as_a_single_call(bank: Bank) -> None:
     a, b, frozen = bank.open("set-a"), bank.open("set-b"), bank.open("set-frozen")
     usd = bank.open("set-usd", currency="USD")
-    missing = make_account_number(int(a[:4]), 99_999_999_999)
+    missing = make_account_number(slot_of_account(a), 99_999_999_999)
     bank.deposit(a, 100)
     bank.accounts.FreezeAccount(account_pb2.FreezeAccountRequest(request_id=rid(), account_number=frozen))
     items = [

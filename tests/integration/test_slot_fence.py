@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from bank.v1 import account_pb2, ledger_pb2
-from services.common.identifiers import slot_of_customer
+from services.common.identifiers import slot_of_account, slot_of_customer
 from services.storage import slots
 from tests.integration.conftest import Bank, rid
 
@@ -35,7 +35,7 @@ def pair(bank: Bank) -> Iterator[tuple[str, str]]:
     bank.deposit(source, 10_000)
     yield source, target
     for account in (source, target):
-        set_state(bank, int(account[:4]), slots.OWNED)
+        set_state(bank, slot_of_account(account), slots.OWNED)
 
 
 def test_a_shard_records_the_slots_it_owns_when_it_first_serves(bank: Bank) -> None:
@@ -53,7 +53,7 @@ def test_a_write_to_a_slot_not_owned_is_refused_retryably_and_writes_nothing(
     bank: Bank, pair: tuple[str, str], state: str, code: str, word: str
 ) -> None:
     source, target = pair
-    set_state(bank, int(source[:4]), state, moved_to=7 if state == slots.GONE else None)
+    set_state(bank, slot_of_account(source), state, moved_to=7 if state == slots.GONE else None)
     before = bank.sql("SELECT count(*), sum(balance) FROM accounts")
     for call in (
         lambda: bank.deposit(source, 100),
@@ -69,7 +69,7 @@ def test_a_write_to_a_slot_not_owned_is_refused_retryably_and_writes_nothing(
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value.details()
         assert reason(refused.value) == code and word in (refused.value.details() or "")
     assert bank.sql("SELECT count(*), sum(balance) FROM accounts") == before
-    set_state(bank, int(source[:4]), slots.OWNED)
+    set_state(bank, slot_of_account(source), slots.OWNED)
     assert bank.deposit(source, 100) == 10_100
 
 
@@ -89,7 +89,7 @@ def test_a_batch_refuses_only_the_transfers_of_a_frozen_slot(bank: Bank, pair: t
     source, target = pair
     other = bank.open("fence-other-3")
     assert other[:4] not in (source[:4], target[:4])
-    set_state(bank, int(target[:4]), slots.FROZEN)
+    set_state(bank, slot_of_account(target), slots.FROZEN)
     transfers = [
         ledger_pb2.TransferRequest(
             request_id=rid(), from_account=source, to_account=target, amount=5, currency="CNY"

@@ -18,6 +18,7 @@ from bank.v1 import ledger_pb2
 from bankclient import BankClient
 from services.cluster import slot_moves
 from services.cluster.state import require_state
+from services.common.identifiers import slot_of_account
 from services.moves.mover import MoveFailed, SlotMover
 from services.storage import slots
 from services.storage.slot_copy import SlotRange
@@ -141,7 +142,7 @@ def test_moving_slots_under_load_loses_doubles_and_fails_nothing(
         assert again.transfer_id == answered_before.transfer_id
         # Account numbers stay unique: a new account in a moved slot continues its slot's serials.
         newcomer = client.open_account(customers_in(*MOVING, 1, "mover-late")[0], "CNY").account_number
-        assert newcomer not in everyone and shard_owning(bank_cluster, int(newcomer[:4])) == 1
+        assert newcomer not in everyone and shard_owning(bank_cluster, slot_of_account(newcomer)) == 1
     debits: Counter[str] = Counter()
     for shard in range(3):
         debits.update(r[0] for r in bank_cluster.sql(shard, DEBITS, (list(acked),)))
@@ -345,7 +346,7 @@ def test_a_shard_added_under_load_takes_its_share_by_rebalance(
     with bank_cluster.client(deadline_s=10) as client:
         first, last = next(s["slots"][0] for s in status["shards"] if s["shard"] == 3)
         newcomer = client.open_account(customers_in(first, last, 1, "grown")[0], "CNY").account_number
-        assert shard_owning(bank_cluster, int(newcomer[:4])) == 3
+        assert shard_owning(bank_cluster, slot_of_account(newcomer)) == 3
         assert client.deposit(newcomer, 500, "CNY").balance_after == 500
     assert bank_cluster.check(wait_s=30)["reconciled"]
 

@@ -20,6 +20,7 @@ from services.common.identifiers import (
     parse_account_number,
     parse_hold_id,
     parse_transfer_id,
+    slot_of_account,
     slot_of_customer,
 )
 from services.common.validation import validate_request_id
@@ -121,9 +122,18 @@ def test_numbers_found_valid_are_remembered_within_a_bound_and_typos_still_refus
     monkeypatch.setattr(identifiers, "_VALID_ACCOUNTS_MAX", 8)
     numbers = [make_account_number(slot, 1000 + slot) for slot in range(20)]
     for number in numbers * 2:
-        assert parse_account_number(number) == int(number[:4])
+        assert parse_account_number(number) == slot_of_account(number)
         assert len(identifiers._VALID_ACCOUNTS) <= 8
     typo = numbers[-1][:-1] + str((int(numbers[-1][-1]) + 1) % 10)
     with pytest.raises(InvalidArgument, match="check digit"):
         parse_account_number(typo, "to_account")
     assert typo not in identifiers._VALID_ACCOUNTS
+
+
+def test_the_slot_read_from_an_id_is_the_slot_it_was_made_with() -> None:
+    for slot in (0, 7, 341, NUM_SLOTS - 1):
+        number = make_account_number(slot, 12345)
+        assert identifiers.slot_of_account(number) == slot == parse_account_number(number)
+        for routed in (identifiers.new_transfer_id(slot), identifiers.new_hold_id(slot)):
+            assert identifiers.slot_of_routed_id(routed) == slot
+    assert identifiers.slot_of_routed_id(identifiers.new_transfer_id(12)) != 21
