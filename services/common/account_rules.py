@@ -1,7 +1,7 @@
 """The checks every movement makes of the accounts it touches, stated once.
 
 A set of transfers is decided by the same checks written in PL/pgSQL (book_transfer_set, made by
-migration 0007, its current body in 0011) and its refusals worded here (services/ledger/
+services/storage/functions/book_transfer_set.sql) and its refusals worded here (services/ledger/
 booking.py): a change to a check a transfer makes belongs in both, as a new migration that
 replaces the function; the node logs `event=rules_disagree` when they differ."""
 

@@ -2,7 +2,7 @@
 statement for a whole group.
 
 A group commit (or a batch request) hands over many transfers of one shard. They are booked by
-one function in the database (book_transfer_set, migration 0007; its current body in 0011):
+one function in the database (book_transfer_set, services/storage/functions/book_transfer_set.sql):
 their request ids looked up, their slots fenced, their accounts locked in order, the rules
 applied in order (each transfer sees the balances the earlier ones left), and every row the
 accepted ones write (transfers, postings, outbox rows, balances, request results) written, in
@@ -107,7 +107,7 @@ def book_transfers(tx: LedgerTx, orders: list[TransferOrder]) -> list[Answer]:
 
 
 def _row(order: TransferOrder) -> tuple[str, str, str, str, str, int, str, str, int | None]:
-    """An order as book_transfer_set takes it (migration 0007)."""
+    """An order as book_transfer_set takes it (functions/book_transfer_set.sql)."""
     t = order.transfer
     return (
         t.request_id, order.digest, t.transfer_id, t.from_account, t.to_account, t.amount, t.currency,

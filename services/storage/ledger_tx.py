@@ -145,8 +145,8 @@ class LedgerTx:
         self.conn.execute(SQL_BOOK, booking.parameters())
 
     def book_transfer_set(self, rows: list[tuple[Any, ...]]) -> tuple[datetime, dict[str, Any]]:
-        """Books a set of transfers in the database (migration 0007 says what the rows hold and
-        what comes back): the transaction's time and the outcome."""
+        """Books a set of transfers in the database (functions/book_transfer_set.sql says what the
+        rows hold and what comes back): the transaction's time and the outcome."""
         row = self.conn.execute(SQL_BOOK_TRANSFER_SET, (to_json(rows),)).fetchone()
         assert row is not None
         return row[0], orjson.loads(row[1])

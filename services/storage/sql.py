@@ -166,10 +166,10 @@ UPDATE transfers SET status = %s, failure_reason = %s WHERE transfer_id = %s
 RETURNING {TRANSFER_COLUMNS}
 """
 # Set-based booking of cross-shard credits (`LedgerTx.book`; transfers are booked by
-# book_transfer_set, migration 0007): one statement for a whole group. The rows travel as one JSON array
-# per table: psycopg adapts Python lists to PostgreSQL arrays element by element in Python,
-# which cost the node half its time on a batch of 1,000; JSON text is cheap (orjson). (jsonb, not json:
-# json is parsed again at every `->>`.)
+# book_transfer_set, functions/book_transfer_set.sql): one statement for a whole group. The rows
+# travel as one JSON array per table: psycopg adapts Python lists to PostgreSQL arrays element by
+# element in Python, which cost the node half its time on a batch of 1,000; JSON text is cheap
+# (orjson). (jsonb, not json: json is parsed again at every `->>`.)
 # The update names its rows twice: joined with a JSON array alone, the planner expects 100 rows
 # from it and scans the whole accounts table (2 ms per statement at 10,000 accounts).
 SQL_BOOK = """
@@ -195,8 +195,8 @@ WITH t AS (
 )
 SELECT 1
 """
-# A set of transfers booked by the database itself (migration 0007); the outcome comes back as
-# JSON text, which orjson reads faster than psycopg's jsonb loader.
+# A set of transfers booked by the database itself (functions/book_transfer_set.sql); the outcome
+# comes back as JSON text, which orjson reads faster than psycopg's jsonb loader.
 SQL_BOOK_TRANSFER_SET = "SELECT booked_at, outcome::text FROM book_transfer_set(%s::jsonb)"
 SQL_EXPIRED_HOLD_ACCOUNTS = """
 SELECT DISTINCT account_number FROM holds

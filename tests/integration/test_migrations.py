@@ -9,13 +9,14 @@ from psycopg.types.json import Jsonb
 
 from services.common.identifiers import make_account_number
 from services.host.postgres import PostgresInstance
-from services.storage.migrate import apply_migrations, migration_files
+from services.storage.migrate import apply_functions, apply_migrations, function_files, migration_files
 from services.storage.sql import SQL_TRANSIT_PAID
 from tests.integration.conftest import fresh_database
 
 
 def apply_until(conninfo: str, last: str) -> None:
-    """The migrations up to `last`, as an older release of the bank applied them."""
+    """The versioned migrations up to `last`, as an older release of the bank applied them, and
+    the functions (a function's body is always its file's)."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(
             "CREATE TABLE schema_migrations (name text PRIMARY KEY, applied_at timestamptz DEFAULT now())"
@@ -25,6 +26,7 @@ def apply_until(conninfo: str, last: str) -> None:
                 break
             conn.execute(sql.encode("utf-8"))
             conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
+        apply_functions(conn)
         conn.execute("INSERT INTO shard_info (shard_id) VALUES (0)")
 
 
@@ -65,7 +67,7 @@ def test_postings_keep_their_rows_and_order_with_two_indexes_fewer(postgres: Pos
     lines booked before keep their order, booking goes on, the relay's lookup of transit lines by
     transfer still reads an index."""
     conninfo = fresh_database(postgres, "it_migrate_postings")
-    apply_until(conninfo, "0007_transfer_set.sql")
+    apply_until(conninfo, "0006_slot_hand_over.sql")
     source, target = make_account_number(3, 1), make_account_number(3, 2)
     with psycopg.connect(conninfo, autocommit=True) as conn:
         open_slot(conn, 3, {source: 100, target: 0})
@@ -111,6 +113,8 @@ def test_postings_keep_their_rows_and_order_with_two_indexes_fewer(postgres: Pos
 def test_answers_written_before_0010_are_given_back_as_written_and_later_ones_whole(
     postgres: PostgresInstance,
 ) -> None:
+    """A request answered by a release before 0010 kept its whole MoneyMovement in its row; a
+    retry of it still gets that answer as written, a new request's row keeps the short one."""
     conninfo = fresh_database(postgres, "it_migrate_answers")
     apply_until(conninfo, "0009_postings_system_index.sql")
     source, target = make_account_number(4, 1), make_account_number(4, 2)
@@ -124,10 +128,12 @@ def test_answers_written_before_0010_are_given_back_as_written_and_later_ones_wh
     with psycopg.connect(conninfo, autocommit=True) as conn:
         open_slot(conn, 4, {source: 100, target: 0})
         assert book(conn, "old", "T0004old") == []
-        [(_, _, _, old_answer)] = book(conn, "old", "T0004old")
-    later = [name for name, _ in migration_files() if name >= "0010_transfer_answer.sql"]
-    assert apply_migrations(conninfo, 0) == later
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+        [(_, _, _, whole)] = book(conn, "old", "T0004old")
+        # As the releases before 0010 wrote it: the whole movement (marked, to tell it from one
+        # rebuilt from the transfer's row).
+        old_answer = {**whole, "transfer": {**whole["transfer"], "reference": "written before 0010"}}
+        assert whole["type"] == "MoneyMovement" and whole["transfer"]["reference"] == "ref"
+        conn.execute("UPDATE requests SET result = %s WHERE request_id = 'old'", (Jsonb(old_answer),))
         assert book(conn, "old", "T0004old") == [["old", "Transfer", "f", old_answer]]
         assert book(conn, "new", "T0004new") == []
         stored = conn.execute("SELECT result FROM requests WHERE request_id = 'new'").fetchone()
@@ -135,11 +141,48 @@ def test_answers_written_before_0010_are_given_back_as_written_and_later_ones_wh
     short = {"transfer_id": "T0004new", "status": "COMMITTED"}
     assert stored == ({"type": "TransferAnswer", "transfer": short, "balance_after": 80},)
     assert old_answer["balance_after"] == 90 and new_answer["balance_after"] == 80
-    same_fields = {"transfer_id", "request_id", "datetime", "balance_after"}
+    same_fields = {"transfer_id", "request_id", "datetime", "balance_after", "reference"}
     assert keys_and_values(new_answer, same_fields) == keys_and_values(old_answer, same_fields)
     assert (
         new_answer["transfer"]["transfer_id"] == "T0004new" and new_answer["transfer"]["request_id"] == "new"
     )
+
+
+def test_a_fresh_schema_and_an_upgraded_one_define_the_same_functions(postgres: PostgresInstance) -> None:
+    """An older release's shard (its versioned migrations to 0006, a function of another body)
+    upgraded by the migrator ends with exactly the functions a new shard gets; a function whose
+    file did not change is not applied again."""
+    fresh = fresh_database(postgres, "it_migrate_fresh")
+    upgraded = fresh_database(postgres, "it_migrate_upgraded")
+    assert apply_migrations(fresh, 0) == [
+        *(name for name, _ in migration_files()),
+        *(f"functions/{name}" for name, _ in function_files()),
+    ]
+    apply_until(upgraded, "0006_slot_hand_over.sql")
+    with psycopg.connect(upgraded, autocommit=True) as conn:  # slot_fence as another release had it
+        conn.execute(
+            "CREATE OR REPLACE FUNCTION slot_fence(slots integer[])"
+            " RETURNS TABLE (slot integer, state text, moved_to integer)"
+            " LANGUAGE sql AS $$ SELECT NULL::integer, NULL::text, NULL::integer WHERE false $$"
+        )
+        conn.execute("UPDATE schema_functions SET digest = 'older' WHERE name = 'slot_fence.sql'")
+        before = defined_functions(conn)
+    later = [name for name, _ in migration_files() if name > "0006_slot_hand_over.sql"]
+    assert apply_migrations(upgraded, 0) == [*later, "functions/slot_fence.sql"]
+    with psycopg.connect(fresh) as a, psycopg.connect(upgraded) as b:
+        assert defined_functions(a) == defined_functions(b)
+        assert set(defined_functions(a)) == {"book_transfer_set", "slot_change", "slot_fence"}
+        assert before["slot_fence"] != defined_functions(a)["slot_fence"]
+    assert apply_migrations(upgraded, 0) == []  # nothing changed: nothing applied
+
+
+def defined_functions(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    """name -> whole definition of every function of the bank's schema."""
+    rows = conn.execute(
+        "SELECT p.proname, pg_get_functiondef(p.oid) FROM pg_proc p"
+        " JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public'"
+    ).fetchall()
+    return {str(name): str(body) for name, body in rows}
 
 
 def keys_and_values(answer: dict[str, Any], but: set[str]) -> dict[str, Any]:

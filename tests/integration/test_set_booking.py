@@ -1,5 +1,5 @@
-"""A set of transfers booked by the database (book_transfer_set, migration 0007): in order, each
-transfer seeing the balances the earlier ones left; each refusal worded as a single call's; an
+"""A set of transfers booked by the database (book_transfer_set, functions/book_transfer_set.sql):
+in order, each transfer seeing the balances the earlier ones left; each refusal worded as a single call's; an
 expired hold's funds released before the rules read them; the rows written as before."""
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 -- its source (FROZEN: writes refused, to be retried), copies it to the target (INCOMING there),
 -- hands it over (GONE on the source, naming the new owner; OWNED on the target) and flips the
 -- slot map in ZooKeeper. Every write reads the states of its slots in its own transaction, after
--- taking this table's ROW SHARE lock; a change of state takes the EXCLUSIVE lock, so it waits for
+-- taking this table's ROW SHARE lock (functions/slot_fence.sql); a change of state takes the EXCLUSIVE lock, so it waits for
 -- the writes already past their check and the writes after it see the new state. No slot is
 -- ever writable on two shards.
 CREATE TABLE slot_state (
@@ -14,18 +14,6 @@ CREATE TABLE slot_state (
     moved_to    integer,
     changed_at  timestamptz NOT NULL DEFAULT now()
 );
-
--- The slots among `slots` this shard may not write now, with their state (none: write away).
--- One round trip: the lock first, then the states read after it (a new snapshot per statement).
-CREATE FUNCTION slot_fence(slots integer[]) RETURNS TABLE (slot integer, state text, moved_to integer)
-LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    LOCK TABLE slot_state IN ROW SHARE MODE;
-    RETURN QUERY
-        SELECT wanted.slot, st.state, st.moved_to
-        FROM unnest(slots) AS wanted(slot) LEFT JOIN slot_state st ON st.slot = wanted.slot
-        WHERE st.state IS DISTINCT FROM 'OWNED';
-END $$;
 
 -- The slot a request was routed by (the account, customer, transfer or hold it names), read
 -- from its answer: a slot's answered requests move with it, so that a retry after the move
