@@ -165,16 +165,16 @@ def _movement(answer: Any) -> str:
 
 
 def _statement(answer: Any, account: str) -> str:
-    header = ("posted (UTC)", "kind", "amount", "balance after", "counterparty", "transfer")
+    header = ("business date", "posted (UTC)", "kind", "amount", "balance after", "counterparty", "transfer")
     lines = [
-        (p.posted_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
+        (p.business_date, p.posted_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
          _enum(p.kind, ledger_pb2.TransferKind, "TRANSFER_KIND_"),
          format_minor(p.amount, p.currency), format_minor(p.balance_after, p.currency),
          p.counterparty or "-", p.transfer_id)
         for p in answer.postings
     ]  # fmt: skip
     widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
-    right = {2, 3}
+    right = {3, 4}
     text = [
         "  ".join(
             cell.rjust(w) if i in right else cell.ljust(w)

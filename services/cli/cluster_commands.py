@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from services.chaos import faults
-from services.cluster import check, dc_lifecycle, launcher, slot_moves, status
+from services.cluster import check, day_status, dc_lifecycle, launcher, slot_moves, status
 from services.cluster.bulk_load import bulk_load
 from services.cluster.compose import launch as compose_launch
 from services.cluster.netns import choose_net
@@ -25,10 +25,17 @@ def compose_up(args: argparse.Namespace) -> int:
     if args.tls or args.with_prometheus:
         print("bankctl: --engine compose serves without TLS and always runs Prometheus", file=sys.stderr)
         return 2
-    spec = ClusterSpec(dcs=args.dcs, shards=args.shards, net=COMPOSE, name=args.name, octet=args.octet)
+    spec = ClusterSpec(
+        dcs=args.dcs, shards=args.shards, net=COMPOSE, name=args.name, octet=args.octet,
+        time_zone=args.time_zone, day_seconds=args.day_seconds,
+    )  # fmt: skip
     state = compose_launch.up(args.home, spec, say, client_rate_per_s=args.client_rate)
     print(status.render(status.collect(state)))
     return 0
+
+
+def say_to_stderr(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def say(message: str) -> None:
@@ -41,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "up":
         spec = ClusterSpec(
             dcs=args.dcs, shards=args.shards, net=choose_net(args.net), name=args.name, octet=args.octet,
-            tls=args.tls,
+            tls=args.tls, time_zone=args.time_zone, day_seconds=args.day_seconds,
         )  # fmt: skip
         state = launcher.up(
             args.home, spec, say, client_rate_per_s=args.client_rate, with_prometheus=args.with_prometheus
@@ -72,6 +79,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "chaos":
         return chaos(args)
+    if args.command == "day":
+        state = require_state(args.home)
+        tell = say_to_stderr if args.json else say  # with --json, stdout holds the JSON alone
+        shown = day_status.close_now(state, tell) if args.action == "close" else day_status.day_status(state)
+        print(json.dumps(shown, indent=2) if args.json else day_status.render(shown))
+        return 0
     if args.command == "load-accounts":
         path = bulk_load(
             require_state(args.home), args.count, args.balance, args.currency, say, wait_s=args.wait

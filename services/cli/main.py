@@ -80,6 +80,22 @@ def _build_commands() -> argparse.ArgumentParser:
         "--name", default="bank", help=argparse.SUPPRESS
     )  # namespaces' prefix (tests run beside users)
     up.add_argument("--octet", type=int, default=0, help=argparse.SUPPRESS)  # address range of the cluster
+    up.add_argument(
+        "--day-seconds", type=float, default=0.0, metavar="S",
+        help="compressed business days of S seconds each (demos, tests); default 0: real days",
+    )  # fmt: skip
+    up.add_argument(
+        "--time-zone",
+        default="Asia/Shanghai",
+        help="where a real business day ends at midnight (default %(default)s)",
+    )
+
+    day = commands.add_parser("day", help="the business date, the next cutoff and each shard's date")
+    day.add_argument(
+        "action", nargs="?", choices=["show", "close"], default="show",
+        help="show (default), or close: end the business date now and wait for every shard's cut",
+    )  # fmt: skip
+    day.add_argument("--json", action="store_true")
 
     status = commands.add_parser(
         "status", help="show DCs, components, roles, shard primaries and replication"
@@ -280,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             "rebalance",
             "add-shard",
             "remove-shard",
+            "day",
         ):
             from services.cli import cluster_commands
 

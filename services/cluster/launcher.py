@@ -36,6 +36,8 @@ from services.cluster.topology import (
 )
 from services.cluster.zookeeper import start_zookeeper, zk_client, zk_mode
 from services.common.routes import ShardRoute
+from services.day.calendar import starting
+from services.dcs import business_day as bank_day
 from services.host.processes import LaunchError, pid_alive, terminate, wait_until
 from services.host.service_user import remove_data_root
 from services.routing import redis_mirror
@@ -178,6 +180,7 @@ def write_topology(state: ClusterState, say: Say) -> None:
     ]
     with zk_client(state) as dcs:
         dcs.write_initial(spec.slot_ranges(), routes)
+        bank_day.write_initial(dcs, starting(spec.time_zone, spec.day_seconds, time.time()))
         table = dcs.read_table()
     password = state.secrets["redis_password"]
     primary = sentinel_primary(spec.address(spec.dc_names[0]), password=password)

@@ -41,6 +41,10 @@ class ClusterSpec:
     octet: int = 0
     tls: bool = False  # gateways and bank-nodes serve TLS only, with certificates `up` makes
     group_commit: bool = True  # bank-nodes gather concurrent writes of a shard into one transaction
+    # The bank's day (services/day/calendar.py): cut at midnight in this zone, or, with
+    # day_seconds, a compressed day of that many seconds (demos and tests).
+    time_zone: str = "Asia/Shanghai"
+    day_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if not 3 <= self.dcs <= 9:
@@ -49,6 +53,8 @@ class ClusterSpec:
             raise ValueError(f"--shards must be 1..64, not {self.shards}")
         if self.net not in (NETNS, LOOPBACK, COMPOSE):
             raise ValueError(f"--net must be {NETNS} or {LOOPBACK}, not {self.net}")
+        if self.day_seconds < 0:
+            raise ValueError(f"--day-seconds must be 0 (real days) or more, not {self.day_seconds}")
         if not 0 <= self.octet <= 250:
             raise ValueError(f"octet must be 0..250, not {self.octet}")
         if not self.name.isalnum() or len(self.name) > 6:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, TypeVar
 
 # Status and kind names are stored in the database as these words and match the proto enums'
@@ -59,6 +59,7 @@ class Posting:
     balance_after: int
     counterparty: str
     posted_at: datetime
+    business_date: date  # the shard's business date when the posting's transaction read it
 
 
 @dataclass(frozen=True)

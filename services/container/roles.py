@@ -66,6 +66,7 @@ def state_from_env() -> ClusterState:
     spec = ClusterSpec(
         dcs=int(env("BANK_DCS", "3")), shards=int(env("BANK_SHARDS", "3")), net=COMPOSE,
         name=env("BANK_NAME", "bank"), octet=int(env("BANK_OCTET", "0")),
+        time_zone=env("BANK_TIME_ZONE", "Asia/Shanghai"), day_seconds=float(env("BANK_DAY_SECONDS", "0")),
     )  # fmt: skip
     secrets = {key: env(name) for key, name in SECRETS.items()}
     return ClusterState(spec=spec, home=Path(env("BANK_HOME", str(HOME))), secrets=secrets, status="up")

@@ -19,6 +19,7 @@ from services.common.errors import BankError, Unavailable
 from services.common.identifiers import NUM_SLOTS
 from services.coordinator.session import NodeCoordinator
 from services.coordinator.view import ClusterView
+from services.day.keeper import DayKeeper
 from services.ledger.cross_shard import CreditCheck
 from services.ledger.handler import LedgerHandler
 from services.ledger.servicer import LedgerServicer
@@ -153,6 +154,7 @@ class BankNode:
             else None
         )
         self.keeper: MoveKeeper | None = None  # made once the coordinator's session is up
+        self.day_keeper: DayKeeper | None = None  # likewise
         self._server: RunningServer | None = None
         self._ledger = LedgerServicer(self.shards, on_outbox=self._wake_relay)
         self._stopping = threading.Event()
@@ -243,6 +245,8 @@ class BankNode:
             zk = self.coordinator.dcs.client
             self.keeper = MoveKeeper(zk, self._primary_conninfo, f"node {self.view.dc}")
             self.keeper.start()
+            self.day_keeper = DayKeeper(self.coordinator.dcs, self._led_conninfos, self.view.dc)
+            self.day_keeper.start()
         log.info("event=node_ready shards=%s port=%s", sorted(self.shards.local), self._server.port)
         return self._server.port
 
@@ -282,6 +286,10 @@ class BankNode:
         if self.relay is not None:
             self.relay.wake(shard)
 
+    def _led_conninfos(self) -> dict[int, str]:
+        """The shards this node leads now, and where their primaries are (for their day cuts)."""
+        return {shard: handlers.store.conninfo for shard, handlers in list(self.shards.local.items())}
+
     def _primary_conninfo(self, shard: int) -> str:
         """Where a move resumed by this node reaches `shard`: the member its route names."""
         assert self.view is not None and self.coordinator is not None
@@ -292,6 +300,8 @@ class BankNode:
         self._stopping.set()
         if self.keeper is not None:
             self.keeper.stop()
+        if self.day_keeper is not None:
+            self.day_keeper.stop()
         if self.coordinator is not None:
             self.coordinator.stop()
         if self._server is not None:

@@ -43,7 +43,8 @@ def _environment(spec: ClusterSpec) -> dict[str, str]:
         name: f"${{{name}:?set {name} in the env file (deploy/make-env.sh writes one)}}" for name in SECRETS
     }
     topology = {"BANK_DCS": str(spec.dcs), "BANK_SHARDS": str(spec.shards), "BANK_NAME": spec.name,
-                "BANK_OCTET": str(spec.octet)}  # fmt: skip
+                "BANK_OCTET": str(spec.octet), "BANK_TIME_ZONE": spec.time_zone,
+                "BANK_DAY_SECONDS": str(spec.day_seconds)}  # fmt: skip
     return {**topology, **secrets}
 
 

@@ -99,6 +99,7 @@ def posting_to_proto(posting: Posting) -> ledger_pb2.Posting:
         balance_after=posting.balance_after,
         counterparty=posting.counterparty,
         posted_at=timestamp(posting.posted_at),
+        business_date=posting.business_date.isoformat(),
     )
 
 

@@ -59,6 +59,14 @@ STANDBY_REPAIRS = Counter(
     " (repointed, rewound, recloned)",
     ["shard", "how"],
 )
+BUSINESS_DATE = Gauge(
+    "bank_business_date", "The business date a shard led here books in, as YYYYMMDD", ["shard"]
+)
+DAY_CUT_SECONDS = Histogram(
+    "bank_day_cut_seconds",
+    "A shard's cut to the next business date, lock waits included",
+    buckets=LATENCY_BUCKETS_S,
+)
 ZK_SESSION = Gauge("bank_zookeeper_session_state", "1 for the state the ZooKeeper session is in", ["state"])
 ZK_STATES = ("CONNECTED", "SUSPENDED", "LOST")
 

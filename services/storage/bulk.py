@@ -21,7 +21,9 @@ COPY_TRANSFERS = (
     "COPY transfers (transfer_id, request_id, kind, to_account, amount, currency, status, reference)"
     " FROM STDIN"
 )
-COPY_POSTINGS = "COPY postings (transfer_id, account_number, amount, currency, balance_after) FROM STDIN"
+COPY_POSTINGS = (
+    "COPY postings (transfer_id, account_number, amount, currency, balance_after, business_date) FROM STDIN"
+)
 SQL_SET_BALANCES = """
 UPDATE accounts SET balance = %s, version = version + 1
 WHERE account_number = ANY(%s)
@@ -54,9 +56,13 @@ def load_accounts(
                             (transfer_id, f"bulk-open:{number}", "DEPOSIT", number, opening_minor, currency,
                              "COMMITTED", "opening balance")
                         )  # fmt: skip
+                dated = cur.execute("SELECT shard_business_date()").fetchone()  # this transaction's date
+                assert dated is not None
+                day = dated[0]
                 with cur.copy(COPY_POSTINGS) as copy:
                     for number, transfer_id in zip(numbers, transfer_ids, strict=True):
-                        copy.write_row((transfer_id, f"SYS:CASH:{currency}", -opening_minor, currency, None))
-                        copy.write_row((transfer_id, number, opening_minor, currency, opening_minor))
+                        cash = f"SYS:CASH:{currency}"
+                        copy.write_row((transfer_id, cash, -opening_minor, currency, None, day))
+                        copy.write_row((transfer_id, number, opening_minor, currency, opening_minor, day))
                 cur.execute(SQL_SET_BALANCES, (opening_minor, numbers))
     return numbers

@@ -43,6 +43,7 @@ class LedgerStore:
     """The connection pool of one shard's primary and the way units of work run on it."""
 
     def __init__(self, conninfo: str, *, min_size: int = 2, max_size: int = 16) -> None:
+        self.conninfo = conninfo
         self.pool = ConnectionPool(
             conninfo,
             min_size=min_size,

@@ -37,8 +37,9 @@ WHERE account_number LIKE 'SYS:MIGRATION:%%' AND counterparty = %s GROUP BY tran
 """
 SQL_TAG = "INSERT INTO move_lines (tag) VALUES (%s) ON CONFLICT DO NOTHING"
 SQL_BOOK = """
-INSERT INTO postings (transfer_id, account_number, amount, currency, balance_after, counterparty)
-SELECT t, 'SYS:MIGRATION:' || c, a, c, NULL, %s
+INSERT INTO postings (transfer_id, account_number, amount, currency, balance_after, counterparty,
+                      business_date)
+SELECT t, 'SYS:MIGRATION:' || c, a, c, NULL, %s, (SELECT shard_business_date())
 FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS m(t, c, a)
 """
 SQL_UNBOOK = """

@@ -31,7 +31,9 @@ TRANSFERS = (
     "transfer_id, request_id, kind, from_account, to_account, amount, currency, status, reference,"
     " failure_reason, hold_id, created_at"
 )
-POSTINGS = "transfer_id, account_number, amount, currency, balance_after, counterparty, posted_at"
+POSTINGS = (
+    "transfer_id, account_number, amount, currency, balance_after, counterparty, posted_at, business_date"
+)
 HOLDS = (
     "hold_id, account_number, to_account, amount, captured_amount, currency, status, expires_at, transfer_id,"
     " created_at"
@@ -261,8 +263,10 @@ INSERT INTO transfers (transfer_id, request_id, kind, amount, currency, status, 
 VALUES (%s, %s, 'TRANSFER', %s, %s, 'COMMITTED', %s)
 """
 SQL_CARRY_POSTINGS = """
-INSERT INTO postings (transfer_id, account_number, amount, currency, balance_after, counterparty)
-VALUES (%s, %s, %s, %s, NULL, %s), (%s, 'SYS:MIGRATION:' || %s, %s, %s, NULL, %s)
+INSERT INTO postings (transfer_id, account_number, amount, currency, balance_after, counterparty,
+                      business_date)
+VALUES (%s, %s, %s, %s, NULL, %s, shard_business_date()),
+       (%s, 'SYS:MIGRATION:' || %s, %s, %s, NULL, %s, shard_business_date())
 """
 
 

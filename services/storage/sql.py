@@ -79,8 +79,9 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 RETURNING {TRANSFER_COLUMNS}
 """
 SQL_INSERT_POSTING = """
-INSERT INTO postings (transfer_id, account_number, amount, currency, balance_after, counterparty)
-VALUES (%s, %s, %s, %s, %s, %s)
+INSERT INTO postings (transfer_id, account_number, amount, currency, balance_after, counterparty,
+                      business_date)
+VALUES (%s, %s, %s, %s, %s, %s, shard_business_date())
 """
 SQL_INSERT_HOLD = f"""
 INSERT INTO holds (hold_id, account_number, to_account, amount, currency, status, expires_at)
@@ -110,7 +111,7 @@ SQL_GET_TRANSFER = f"SELECT {TRANSFER_COLUMNS} FROM transfers WHERE transfer_id 
 SQL_GET_HOLD = f"SELECT {HOLD_VIEW} FROM holds WHERE hold_id = %s"
 SQL_LIST_POSTINGS = """
 SELECT p.sequence, p.transfer_id, t.kind, p.amount, p.currency, p.balance_after,
-       p.counterparty, p.posted_at
+       p.counterparty, p.posted_at, p.business_date
 FROM postings p JOIN transfers t USING (transfer_id)
 WHERE p.account_number = %s AND p.sequence > %s
 ORDER BY p.sequence
@@ -179,8 +180,9 @@ WITH t AS (
     SELECT r->>0, r->>1, r->>2, r->>3, r->>4, (r->>5)::bigint, r->>6, r->>7, r->>8, r->>9, r->>10
     FROM jsonb_array_elements(%(transfers)s::jsonb) AS r
 ), p AS (
-    INSERT INTO postings (transfer_id, account_number, amount, currency, balance_after, counterparty)
-    SELECT r->>0, r->>1, (r->>2)::bigint, r->>3, (r->>4)::bigint, r->>5
+    INSERT INTO postings (transfer_id, account_number, amount, currency, balance_after, counterparty,
+                          business_date)
+    SELECT r->>0, r->>1, (r->>2)::bigint, r->>3, (r->>4)::bigint, r->>5, (SELECT shard_business_date())
     FROM jsonb_array_elements(%(postings)s::jsonb) AS r
 ), o AS (
     INSERT INTO outbox (transfer_id, target_shard, from_account, to_account, amount, currency, status)

@@ -4,6 +4,7 @@ side of the command, and every labelled metric present at zero from the start.""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import urllib.request
@@ -53,7 +54,8 @@ def test_a_customer_session_through_the_command_line(bank_cluster: Cluster) -> N
     lines = [line for line in statement.splitlines() if line.startswith("20")]
     assert code == 0 and len(lines) == 2, statement
     assert "100.50" in lines[0] and "-12.34" in lines[1] and bob in lines[1], statement
-    assert lines[1].split()[5] == "88.16", statement  # the balance after the newest line, which is last
+    assert lines[1].split()[6] == "88.16", statement  # the balance after the newest line, which is last
+    assert dt.date.fromisoformat(lines[1].split()[0]), statement  # its business date, then when posted
     page = cli_json(bank_cluster, "statement", alice, "--page-size", "1")
     assert len(page["postings"]) == 1 and page["next_page_token"]
     rest = cli_json(

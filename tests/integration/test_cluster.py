@@ -25,6 +25,7 @@ from services.cluster.netns import list_namespaces
 from services.cluster.topology import ClusterSpec
 from services.cluster.zookeeper import zk_mode
 from services.common.identifiers import slot_of_customer
+from tests.eventually import eventually
 from tests.integration.cluster_helpers import peer_metadata, secrets
 from tests.integration.conftest import report
 
@@ -60,7 +61,7 @@ def cluster(
     if net == "netns":
         set_forward_policy("DROP")
     try:
-        up = bankctl(home, "up", "--net", net, "--name", "bkt", "--octet", "77")
+        up = bankctl(home, "up", "--net", net, "--name", "bkt", "--octet", "77", "--day-seconds", "3")
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
         report(pytestconfig, f"\n[cluster] bankctl up --net {net}: {time.monotonic() - started:.1f} s")
         status = bankctl(home, "status", "--json")
@@ -83,6 +84,30 @@ def forward_policy() -> str:
 
 def set_forward_policy(policy: str) -> None:
     subprocess.run(["iptables", "-P", "FORWARD", policy], check=True)
+
+
+def test_the_business_date_moves_by_itself_on_compressed_days(cluster: tuple[Path, dict[str, Any]]) -> None:
+    """Days of 3 s: the bank's date moves at each cutoff, with nobody asking, and every shard's
+    own database follows it."""
+    home, _ = cluster
+
+    def day() -> dict[str, Any]:
+        shown = bankctl(home, "day", "--json")
+        assert shown.returncode == 0, shown.stderr[-2000:]
+        return dict(json.loads(shown.stdout))
+
+    first = day()
+    assert first["day_seconds"] == 3
+
+    def moved_and_followed() -> dict[str, Any] | None:
+        now = day()
+        dates = {row["business_date"] for row in now["shards"]}
+        return (
+            now if now["business_date"] > first["business_date"] and dates == {now["business_date"]} else None
+        )
+
+    later = eventually(moved_and_followed, 20, "the business date to move and every shard to follow")
+    assert all(row["last_cut"] is not None for row in later["shards"])
 
 
 def test_dc_bridge_passes_a_forward_policy_of_drop(cluster: tuple[Path, dict[str, Any]]) -> None:

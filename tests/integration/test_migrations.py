@@ -41,6 +41,31 @@ def open_slot(conn: psycopg.Connection[Any], slot: int, balances: dict[str, int]
         )
 
 
+def book_as_before(
+    conn: psycopg.Connection[Any],
+    tid: str,
+    debit: str,
+    credit: str,
+    amount: int,
+    debit_after: int,
+    credit_after: int | None,
+) -> None:
+    """A transfer's rows as the releases before 0012 wrote them (postings had no business date)."""
+    conn.execute(
+        "INSERT INTO transfers (transfer_id, request_id, kind, from_account, to_account, amount, currency,"
+        " status) VALUES (%s, %s, 'TRANSFER', %s, %s, %s, 'CNY', %s)",
+        (tid, f"rid-{tid}", debit, credit, amount, "COMMITTED" if credit_after is not None else "PENDING"),
+    )
+    conn.execute(
+        "INSERT INTO postings (transfer_id, account_number, amount, currency, balance_after, counterparty)"
+        " VALUES (%s, %s, %s, 'CNY', %s, %s), (%s, %s, %s, 'CNY', %s, %s)",
+        (tid, debit, -amount, debit_after, credit, tid, credit, amount, credit_after, debit),
+    )
+    conn.execute("UPDATE accounts SET balance = %s WHERE account_number = %s", (debit_after, debit))
+    if credit_after is not None:
+        conn.execute("UPDATE accounts SET balance = %s WHERE account_number = %s", (credit_after, credit))
+
+
 def test_slot_serials_continue_after_the_serials_a_shard_handed_out_before(
     postgres: PostgresInstance,
 ) -> None:
@@ -71,9 +96,11 @@ def test_postings_keep_their_rows_and_order_with_two_indexes_fewer(postgres: Pos
     source, target = make_account_number(3, 1), make_account_number(3, 2)
     with psycopg.connect(conninfo, autocommit=True) as conn:
         open_slot(conn, 3, {source: 100, target: 0})
-        orders = [[f"old-{i}", "f", f"T0003old{i}", source, target, 10, "CNY", "", None] for i in range(3)]
-        orders.append(["old-out", "f", "T0003oldout", source, make_account_number(9, 1), 7, "CNY", "", 1])
-        conn.execute("SELECT book_transfer_set(%s::jsonb)", (Jsonb(orders),))
+        # Booked as that release wrote its rows (its functions were of its own schema).
+        lines = [(f"T0003old{i}", source, target, 10, 90 - 10 * i, 10 * (i + 1)) for i in range(3)]
+        for tid, debit, credit, amount, debit_after, credit_after in lines:
+            book_as_before(conn, tid, debit, credit, amount, debit_after, credit_after)
+        book_as_before(conn, "T0003oldout", source, "SYS:TRANSIT:CNY", 7, 63, None)
     assert apply_migrations(conninfo, 0)[:2] == ["0008_postings_index.sql", "0009_postings_system_index.sql"]
     with psycopg.connect(conninfo, autocommit=True) as conn:
         indexes = {
@@ -91,8 +118,8 @@ def test_postings_keep_their_rows_and_order_with_two_indexes_fewer(postgres: Pos
             (source,),
         ).fetchall()
         conn.execute(  # the credit delivered on this shard after all (its slot came here)
-            "INSERT INTO postings (transfer_id, account_number, amount, currency) VALUES"
-            " ('T0003oldout', 'SYS:TRANSIT:CNY', -7, 'CNY')"
+            "INSERT INTO postings (transfer_id, account_number, amount, currency, business_date) VALUES"
+            " ('T0003oldout', 'SYS:TRANSIT:CNY', -7, 'CNY', shard_business_date())"
         )
         conn.execute("SET enable_seqscan = off")
         plan = "\n".join(
@@ -116,7 +143,7 @@ def test_answers_written_before_0010_are_given_back_as_written_and_later_ones_wh
     """A request answered by a release before 0010 kept its whole MoneyMovement in its row; a
     retry of it still gets that answer as written, a new request's row keeps the short one."""
     conninfo = fresh_database(postgres, "it_migrate_answers")
-    apply_until(conninfo, "0009_postings_system_index.sql")
+    apply_migrations(conninfo, 0)  # 0010 was book_transfer_set's alone: the old answer is written below
     source, target = make_account_number(4, 1), make_account_number(4, 2)
 
     def book(conn: psycopg.Connection[Any], rid: str, tid: str) -> list[Any]:
@@ -171,7 +198,7 @@ def test_a_fresh_schema_and_an_upgraded_one_define_the_same_functions(postgres: 
     assert apply_migrations(upgraded, 0) == [*later, "functions/slot_fence.sql"]
     with psycopg.connect(fresh) as a, psycopg.connect(upgraded) as b:
         assert defined_functions(a) == defined_functions(b)
-        assert set(defined_functions(a)) == {"book_transfer_set", "slot_change", "slot_fence"}
+        assert set(defined_functions(a)) == {name.removesuffix(".sql") for name, _ in function_files()}
         assert before["slot_fence"] != defined_functions(a)["slot_fence"]
     assert apply_migrations(upgraded, 0) == []  # nothing changed: nothing applied
 

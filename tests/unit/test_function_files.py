@@ -13,7 +13,13 @@ DEFINITION = re.compile(r"CREATE\s+(OR\s+REPLACE\s+)?FUNCTION\s+(\w+)\s*\(", re.
 
 def test_each_function_file_defines_the_function_it_is_named_after() -> None:
     files = function_files()
-    assert {name for name, _ in files} == {"book_transfer_set.sql", "slot_change.sql", "slot_fence.sql"}
+    assert {name for name, _ in files} == {
+        "book_transfer_set.sql",
+        "cut_business_date.sql",
+        "shard_business_date.sql",
+        "slot_change.sql",
+        "slot_fence.sql",
+    }
     for name, sql in files:
         definitions = DEFINITION.findall(sql)
         assert definitions == [("OR REPLACE ", name.removesuffix(".sql"))], name

@@ -160,6 +160,7 @@ class Posting(_message.Message):
     BALANCE_AFTER_FIELD_NUMBER: _builtins.int
     COUNTERPARTY_FIELD_NUMBER: _builtins.int
     POSTED_AT_FIELD_NUMBER: _builtins.int
+    BUSINESS_DATE_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Increases with every posting on the shard; statements are in this order."""
     transfer_id: _builtins.str
@@ -170,6 +171,10 @@ class Posting(_message.Message):
     balance_after: _builtins.int
     counterparty: _builtins.str
     """The other account of the transfer; empty for deposits and withdrawals."""
+    business_date: _builtins.str
+    """The bank's business date the posting was booked in (YYYY-MM-DD): the date of its shard when
+    its transaction read it, so every posting of one movement carries the same date.
+    """
     @_builtins.property
     def posted_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -183,10 +188,11 @@ class Posting(_message.Message):
         balance_after: _builtins.int = ...,
         counterparty: _builtins.str = ...,
         posted_at: _timestamp_pb2.Timestamp | None = ...,
+        business_date: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["posted_at", b"posted_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "balance_after", b"balance_after", "counterparty", b"counterparty", "currency", b"currency", "kind", b"kind", "posted_at", b"posted_at", "sequence", b"sequence", "transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "balance_after", b"balance_after", "business_date", b"business_date", "counterparty", b"counterparty", "currency", b"currency", "kind", b"kind", "posted_at", b"posted_at", "sequence", b"sequence", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -7,8 +7,8 @@
 -- whose slots this shard may not write now (slot_fence), locks the accounts of the others in
 -- account-number order and releases their expired holds, applies the rules in the orders' order
 -- (each sees the balances the earlier ones left), and writes what the accepted ones write:
--- transfers, postings, outbox rows, balances, and their requests' answers. A refused order
--- writes nothing.
+-- transfers, postings (dated with the shard's business date, shard_business_date), outbox
+-- rows, balances, and their requests' answers. A refused order writes nothing.
 --
 -- It returns the transaction's time and {"priors": [[request_id, operation, fingerprint,
 -- result], ...], "fenced": [[slot, state, moved_to], ...], "refused": [[position, debit,
@@ -55,6 +55,7 @@
 CREATE OR REPLACE FUNCTION book_transfer_set(orders jsonb, OUT booked_at timestamptz, OUT outcome jsonb)
 LANGUAGE plpgsql VOLATILE SET enable_seqscan = off SET enable_mergejoin = off AS $$
 DECLARE
+    today constant date := shard_business_date();  -- every line of the set, one business date
     max_balance constant bigint := 9223372036854775807;
     n integer;
     rids text[]; digests text[]; tids text[]; froms text[]; tos text[]; amounts bigint[];
@@ -211,8 +212,9 @@ BEGIN
                CASE WHEN b.t IS NULL THEN 'COMMITTED' ELSE 'PENDING' END, b.ref, '', '', booked_at
         FROM booked b
     ), written_postings AS (
-        INSERT INTO postings (transfer_id, account_number, amount, currency, balance_after, counterparty)
-        SELECT b.tid, l.account, l.amount, b.cur, l.after, l.other
+        INSERT INTO postings (transfer_id, account_number, amount, currency, balance_after, counterparty,
+                              business_date)
+        SELECT b.tid, l.account, l.amount, b.cur, l.after, l.other, today
         FROM booked b
         CROSS JOIN LATERAL (VALUES
             (1, b.src, -b.amt, b.dafter, b.dst),

@@ -18,8 +18,9 @@ BEGIN
     IF EXISTS (SELECT 1 FROM slot_state WHERE slot = slots[1] AND state = new_state) THEN
         RETURN -1;
     END IF;
-    INSERT INTO postings (transfer_id, account_number, amount, currency, balance_after, counterparty)
-    SELECT t, 'SYS:MIGRATION:' || c, a, c, NULL, tag
+    INSERT INTO postings (transfer_id, account_number, amount, currency, balance_after, counterparty,
+                          business_date)
+    SELECT t, 'SYS:MIGRATION:' || c, a, c, NULL, tag, shard_business_date()
     FROM unnest(line_transfers, line_currencies, line_amounts) AS m(t, c, a);
     GET DIAGNOSTICS booked = ROW_COUNT;
     UPDATE move_lines SET counted = true WHERE move_lines.tag = slot_change.tag;
