@@ -18,7 +18,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from services.cluster.topology import NETNS
+from services.cluster.topology import COMPOSE, NETNS
 from services.common.identifiers import NUM_SLOTS
 from services.moves.mover import POINTS
 
@@ -37,6 +37,15 @@ FIRST_FAULTS = [
 MOVE_CUTS = ("none", "kill-source-dc", "kill-target-dc", "kill-mover")
 SECOND_FAULTS = ["kill-redis-primary", "slow-link"]
 NEEDS_NETNS = {"isolate-dc", "partition"}
+# What each network can strike beyond kills and pauses: a compose cluster's DC is one namespace
+# on a backbone it can be disconnected from, but has no per-pair firewall of ours to partition.
+NETWORK_FAULTS = {NETNS: {"isolate-dc", "partition"}, COMPOSE: {"isolate-dc"}}
+
+
+def strikable(fault: str, net: str) -> bool:
+    return fault not in NEEDS_NETNS or fault in NETWORK_FAULTS.get(net, set())
+
+
 SECOND_FAULT_SHARE = 0.3
 MAX_STEPS = 200  # far more than any run can use; a run stops drawing when its time is up
 
@@ -67,7 +76,7 @@ class Step:
 def draw(seed: int, dc_names: list[str], net: str, steps: int = MAX_STEPS) -> list[Step]:
     """The schedule of `seed`: a pure function of its arguments."""
     rng = random.Random(seed)
-    usable = [(f, w) for f, w in FIRST_FAULTS if net == NETNS or f not in NEEDS_NETNS]
+    usable = [(f, w) for f, w in FIRST_FAULTS if strikable(f, net)]
     names, weights = [f for f, _ in usable], [w for _, w in usable]
     schedule = []
     for index in range(steps):
@@ -102,7 +111,7 @@ def _written(rng: random.Random, text: str, dc_names: list[str], net: str) -> Fa
     known = {f for f, _ in FIRST_FAULTS} | set(SECOND_FAULTS)
     if not words or words[0] not in known:
         raise ValueError(f"step {text!r}: the fault must be one of {', '.join(sorted(known))}")
-    if words[0] in NEEDS_NETNS and net != NETNS:
+    if not strikable(words[0], net):
         raise ValueError(f"step {text!r}: {words[0]} needs a cluster started with --net netns")
     drawn = _fault(rng, words[0], dc_names)
     given: dict[str, Any] = {}

@@ -31,6 +31,13 @@ def test_schedules_keep_a_majority_and_respect_the_network() -> None:
                     assert fault.args["other"] in DCS and fault.args["other"] != fault.args["dc"]
 
 
+def test_a_compose_cluster_is_isolated_but_never_partitioned() -> None:
+    drawn = {
+        f.fault for seed in range(50) for step in draw(seed, DCS, "compose", steps=20) for f in step.faults
+    }
+    assert "isolate-dc" in drawn and "partition" not in drawn
+
+
 def _ops() -> dict[str, Op]:
     return {
         "r1": Op("r1", "A", "B", 10, outcome="ok", transfer_id="T1"),
