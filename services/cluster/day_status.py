@@ -16,7 +16,7 @@ from services.cluster.check import current_primaries
 from services.cluster.pg_group import member_instance
 from services.cluster.state import ClusterState
 from services.cluster.zookeeper import zk_client
-from services.day.calendar import cutoff
+from services.common.calendar import cutoff
 from services.dcs import business_day as bank_day
 from services.host.processes import LaunchError, wait_until
 from services.storage.business_day import read_day

@@ -35,8 +35,8 @@ from services.cluster.topology import (
     ClusterSpec,
 )
 from services.cluster.zookeeper import start_zookeeper, zk_client, zk_mode
+from services.common.calendar import starting
 from services.common.routes import ShardRoute
-from services.day.calendar import starting
 from services.dcs import business_day as bank_day
 from services.host.processes import LaunchError, pid_alive, terminate, wait_until
 from services.host.service_user import remove_data_root

@@ -41,7 +41,7 @@ class ClusterSpec:
     octet: int = 0
     tls: bool = False  # gateways and bank-nodes serve TLS only, with certificates `up` makes
     group_commit: bool = True  # bank-nodes gather concurrent writes of a shard into one transaction
-    # The bank's day (services/day/calendar.py): cut at midnight in this zone, or, with
+    # The bank's day (services/common/calendar.py): cut at midnight in this zone, or, with
     # day_seconds, a compressed day of that many seconds (demos and tests).
     time_zone: str = "Asia/Shanghai"
     day_seconds: float = 0.0

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from kazoo.exceptions import KazooException
 
-from services.day.calendar import due
+from services.common.calendar import due
 from services.dcs import business_day as bank_day
 from services.dcs.store import Dcs
 from services.rpc import metrics

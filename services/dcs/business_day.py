@@ -1,6 +1,6 @@
 """The bank's business date in ZooKeeper, the truth every shard follows.
 
-/bank/calendar           the cutoff schedule (services/day/calendar.py), written once by `up`
+/bank/calendar           the cutoff schedule (services/common/calendar.py), written once by `up`
 /bank/day                the bank's business date: {"business_date", "since"}, moved to the next
                          date by compare-and-set (whichever node sees the cutoff first; or
                          `bankctl day close`)
@@ -19,7 +19,7 @@ from typing import Any
 
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
-from services.day.calendar import Calendar, parse_date
+from services.common.calendar import Calendar, parse_date
 from services.dcs import paths
 from services.dcs.store import Dcs
 

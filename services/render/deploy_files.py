@@ -5,8 +5,9 @@ that ports, DC names, shard placement and settings cannot drift apart:
     python -m services.render.deploy_files --check  # exit 1 if a committed file differs
 
 docker-compose: every role in the bank's own image, a DC one network namespace on a backbone
-(see compose_file.py). Kubernetes: a namespace, the same secrets, and one StatefulSet per role
-whose replicas are spread one per zone (a zone is a DC; the pod's ordinal names its DC).
+(services/cluster/compose/compose_file.py, which the compose engine renders per topology too).
+Kubernetes: a namespace, the same secrets, and one StatefulSet per role whose replicas are
+spread one per zone (a zone is a DC; the pod's ordinal names its DC).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def _dump(*documents: Any) -> str:
 
 
 def rendered(spec: ClusterSpec) -> dict[Path, str]:
-    from services.render import compose_file, k8s, topology_svg
+    from services.cluster.compose import compose_file
+    from services.render import k8s, topology_svg
 
     return {
         DEPLOY / "architecture.svg": topology_svg.render(topology_svg.picture_of_spec(spec)),

@@ -16,8 +16,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from services.cluster.compose import compose_file as compose_render
 from services.cluster.topology import COMPOSE, GATEWAY_PORT, ClusterSpec
-from services.render import compose_file as compose_render
 from services.render import deploy_files
 
 DEPLOY = deploy_files.DEPLOY

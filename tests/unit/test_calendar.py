@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from services.day.calendar import Calendar, cutoff, due, parse_date, starting
+from services.common.calendar import Calendar, cutoff, due, parse_date, starting
 
 # 2026-12-08 00:30 in Shanghai is 2026-12-07 16:30 UTC.
 START = dt.datetime(2026, 12, 7, 16, 30, tzinfo=dt.UTC).timestamp()

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from services.cluster.compose import daemon, docker, images
+from services.cluster.compose import compose_file, daemon, docker, images
 from services.cluster.compose.engine import healthy
 from services.cluster.credentials import DEFAULT_CLIENT_RATE_PER_S, write_credentials
 from services.cluster.engine import COMPOSE_ENGINE
@@ -35,7 +35,6 @@ from services.cluster.topology import (
 from services.cluster.zookeeper import zk_client
 from services.host.processes import LaunchError, wait_until
 from services.host.service_user import remove_data_root
-from services.render import compose_file
 
 Say = Callable[[str], None]
 REPO_DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
