@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import time
 
 from bank.v1 import ledger_pb2
 from services.storage import business_day
+from tests.eventually import eventually
 from tests.integration.conftest import Bank, rid
 
 
@@ -74,10 +74,18 @@ def test_a_cut_under_load_splits_no_transfer_and_refuses_no_write(bank: Bank) ->
     threads = [threading.Thread(target=keep_paying, args=(p,)) for p in payers]
     for thread in threads:
         thread.start()
-    time.sleep(1.0)  # load before the cut, bounded: the threads stop on `stop`
-    cut = business_day.cut(bank.conninfo, today + dt.timedelta(days=1))
-    time.sleep(1.0)
-    stop.set()
+
+    def booked_on(date: dt.date) -> int:
+        rows = bank.sql("SELECT count(*) FROM postings WHERE account_number = %s AND business_date = %s",
+                        (payee, date))  # fmt: skip
+        return int(rows[0][0])  # type: ignore[call-overload]
+
+    try:
+        eventually(lambda: booked_on(today) >= 50, 30, "transfers booked before the cut")
+        cut = business_day.cut(bank.conninfo, today + dt.timedelta(days=1))
+        eventually(lambda: booked_on(today + dt.timedelta(days=1)) >= 50, 30, "transfers after the cut")
+    finally:
+        stop.set()
     for thread in threads:
         thread.join(timeout=30)
     assert errors == []
